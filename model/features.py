@@ -1,0 +1,241 @@
+"""Feature engineering: small scikit-learn estimators applied as plain NumPy.
+
+Every transformer learns its state in ``fit`` (attributes with a trailing ``_``)
+and applies it with vectorised NumPy in ``transform``, so one row costs
+microseconds on the serving path instead of a pandas/ColumnTransformer round trip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.model_selection import KFold
+from sklearn.neighbors import KDTree
+
+from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS
+
+# Degrees of longitude are shorter than degrees of latitude; at California's mean
+# latitude (37°N) one degree of longitude spans cos(37°) ≈ 0.8 of a degree of latitude.
+_LONGITUDE_SCALE = float(np.cos(np.radians(37.0)))
+
+
+class MedianImputer(TransformerMixin, BaseEstimator):
+    """Replace missing values of one numeric column with the median seen at fit."""
+
+    def fit(self, X, y=None):
+        values = np.asarray(X, dtype=float).reshape(-1)
+        self.median_ = float(np.nanmedian(values))
+        return self
+
+    def transform(self, X):
+        values = np.asarray(X, dtype=float).reshape(-1)
+        return np.where(np.isnan(values), self.median_, values)
+
+
+class OneHotCategories(TransformerMixin, BaseEstimator):
+    """One-hot encode one categorical column; a category unseen at fit encodes as all zeros."""
+
+    def fit(self, X, y=None):
+        self.categories_ = np.array(sorted(pd.unique(np.asarray(X, dtype=object).reshape(-1))), dtype=object)
+        return self
+
+    def transform(self, X):
+        values = np.asarray(X, dtype=object).reshape(-1, 1)
+        return (values == self.categories_[np.newaxis, :]).astype(float)
+
+
+def ratio_features(rooms, bedrooms, population, households) -> np.ndarray:
+    """Per-household and per-room ratios: the block's size, not its count, drives price."""
+    return np.column_stack(
+        [
+            rooms / households,
+            bedrooms / rooms,
+            population / households,
+            rooms / population,
+        ]
+    )
+
+
+class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator):
+    """Statistics of the target over the k nearest training blocks in latitude/longitude.
+
+    ``X`` has three columns: latitude, longitude, median_income. For each k in
+    ``n_neighbors`` the encoder emits the neighbours' mean and median target, the
+    distance to the k-th neighbour, their mean price-per-income ratio, that ratio
+    times the block's own income, their mean income and the block's income relative
+    to it; plus the spread of log target over the largest neighbourhood.
+
+    ``fit_transform`` computes the training rows' statistics out of fold
+    (``n_folds`` folds shuffled with ``random_state``), so no row ever sees its own
+    target; ``transform`` uses every training row, as serving does.
+
+    Parameters
+    ----------
+    n_neighbors : tuple of int
+        Neighbourhood sizes.
+    n_folds : int
+        Folds for the out-of-fold statistics of the training rows.
+    random_state : int
+        Seed of the fold shuffle.
+    """
+
+    def __init__(self, n_neighbors=(5, 15, 50), n_folds=5, random_state=42):
+        self.n_neighbors = n_neighbors
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        self.tree_ = KDTree(_scaled_coordinates(X))
+        self.target_ = np.asarray(y, dtype=float)
+        self.income_ = X[:, 2].copy()
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=float)
+        return _neighbourhood_statistics(
+            self.tree_, self.target_, self.income_, X, tuple(self.n_neighbors)
+        )
+
+    def fit_transform(self, X, y):
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float)
+        folds = KFold(self.n_folds, shuffle=True, random_state=self.random_state)
+        statistics = np.empty((len(X), self.n_output_features()))
+        for fit_rows, held_out_rows in folds.split(X):
+            statistics[held_out_rows] = _neighbourhood_statistics(
+                KDTree(_scaled_coordinates(X[fit_rows])),
+                y[fit_rows],
+                X[fit_rows, 2],
+                X[held_out_rows],
+                tuple(self.n_neighbors),
+            )
+        self.fit(X, y)
+        return statistics
+
+    def n_output_features(self) -> int:
+        return 7 * len(self.n_neighbors) + 1
+
+    def get_feature_names_out(self, input_features=None):
+        names = []
+        for k in self.n_neighbors:
+            names += [
+                f"nb{k}_target_mean",
+                f"nb{k}_target_median",
+                f"nb{k}_distance",
+                f"nb{k}_price_per_income",
+                f"nb{k}_income_adjusted_price",
+                f"nb{k}_income_mean",
+                f"nb{k}_relative_income",
+            ]
+        return np.array([*names, f"nb{max(self.n_neighbors)}_log_target_std"], dtype=object)
+
+
+def _scaled_coordinates(X: np.ndarray) -> np.ndarray:
+    return np.column_stack([X[:, 0], X[:, 1] * _LONGITUDE_SCALE])
+
+
+def _neighbourhood_statistics(tree, target, income, X, n_neighbors) -> np.ndarray:
+    distance, index = tree.query(_scaled_coordinates(X), k=max(n_neighbors))
+    own_income = X[:, 2]
+    columns = []
+    for k in n_neighbors:
+        neighbour_target = target[index[:, :k]]
+        neighbour_income = income[index[:, :k]]
+        price_per_income = (neighbour_target / neighbour_income).mean(axis=1)
+        income_mean = neighbour_income.mean(axis=1)
+        columns += [
+            neighbour_target.mean(axis=1),
+            np.median(neighbour_target, axis=1),
+            distance[:, k - 1],
+            price_per_income,
+            price_per_income * own_income,
+            income_mean,
+            own_income / income_mean,
+        ]
+    columns.append(np.log(target[index]).std(axis=1))
+    return np.column_stack(columns)
+
+
+class HousingFeatures(TransformerMixin, BaseEstimator):
+    """The nine raw input columns → the regressor's feature matrix.
+
+    Median-imputes ``total_bedrooms``, one-hot encodes ``ocean_proximity``, adds
+    ratio features, rotated coordinates and neighbourhood target statistics.
+
+    Parameters
+    ----------
+    n_neighbors : tuple of int
+        Neighbourhood sizes of :class:`NeighbourhoodTargetEncoder`.
+    n_folds : int
+        Folds for the out-of-fold neighbourhood statistics of the training rows.
+    random_state : int
+        Seed of the fold shuffle.
+    """
+
+    def __init__(self, n_neighbors=(5, 15, 50), n_folds=5, random_state=42):
+        self.n_neighbors = n_neighbors
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, X: pd.DataFrame, y):
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y):
+        self.bedrooms_imputer_ = MedianImputer().fit(X["total_bedrooms"])
+        self.ocean_proximity_encoder_ = OneHotCategories().fit(X[CATEGORICAL_COLUMN])
+        self.neighbourhood_encoder_ = NeighbourhoodTargetEncoder(
+            self.n_neighbors, self.n_folds, self.random_state
+        )
+        neighbourhood = self.neighbourhood_encoder_.fit_transform(_location_and_income(X), y)
+        return np.hstack([self._row_features(X), neighbourhood])
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        neighbourhood = self.neighbourhood_encoder_.transform(_location_and_income(X))
+        return np.hstack([self._row_features(X), neighbourhood])
+
+    def _row_features(self, X: pd.DataFrame) -> np.ndarray:
+        numeric = {column: X[column].to_numpy(dtype=float) for column in NUMERIC_COLUMNS}
+        numeric["total_bedrooms"] = self.bedrooms_imputer_.transform(numeric["total_bedrooms"])
+        longitude, latitude = numeric["longitude"], numeric["latitude"]
+        return np.hstack(
+            [
+                np.column_stack(list(numeric.values())),
+                ratio_features(
+                    numeric["total_rooms"],
+                    numeric["total_bedrooms"],
+                    numeric["population"],
+                    numeric["households"],
+                ),
+                np.column_stack([longitude + latitude, longitude - latitude]),
+                self.ocean_proximity_encoder_.transform(X[CATEGORICAL_COLUMN].to_numpy()),
+            ]
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array(
+            [
+                *NUMERIC_COLUMNS,
+                "rooms_per_household",
+                "bedrooms_per_room",
+                "population_per_household",
+                "rooms_per_person",
+                "longitude_plus_latitude",
+                "longitude_minus_latitude",
+                *(f"{CATEGORICAL_COLUMN}_{c}" for c in self.ocean_proximity_encoder_.categories_),
+                *self.neighbourhood_encoder_.get_feature_names_out(),
+            ],
+            dtype=object,
+        )
+
+
+def _location_and_income(X: pd.DataFrame) -> np.ndarray:
+    return np.column_stack(
+        [
+            X["latitude"].to_numpy(dtype=float),
+            X["longitude"].to_numpy(dtype=float),
+            X["median_income"].to_numpy(dtype=float),
+        ]
+    )

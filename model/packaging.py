@@ -1,0 +1,65 @@
+"""How the fitted model becomes one self-contained MLflow artifact."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
+
+from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET
+from model.pyfunc import CaliforniaHousingModel
+
+LOCK_PATH = PROJECT_ROOT / "requirements.lock"
+ARTIFACT_NAME = "model"
+# What loading and calling the pickled model imports; versions come from the lock,
+# so the environment a server builds from the artifact is the one we trained in.
+RUNTIME_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "pyyaml", "scikit-learn", "scipy", "lightgbm")
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [ColSpec("double", column, required=column != "total_bedrooms") for column in NUMERIC_COLUMNS]
+        + [ColSpec("string", CATEGORICAL_COLUMN)]
+    ),
+    outputs=Schema([ColSpec("double", TARGET)]),
+)
+
+
+def locked_versions(lock_path: Path = LOCK_PATH) -> dict[str, str]:
+    """Package name → pinned version, from the project's lock file."""
+    pins = {}
+    for line in lock_path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def pip_requirements(lock_path: Path = LOCK_PATH) -> list[str]:
+    pins = locked_versions(lock_path)
+    return [f"{package}=={pins[package]}" for package in RUNTIME_PACKAGES]
+
+
+def input_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """A few raw rows, one with a missing ``total_bedrooms``, as served requests look."""
+    with_missing = frame[frame["total_bedrooms"].isna()].head(1)
+    complete = frame[frame["total_bedrooms"].notna()].head(2)
+    example = pd.concat([complete, with_missing])[list(FEATURE_COLUMNS)]
+    example[CATEGORICAL_COLUMN] = example[CATEGORICAL_COLUMN].astype(object)
+    return example.reset_index(drop=True)
+
+
+def log_model(model: CaliforniaHousingModel, example: pd.DataFrame) -> ModelInfo:
+    """Log the model into the active run, with the package code it unpickles against."""
+    return mlflow.pyfunc.log_model(
+        name=ARTIFACT_NAME,
+        python_model=model,
+        signature=SIGNATURE,
+        input_example=example,
+        code_paths=[str(PROJECT_ROOT / "model")],
+        pip_requirements=pip_requirements(),
+    )

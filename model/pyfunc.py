@@ -1,0 +1,33 @@
+"""The one artifact: fitted preprocessing and regressor behind ``mlflow.pyfunc``."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import pandas as pd
+
+from model.data import TARGET
+from model.features import HousingFeatures
+
+
+class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
+    """Raw census-block columns in, ``median_house_value`` out.
+
+    Training and every server call the same ``features.transform`` on the same
+    fitted state, so what the regressor sees at serving time is by construction
+    what it saw at training time.
+
+    Parameters
+    ----------
+    features : HousingFeatures
+        Fitted feature pipeline.
+    regressor : object
+        Fitted regressor with ``predict(ndarray) -> ndarray``.
+    """
+
+    def __init__(self, features: HousingFeatures, regressor):
+        self.features = features
+        self.regressor = regressor
+
+    def predict(self, context, model_input, params=None):
+        predictions = self.regressor.predict(self.features.transform(model_input))
+        return pd.DataFrame({TARGET: predictions}, index=model_input.index)

@@ -1,0 +1,156 @@
+"""Training: fit the one artifact, measure it on the frozen split, log and register it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightgbm
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+from sklearn.model_selection import KFold
+
+from model import packaging, registry
+from model.data import (
+    FEATURE_COLUMNS,
+    RAW_DATA_PATH,
+    SPLIT_SEED,
+    TARGET,
+    TEST_SIZE,
+    file_md5,
+    load_raw,
+    pinned_md5,
+    split_train_test,
+    verify_md5,
+)
+from model.features import HousingFeatures
+from model.pyfunc import CaliforniaHousingModel
+
+DATASET_NAME = "california-housing-raw"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every knob of one training run; each field is logged as an MLflow param.
+
+    Parameters
+    ----------
+    n_estimators, learning_rate, num_leaves, min_child_samples, subsample,
+    colsample_bytree, reg_lambda :
+        LightGBM's parameters of the same names (``subsample`` is drawn every iteration).
+    n_neighbors : tuple of int
+        Neighbourhood sizes of the target statistics over latitude/longitude.
+    cv_folds : int
+        Folds of the cross-validation on the training part; 0 or 1 skips it.
+    seed : int
+        Seed of the regressor and of the out-of-fold neighbourhood folds.
+    """
+
+    n_estimators: int = 2500
+    learning_rate: float = 0.02
+    num_leaves: int = 47
+    min_child_samples: int = 15
+    subsample: float = 0.7
+    colsample_bytree: float = 0.5
+    reg_lambda: float = 3.0
+    n_neighbors: tuple[int, ...] = (5, 15, 50)
+    cv_folds: int = 5
+    seed: int = 42
+
+
+def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingModel:
+    features = HousingFeatures(n_neighbors=config.n_neighbors, random_state=config.seed)
+    X = features.fit_transform(frame[list(FEATURE_COLUMNS)], frame[TARGET])
+    regressor = lightgbm.LGBMRegressor(
+        n_estimators=config.n_estimators,
+        learning_rate=config.learning_rate,
+        num_leaves=config.num_leaves,
+        min_child_samples=config.min_child_samples,
+        subsample=config.subsample,
+        subsample_freq=1,
+        colsample_bytree=config.colsample_bytree,
+        reg_lambda=config.reg_lambda,
+        random_state=config.seed,
+        verbose=-1,
+    )
+    regressor.fit(X, frame[TARGET].to_numpy())
+    return CaliforniaHousingModel(features, regressor)
+
+
+def predict(model: CaliforniaHousingModel, frame: pd.DataFrame) -> np.ndarray:
+    return model.predict(None, frame[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
+
+
+def regression_metrics(y_true, y_pred) -> dict[str, float]:
+    return {
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2_score(y_true, y_pred)),
+    }
+
+
+def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
+    folds = KFold(config.cv_folds, shuffle=True, random_state=config.seed)
+    scores = []
+    for fit_rows, held_out_rows in folds.split(frame):
+        model = fit_model(frame.iloc[fit_rows], config)
+        held_out = frame.iloc[held_out_rows]
+        scores.append(root_mean_squared_error(held_out[TARGET], predict(model, held_out)))
+    return np.array(scores)
+
+
+def dataset_digest(data_path: Path) -> str:
+    """The DVC md5 of the raw file; the tracked file must have exactly the pinned bytes."""
+    if data_path.resolve() == RAW_DATA_PATH.resolve():
+        return verify_md5(data_path, pinned_md5())
+    return file_md5(data_path)
+
+
+def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
+    """One tracked run: fit, evaluate, log the artifact, register it and crown it champion.
+
+    The model is registered only after it was logged completely and a smoke
+    prediction on its input example from the logged artifact succeeded, so the
+    registry never holds a version that cannot serve.
+    """
+    digest = dataset_digest(data_path)
+    raw = load_raw(data_path)
+    train_frame, test_frame = split_train_test(raw)
+
+    with mlflow.start_run():
+        mlflow.log_params(
+            {
+                **asdict(config),
+                "data_path": str(data_path),
+                "test_size": TEST_SIZE,
+                "split_seed": SPLIT_SEED,
+                "n_train_rows": len(train_frame),
+                "n_test_rows": len(test_frame),
+            }
+        )
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                raw, source=str(data_path.resolve()), targets=TARGET, name=DATASET_NAME, digest=digest
+            ),
+            context="training",
+        )
+        if config.cv_folds > 1:
+            cv_rmse = cross_validated_rmse(train_frame, config)
+            mlflow.log_metrics({"cv_rmse_mean": cv_rmse.mean(), "cv_rmse_std": cv_rmse.std()})
+
+        started = time.perf_counter()
+        model = fit_model(train_frame, config)
+        mlflow.log_metric("training_seconds", time.perf_counter() - started)
+        test_metrics = regression_metrics(test_frame[TARGET], predict(model, test_frame))
+        mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
+
+        example = packaging.input_example(train_frame)
+        model_info = packaging.log_model(model, example)
+        registry.smoke_test(model_info.model_uri, example)
+        version = registry.register(model_info.model_uri)
+        registry.crown(version)
+        return version

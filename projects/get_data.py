@@ -1,0 +1,16 @@
+"""Entry point `get_data`: put the DVC-pinned raw dataset at data/raw/housing.csv."""
+
+import argparse
+import sys
+
+from model.data import DEFAULT_SOURCE, RAW_DATA_PATH, DataContractError, ensure_raw_data
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="path or http(s) URL to fetch when DVC has no remote")
+    args = parser.parse_args()
+    try:
+        origin = ensure_raw_data(args.source)
+    except DataContractError as error:
+        sys.exit(f"error: {error}")
+    print(f"{RAW_DATA_PATH}: {origin}")

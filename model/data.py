@@ -124,19 +124,21 @@ DEFAULT_SOURCE = "https://raw.githubusercontent.com/ageron/handson-ml2/master/da
 def ensure_raw_data(source: str = DEFAULT_SOURCE, destination: Path = RAW_DATA_PATH) -> str:
     """Put the pinned raw dataset at ``destination`` and say where it came from.
 
-    Order: already in place; ``dvc pull`` when a DVC remote is configured and
-    answers; else copy or download ``source``. Bytes whose md5 differs from the
-    DVC pointer file are refused and never land at ``destination``.
+    Order: already in place; ``dvc pull`` when the DVC project holding
+    ``destination`` has a remote that answers; else copy or download ``source``.
+    Bytes whose md5 differs from the DVC pointer file are refused and never land
+    at ``destination``.
     """
-    expected = pinned_md5(destination.with_name(destination.name + ".dvc"))
+    pointer = destination.with_name(destination.name + ".dvc")
+    expected = pinned_md5(pointer)
     if destination.exists() and file_md5(destination) == expected:
         return "already in place"
-    if _dvc_remote_configured() and _dvc_pull(destination):
+    if _dvc(["remote", "list"], pointer).stdout.strip() and _dvc(["pull", "--quiet", pointer.name], pointer).returncode == 0:
         verify_md5(destination, expected)
         return "dvc pull"
     fetch_verified(source, destination, expected)
     # Record the bytes in the DVC cache, so `dvc status` is clean and `dvc push` can share them.
-    _dvc(["commit", "--force", "--quiet", str(destination.with_name(destination.name + ".dvc"))])
+    _dvc(["commit", "--force", "--quiet", pointer.name], pointer)
     return source
 
 
@@ -154,29 +156,22 @@ def fetch_verified(source: str, destination: Path, expected_md5: str) -> None:
                     shutil.copyfileobj(original, partial)
             partial.close()
             verify_md5(partial_path, expected_md5)
-        except (DataContractError, OSError, urllib.error.URLError) as error:
+        except DataContractError as error:
             partial_path.unlink(missing_ok=True)
-            if isinstance(error, DataContractError):
-                raise DataContractError(f"refused {source}: {str(error).split(': ', 1)[1]}") from None
+            raise DataContractError(f"refused {source}: {str(error).split(': ', 1)[1]}") from None
+        except (OSError, urllib.error.URLError) as error:
+            partial_path.unlink(missing_ok=True)
             raise DataContractError(f"cannot read {source}: {error}") from None
     os.chmod(partial_path, 0o444)
     os.replace(partial_path, destination)
 
 
-def _dvc(arguments: list[str]) -> subprocess.CompletedProcess:
+def _dvc(arguments: list[str], pointer: Path) -> subprocess.CompletedProcess:
+    """Run DVC in the project that holds ``pointer`` (DVC finds the root from the working directory)."""
     return subprocess.run(
         [sys.executable, "-m", "dvc", *arguments],
-        cwd=PROJECT_ROOT,
+        cwd=pointer.parent,
         capture_output=True,
         text=True,
         env={**os.environ, "DVC_NO_ANALYTICS": "1"},
     )
-
-
-def _dvc_remote_configured() -> bool:
-    listed = _dvc(["remote", "list"])
-    return listed.returncode == 0 and bool(listed.stdout.strip())
-
-
-def _dvc_pull(destination: Path) -> bool:
-    return _dvc(["pull", "--quiet", str(destination.with_name(destination.name + ".dvc"))]).returncode == 0

@@ -60,11 +60,13 @@ def ratio_features(rooms, bedrooms, population, households) -> np.ndarray:
 class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator):
     """Statistics of the target over the k nearest training blocks in latitude/longitude.
 
-    ``X`` has three columns: latitude, longitude, median_income. For each k in
-    ``n_neighbors`` the encoder emits the neighbours' mean and median target, the
-    distance to the k-th neighbour, their mean price-per-income ratio, that ratio
-    times the block's own income, their mean income and the block's income relative
-    to it; plus the spread of log target over the largest neighbourhood.
+    ``X`` has three columns: latitude, longitude, median_income; ``transform``
+    reads only the coordinates, so no statistic depends on the block's own income
+    (which keeps the regressor's monotone constraint on income a guarantee). For
+    each k in ``n_neighbors`` the encoder emits the neighbours' mean and median
+    target, the distance to the k-th neighbour, their mean price-per-income ratio
+    and their mean income; plus the spread of log target over the largest
+    neighbourhood.
 
     ``fit_transform`` computes the training rows' statistics out of fold
     (``n_folds`` folds shuffled with ``random_state``), so no row ever sees its own
@@ -115,7 +117,7 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator):
         return statistics
 
     def n_output_features(self) -> int:
-        return 7 * len(self.n_neighbors) + 1
+        return 5 * len(self.n_neighbors) + 1
 
     def get_feature_names_out(self, input_features=None):
         names = []
@@ -125,9 +127,7 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator):
                 f"nb{k}_target_median",
                 f"nb{k}_distance",
                 f"nb{k}_price_per_income",
-                f"nb{k}_income_adjusted_price",
                 f"nb{k}_income_mean",
-                f"nb{k}_relative_income",
             ]
         return np.array([*names, f"nb{max(self.n_neighbors)}_log_target_std"], dtype=object)
 
@@ -138,21 +138,16 @@ def _scaled_coordinates(X: np.ndarray) -> np.ndarray:
 
 def _neighbourhood_statistics(tree, target, income, X, n_neighbors) -> np.ndarray:
     distance, index = tree.query(_scaled_coordinates(X), k=max(n_neighbors))
-    own_income = X[:, 2]
     columns = []
     for k in n_neighbors:
         neighbour_target = target[index[:, :k]]
         neighbour_income = income[index[:, :k]]
-        price_per_income = (neighbour_target / neighbour_income).mean(axis=1)
-        income_mean = neighbour_income.mean(axis=1)
         columns += [
             neighbour_target.mean(axis=1),
             np.median(neighbour_target, axis=1),
             distance[:, k - 1],
-            price_per_income,
-            price_per_income * own_income,
-            income_mean,
-            own_income / income_mean,
+            (neighbour_target / neighbour_income).mean(axis=1),
+            neighbour_income.mean(axis=1),
         ]
     columns.append(np.log(target[index]).std(axis=1))
     return np.column_stack(columns)

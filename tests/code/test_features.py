@@ -73,7 +73,8 @@ def test_neighbourhood_transform_of_a_training_point_uses_its_nearest_targets():
     assert len(names) == statistics.shape[1]
     assert statistics[0, names.index("nb1_target_mean")] == 100.0
     assert statistics[0, names.index("nb2_target_mean")] == 150.0
-    assert statistics[0, names.index("nb1_relative_income")] == 2.0
+    assert statistics[0, names.index("nb1_income_mean")] == 3.0
+    np.testing.assert_array_equal(statistics, encoder.transform(np.array([[34.0, -118.0, 99.0]])))
 
 
 def test_housing_features_names_match_columns_and_training_rows_get_out_of_fold_statistics():

@@ -15,12 +15,14 @@ EXPERIMENT ?= california-housing
 DATA_SOURCE ?= https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/housing.csv
 HOST ?= 127.0.0.1
 PORT ?= 5001
+V2_PORT ?= 8080
+V2_MODEL_NAME ?= california-housing
 # One OpenMP thread per server process: a 1-row predict took ~800 ms with the
 # default thread pool inside `mlflow models serve` and ~20 ms with one thread.
 SERVE_THREADS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: venv data train serve predict test
+.PHONY: venv data train serve serve-v2 predict test
 
 venv: $(VENV)/.installed
 
@@ -40,6 +42,11 @@ train: data
 
 serve: venv
 	OMP_NUM_THREADS=$(SERVE_THREADS) mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(PORT)
+
+# The command the cluster's ClusterServingRuntime container runs (there with --http_host=0.0.0.0
+# and --model_dir=/mnt/models, filled by the models:/ ClusterStorageContainer).
+serve-v2: venv
+	OMP_NUM_THREADS=$(SERVE_THREADS) python -m mlflowserver --model_name=$(V2_MODEL_NAME) --model_dir="$(MODEL_URI)" --http_host=$(HOST) --http_port=$(V2_PORT)
 
 predict: venv
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv OUTPUT=out.json" >&2; exit 2; }

@@ -192,7 +192,12 @@ class HousingFeatures(TransformerMixin, BaseEstimator):
         return np.hstack([self._row_features(X), neighbourhood])
 
     def _row_features(self, X: pd.DataFrame) -> np.ndarray:
-        numeric = {column: X[column].to_numpy(dtype=float) for column in NUMERIC_COLUMNS}
+        # total_bedrooms is optional in the signature: absent, it is missing on every row.
+        bedrooms = X["total_bedrooms"] if "total_bedrooms" in X else np.full(len(X), np.nan)
+        numeric = {
+            column: X[column].to_numpy(dtype=float) if column != "total_bedrooms" else bedrooms
+            for column in NUMERIC_COLUMNS
+        }
         numeric["total_bedrooms"] = self.bedrooms_imputer_.transform(numeric["total_bedrooms"])
         longitude, latitude = numeric["longitude"], numeric["latitude"]
         return np.hstack(

@@ -28,6 +28,6 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         self.features = features
         self.regressor = regressor
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         predictions = self.regressor.predict(self.features.transform(model_input))
         return pd.DataFrame({TARGET: predictions}, index=model_input.index)

@@ -125,19 +125,20 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
     raw = load_raw(data_path)
     train_frame, test_frame = split_train_test(raw)
 
-    with mlflow.start_run():
-        mlflow.log_params(
-            {
-                **asdict(config),
-                # As `mlflow run` logs it from the MLproject parameter.
-                "n_neighbors": ",".join(map(str, config.n_neighbors)),
-                "data_path": str(data_path),
-                "test_size": TEST_SIZE,
-                "split_seed": SPLIT_SEED,
-                "n_train_rows": len(train_frame),
-                "n_test_rows": len(test_frame),
-            }
-        )
+    with mlflow.start_run() as run:
+        # `mlflow run` already logged the MLproject parameters as given on its command
+        # line; log the rest, without re-logging a value under another spelling.
+        already_logged = mlflow.get_run(run.info.run_id).data.params
+        params = {
+            **asdict(config),
+            "n_neighbors": ",".join(map(str, config.n_neighbors)),
+            "data_path": str(data_path),
+            "test_size": TEST_SIZE,
+            "split_seed": SPLIT_SEED,
+            "n_train_rows": len(train_frame),
+            "n_test_rows": len(test_frame),
+        }
+        mlflow.log_params({key: value for key, value in params.items() if key not in already_logged})
         mlflow.log_input(
             mlflow.data.from_pandas(
                 raw, source=str(data_path.resolve()), targets=TARGET, name=DATASET_NAME, digest=digest

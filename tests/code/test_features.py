@@ -101,3 +101,13 @@ def test_housing_features_impute_missing_bedrooms_and_ignore_extra_columns():
     assert transformed[0, bedrooms] == pytest.approx(frame["total_bedrooms"].median())
     assert np.isfinite(transformed).all()
     assert list(FEATURE_COLUMNS) == list(frame.columns)
+
+
+def test_an_absent_total_bedrooms_column_is_imputed_like_missing_values():
+    frame = blocks(40)
+    features = HousingFeatures(n_neighbors=(3,), n_folds=2).fit(frame, np.arange(40.0) + 1)
+    rows = frame.head(5)
+    np.testing.assert_array_equal(
+        features.transform(rows.drop(columns="total_bedrooms")),
+        features.transform(rows.assign(total_bedrooms=np.nan)),
+    )

@@ -1,0 +1,214 @@
+"""What the cluster does, with real processes on loopback.
+
+A tracking server on PostgreSQL with proxied artifacts plays the in-cluster MLflow; `train`
+registers a champion there; the ClusterStorageContainer's own command (read from k8s/)
+downloads `models:/CaliforniaHousingRegressor@champion` into a temp `/mnt/models`; the
+ClusterServingRuntime's command serves that directory; V2 calls through raw HTTP and the
+kserve SDK's REST client must equal `mlflow models serve`'s answers for the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+import requests
+import yaml
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
+from model.registry import CHAMPION, MODEL_NAME
+from tests.integration.servers import free_port, running_server, server_env
+
+pytestmark = pytest.mark.integration
+
+STORAGE_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
+ISVC_NAME = "california-housing"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+def manifest(kind: str) -> dict:
+    for path in sorted((PROJECT_ROOT / "k8s").rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") == kind:
+                return document
+    raise AssertionError(f"no {kind} in k8s/")
+
+
+@pytest.fixture(scope="module")
+def database():
+    name = f"mlflow_pod_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield f"{POSTGRES}/{name}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def tracking_server(database, tmp_path_factory):
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    command = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(artifacts),
+               "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with running_server(command, port, f"http://127.0.0.1:{port}/health", timeout=180) as server:
+        yield server.base_url
+
+
+@pytest.fixture(scope="module")
+def env(tracking_server) -> dict:
+    return server_env({"MLFLOW_TRACKING_URI": tracking_server})
+
+
+@pytest.fixture(scope="module")
+def champion(env, raw_data_path):
+    completed = subprocess.run(
+        ["mlflow", "run", str(PROJECT_ROOT), "-e", "train", "--env-manager", "local", "--experiment-name", "pod",
+         "-P", f"data_path={raw_data_path}", "-P", "n_estimators=150", "-P", "cv_folds=0"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+
+
+@pytest.fixture(scope="module")
+def mnt_models(champion, env, tmp_path_factory) -> Path:
+    """The storage initializer: the ClusterStorageContainer's command with KServe's args."""
+    container = manifest("ClusterStorageContainer")["spec"]["container"]
+    destination = tmp_path_factory.mktemp("mnt") / "models"
+    completed = subprocess.run([*container["command"], STORAGE_URI, str(destination)],
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (destination / "MLmodel").exists(), sorted(p.name for p in destination.iterdir())
+    return destination
+
+
+@pytest.fixture(scope="module")
+def v2_server(mnt_models, env):
+    """The ClusterServingRuntime's container command, on loopback instead of 0.0.0.0."""
+    container = manifest("ClusterServingRuntime")["spec"]["containers"][0]
+    port = free_port()
+    args = [arg.replace("{{.Name}}", ISVC_NAME) for arg in container["args"]]
+    args = [arg for arg in args if not arg.startswith(("--http_port", "--http_host"))]
+    args = [arg if not arg.startswith("--model_dir") else f"--model_dir={mnt_models}" for arg in args]
+    command = [*container["command"], *args, f"--http_port={port}", "--http_host=127.0.0.1"]
+    with running_server(command, port, f"http://127.0.0.1:{port}/v2/health/ready", env=env, timeout=180) as server:
+        yield server.base_url
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(champion, env):
+    port = free_port()
+    command = ["mlflow", "models", "serve", "-m", STORAGE_URI, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(command, port, f"http://127.0.0.1:{port}/ping", env=env, timeout=180) as server:
+        yield server.base_url
+
+
+@pytest.fixture(scope="module")
+def rows(raw_frame) -> pd.DataFrame:
+    frame = split_train_test(raw_frame)[1].head(25)[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    frame.loc[2, "total_bedrooms"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="module")
+def reference(mlflow_server, rows) -> np.ndarray:
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    response = requests.post(f"{mlflow_server}/invocations", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return np.array([row[TARGET] for row in response.json()["predictions"]])
+
+
+def v2_body(rows: pd.DataFrame, shape_2d: bool = False) -> dict:
+    def tensor(column):
+        values = json.loads(rows[column].to_json(orient="values"))
+        shape = [len(rows), 1] if shape_2d else [len(rows)]
+        datatype = "BYTES" if column == "ocean_proximity" else "FP64"
+        return {"name": column, "shape": shape, "datatype": datatype, "data": values}
+    return {"inputs": [tensor(column) for column in FEATURE_COLUMNS]}
+
+
+def test_health_and_metadata_come_from_the_signature(v2_server):
+    assert requests.get(f"{v2_server}/v2/health/live", timeout=10).status_code == 200
+    assert requests.get(f"{v2_server}/v2/models/{ISVC_NAME}/ready", timeout=10).status_code == 200
+    metadata = requests.get(f"{v2_server}/v2/models/{ISVC_NAME}", timeout=10).json()
+    assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+        *((column, "FP64") for column in NUMERIC_COLUMNS), ("ocean_proximity", "BYTES")]
+    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [(TARGET, "FP64")]
+
+
+@pytest.mark.parametrize("shape_2d", [False, True], ids=["shape-n", "shape-n-1"])
+def test_raw_http_v2_predictions_equal_mlflow_models_serve(v2_server, rows, reference, shape_2d):
+    response = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows, shape_2d), timeout=60)
+    assert response.status_code == 200, response.text
+    [output] = response.json()["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == (TARGET, "FP64", [len(rows)])
+    np.testing.assert_allclose(output["data"], reference, rtol=0, atol=1e-9)
+
+
+def test_kserve_sdk_client_predictions_equal_mlflow_models_serve(v2_server, rows, reference):
+    inputs = []
+    for column in FEATURE_COLUMNS:
+        datatype = "BYTES" if column == "ocean_proximity" else "FP64"
+        tensor = InferInput(column, [len(rows)], datatype)
+        tensor.set_data_from_numpy(rows[column].to_numpy(dtype=object if datatype == "BYTES" else float))
+        inputs.append(tensor)
+
+    async def call():
+        async with InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
+            return await client.infer(v2_server, InferRequest(ISVC_NAME, inputs), model_name=ISVC_NAME)
+
+    response = asyncio.run(call())
+    np.testing.assert_allclose(response.get_output_by_name(TARGET).as_numpy(), reference, rtol=0, atol=1e-9)
+
+
+def test_an_int64_tensor_for_a_double_column_is_accepted(v2_server, rows, reference):
+    body = v2_body(rows)
+    households = body["inputs"][FEATURE_COLUMNS.index("households")]
+    households.update(datatype="INT64", data=[int(value) for value in households["data"]])
+    response = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["outputs"][0]["data"], reference, rtol=0, atol=1e-9)
+
+
+def _without(body: dict, name: str) -> dict:
+    return {"inputs": [tensor for tensor in body["inputs"] if tensor["name"] != name]}
+
+
+def _edit(body: dict, name: str, **changes) -> dict:
+    edited = json.loads(json.dumps(body))
+    next(tensor for tensor in edited["inputs"] if tensor["name"] == name).update(changes)
+    return edited
+
+
+BAD_REQUESTS = {
+    "unknown input": (lambda b: {"inputs": [*b["inputs"], {**b["inputs"][0], "name": "garden_size"}]}, "garden_size"),
+    "missing input": (lambda b: _without(b, "median_income"), "median_income"),
+    "BYTES for a double": (lambda b: _edit(b, "latitude", datatype="BYTES", data=["37.9"] * 3), "latitude"),
+    "FP64 for the string": (lambda b: _edit(b, "ocean_proximity", datatype="FP64", data=[1.0] * 3), "ocean_proximity"),
+    "data length not the shape": (lambda b: _edit(b, "population", shape=[4]), "population"),
+    "inputs of different lengths": (lambda b: _edit(b, "households", shape=[2], data=[100.0, 200.0]), "households"),
+    "empty batch": (lambda b: {"inputs": [{**t, "shape": [0], "data": []} for t in b["inputs"]]}, "0 rows"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_v2_requests_get_a_400_naming_the_problem(v2_server, rows, reference, case):
+    mutate, named = BAD_REQUESTS[case]
+    response = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=mutate(v2_body(rows.head(3))), timeout=60)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]
+    valid = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows), timeout=60)
+    np.testing.assert_allclose(valid.json()["outputs"][0]["data"], reference, rtol=0, atol=1e-9)
+
+
+def test_an_unknown_model_is_a_404(v2_server, rows):
+    response = requests.post(f"{v2_server}/v2/models/another-model/infer", json=v2_body(rows.head(1)), timeout=60)
+    assert response.status_code == 404

@@ -21,8 +21,11 @@ V2_MODEL_NAME ?= california-housing
 # default thread pool inside `mlflow models serve` and ~20 ms with one thread.
 SERVE_THREADS ?= 1
 PYTEST_ARGS ?=
+# Extra `-P name=value` parameters for the lifecycle entry points, e.g.
+# make promote MLFLOW_PARAMS='-P min_improvement=500'
+MLFLOW_PARAMS ?=
 
-.PHONY: venv data train serve serve-v2 predict test
+.PHONY: venv data train serve serve-v2 predict test validate-deploy evaluate promote rollback tune
 
 venv: $(VENV)/.installed
 
@@ -54,3 +57,20 @@ predict: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Offline checks of k8s/, docker-compose.yml and the Dockerfile (no cluster or Docker engine needed).
+validate-deploy: venv
+	$(PY) -m tests.deploy.validate
+
+# Model lifecycle (docs/mlflow/model-registry.md): train → evaluate → promote, rollback, tune.
+evaluate: data
+	mlflow run . -e evaluate --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)
+
+promote: data
+	mlflow run . -e promote --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)
+
+rollback: venv
+	mlflow run . -e rollback --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)
+
+tune: data
+	mlflow run . -e tune --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)

@@ -1,0 +1,57 @@
+# One image for every role of the project: MLflow tracking server, trainer (`mlflow run`),
+# KServe storage initializer (`mlflow artifacts download`) and the V2 runtime (`python -m mlflowserver`).
+# Each role picks its process with `command`/`args` (k8s/, docker-compose.yml); the default CMD serves
+# a model already downloaded to /mnt/models.
+#
+#   docker build -t california-housing:dev .
+
+FROM python:3.11-slim AS deps
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+
+# Exactly the pinned lock, nothing resolved at build time (--no-deps), into a relocatable venv.
+COPY requirements.lock /tmp/requirements.lock
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements.lock \
+    && /opt/venv/bin/pip check
+
+
+FROM python:3.11-slim
+
+# No secret is baked in: credentials reach the containers at run time from Secrets / env files.
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/home/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    OMP_NUM_THREADS=1 \
+    DVC_NO_ANALYTICS=1 \
+    GIT_PYTHON_REFRESH=quiet \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+# uid/gid 1000, the numeric user every manifest pins (runAsUser: 1000). The directories that
+# volumes mount over are created here owned by it, so fresh Docker named volumes inherit that owner.
+RUN groupadd --gid 1000 app \
+    && useradd --uid 1000 --gid 1000 --no-log-init --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && mkdir -p /app /mnt/models /mlflow/artifacts \
+    && chown 1000:1000 /mnt/models /mlflow/artifacts
+
+COPY --from=deps /opt/venv /opt/venv
+
+# The project, root-owned and read-only for the runtime user. data/raw holds only the DVC pointer
+# (the pinned md5), never the data set itself (.dockerignore).
+WORKDIR /app
+COPY requirements.lock MLproject conda.yaml pyproject.toml ./
+COPY model/ ./model/
+COPY mlflowserver/ ./mlflowserver/
+COPY projects/ ./projects/
+COPY data/raw/housing.csv.dvc ./data/raw/housing.csv.dvc
+
+USER 1000:1000
+
+EXPOSE 5000 8080
+
+CMD ["python", "-m", "mlflowserver", "--model_name=california-housing", "--model_dir=/mnt/models", "--http_port=8080", "--http_host=0.0.0.0"]

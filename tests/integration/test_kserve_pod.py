@@ -209,6 +209,17 @@ def test_bad_v2_requests_get_a_400_naming_the_problem(v2_server, rows, reference
     np.testing.assert_allclose(valid.json()["outputs"][0]["data"], reference, rtol=0, atol=1e-9)
 
 
+def test_the_runtime_also_resolves_the_registry_uri_itself(env, champion, rows, reference):
+    """`make serve-v2`: the same runtime given the models:/ URI instead of a downloaded directory."""
+    port = free_port()
+    command = ["python", "-m", "mlflowserver", f"--model_name={ISVC_NAME}", f"--model_dir={STORAGE_URI}",
+               "--http_host=127.0.0.1", f"--http_port={port}"]
+    with running_server(command, port, f"http://127.0.0.1:{port}/v2/health/ready", env=env, timeout=180) as server:
+        response = requests.post(f"{server.base_url}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows), timeout=60)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["outputs"][0]["data"], reference, rtol=0, atol=1e-9)
+
+
 def test_an_unknown_model_is_a_404(v2_server, rows):
     response = requests.post(f"{v2_server}/v2/models/another-model/infer", json=v2_body(rows.head(1)), timeout=60)
     assert response.status_code == 404

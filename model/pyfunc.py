@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
+from model.contract import validate_input
 from model.data import TARGET
 from model.features import HousingFeatures
 
@@ -14,7 +16,8 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
 
     Training and every server call the same ``features.transform`` on the same
     fitted state, so what the regressor sees at serving time is by construction
-    what it saw at training time.
+    what it saw at training time. The input contract (``model.contract``) is
+    checked here, inside the artifact, so every server that loads it enforces it.
 
     Parameters
     ----------
@@ -29,5 +32,8 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         self.regressor = regressor
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        validate_input(model_input)
+        if model_input.empty:
+            return pd.DataFrame({TARGET: np.empty(0)}, index=model_input.index)
         predictions = self.regressor.predict(self.features.transform(model_input))
         return pd.DataFrame({TARGET: predictions}, index=model_input.index)

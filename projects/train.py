@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from model.registry import CHALLENGER
 from model.train import TrainingConfig, train
 
 
@@ -33,4 +34,7 @@ def parse_args() -> tuple[Path, TrainingConfig]:
 if __name__ == "__main__":
     data_path, config = parse_args()
     version = train(data_path, config)
-    print(f"registered {version.name} version {version.version} as champion")
+    aliases = " and ".join(version.aliases) or "no alias"
+    print(f"registered {version.name} version {version.version} as {aliases}")
+    if CHALLENGER in version.aliases:
+        print("promote it with `make promote` (mlflow run . -e promote) once it should serve")

@@ -87,10 +87,12 @@ def test_logged_requirements_are_the_lock(store):
     assert logged and all(line == f"{line.split('==')[0]}=={pins[line.split('==')[0]]}" for line in logged)
 
 
-def test_a_second_run_registers_the_next_version_as_champion(store, raw_data_path):
+def test_a_second_run_registers_a_challenger_and_leaves_the_champion(store, raw_data_path):
     completed = mlflow_run_train(store["env"], raw_data_path, "-P", "seed=7")
     assert completed.returncode == 0, completed.stderr[-5000:]
-    assert MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION).version == 2
+    client = MlflowClient()
+    assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == 2
+    assert client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version == 1
 
 
 def test_artifact_loads_in_a_fresh_process_outside_the_repo(store, rows, in_process, tmp_path):
@@ -133,6 +135,13 @@ def test_served_predictions_equal_in_process_ones_in_every_request_form(store, r
         np.testing.assert_allclose(served_predictions(csv_response), in_process, rtol=0, atol=1e-9)
         one_row = requests.post(url, json={"dataframe_records": records[:1]}, timeout=30)
         np.testing.assert_allclose(served_predictions(one_row), in_process[:1], rtol=0, atol=1e-9)
+
+        broken = requests.post(url, json={"dataframe_records": [records[0], {**records[1], "households": 0}]}, timeout=30)
+        assert broken.status_code == 400
+        assert "column 'households', row 1: must be greater than 0" in broken.json()["message"]
+        assert "Traceback" not in broken.text
+        after = requests.post(url, json={"dataframe_records": records[:1]}, timeout=30)
+        np.testing.assert_allclose(served_predictions(after), in_process[:1], rtol=0, atol=1e-9)
 
 
 def test_batch_predict_writes_one_prediction_per_row_in_order(store, rows, in_process, tmp_path):

@@ -1,0 +1,18 @@
+"""Entry point `rollback`: point `champion` back at the version the last promotion replaced."""
+
+import argparse
+import sys
+
+from mlflow.exceptions import MlflowException
+
+from model.promotion import rollback
+
+if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    try:
+        decision = rollback()
+    except MlflowException as error:
+        sys.exit(f"error: {str(error).splitlines()[0]}")
+    if not decision.moved:
+        sys.exit(decision.message)
+    print(decision.message)

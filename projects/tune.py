@@ -1,0 +1,30 @@
+"""Entry point `tune`: Optuna search within a time budget; the best configuration becomes challenger."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from model.data import DataContractError
+from model.tune import TuneSettings, tune
+
+if __name__ == "__main__":
+    defaults = TuneSettings()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-path", type=Path, required=True)
+    parser.add_argument("--budget-minutes", type=float, default=defaults.budget_minutes)
+    parser.add_argument("--n-trials", type=int, default=defaults.n_trials, help="0 = no limit but the budget")
+    parser.add_argument("--storage", default=defaults.storage, help='Optuna storage URL; "" = in memory')
+    parser.add_argument("--study-name", default=defaults.study_name)
+    parser.add_argument("--cv-folds", type=int, default=defaults.cv_folds)
+    parser.add_argument("--max-estimators", type=int, default=defaults.max_estimators)
+    parser.add_argument("--sampler-seed", type=int, default=defaults.sampler_seed)
+    args = vars(parser.parse_args())
+    data_path = args.pop("data_path")
+    try:
+        version = tune(data_path, TuneSettings(**args))
+    except (MlflowException, DataContractError, OSError) as error:
+        sys.exit(f"error: {str(error).splitlines()[0]}")
+    aliases = " and ".join(version.aliases) or "no alias"
+    print(f"registered {version.name} version {version.version} as {aliases}")

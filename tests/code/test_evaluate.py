@@ -1,0 +1,89 @@
+"""Evaluation maths on hand-made numbers: bootstrap CI, capped/uncapped RMSE, permutation importance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model.data import TARGET_CAP
+from model.evaluate import (
+    ResolvedModel,
+    bootstrap_rmse_ci,
+    capped_split_rmse,
+    permutation_importance,
+    resolve,
+    rmse,
+)
+
+
+def noisy(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y_true = rng.uniform(50_000, 400_000, n)
+    return y_true, y_true + rng.normal(0, 40_000, n)
+
+
+def test_bootstrap_ci_contains_the_point_estimate_and_narrows_with_n():
+    widths = []
+    for n in (200, 5_000):
+        y_true, y_pred = noisy(n)
+        low, high = bootstrap_rmse_ci(y_true, y_pred, n_resamples=1_000, seed=0)
+        assert low < rmse(y_true, y_pred) < high
+        widths.append(high - low)
+    # The width shrinks like 1/sqrt(n): 25x the rows, about a fifth of the width.
+    assert widths[1] < widths[0] / 3
+
+
+def test_bootstrap_ci_is_seeded():
+    y_true, y_pred = noisy(500)
+    assert bootstrap_rmse_ci(y_true, y_pred, seed=3) == bootstrap_rmse_ci(y_true, y_pred, seed=3)
+    assert bootstrap_rmse_ci(y_true, y_pred, seed=3) != bootstrap_rmse_ci(y_true, y_pred, seed=4)
+
+
+def test_bootstrap_ci_of_perfect_predictions_is_zero():
+    y = np.arange(10.0)
+    assert bootstrap_rmse_ci(y, y, n_resamples=50) == (0.0, 0.0)
+
+
+def test_capped_and_uncapped_rmse_on_a_hand_made_frame():
+    frame = pd.DataFrame(
+        {
+            "actual": [100_000.0, 200_000.0, TARGET_CAP, TARGET_CAP],
+            "predicted": [103_000.0, 196_000.0, 450_001.0, 500_001.0],
+        }
+    )
+    metrics = capped_split_rmse(frame["actual"], frame["predicted"])
+    assert metrics["rmse_uncapped"] == pytest.approx(np.sqrt((3_000**2 + 4_000**2) / 2))
+    assert metrics["rmse_capped"] == pytest.approx(np.sqrt(50_000**2 / 2))
+    assert metrics["n_capped"] == 2
+
+
+def test_capped_rmse_is_nan_without_capped_rows():
+    metrics = capped_split_rmse([1.0, 2.0], [1.0, 3.0])
+    assert np.isnan(metrics["rmse_capped"]) and metrics["n_capped"] == 0
+    assert metrics["rmse_uncapped"] == pytest.approx(np.sqrt(0.5))
+
+
+def test_permutation_importance_ranks_the_column_the_model_uses():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"used": rng.normal(size=2_000), "ignored": rng.normal(size=2_000)})
+    y = 3 * frame["used"].to_numpy()
+    importance = permutation_importance(
+        lambda rows: 3 * rows["used"].to_numpy(), frame, y, columns=("used", "ignored"), n_repeats=2
+    )
+    assert list(importance.index) == ["used", "ignored"]
+    assert importance.loc["used", "mean"] > 3.0
+    assert importance.loc["ignored", "mean"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("models:/CaliforniaHousingRegressor/7", ResolvedModel("models:/CaliforniaHousingRegressor/7", "CaliforniaHousingRegressor", "7")),
+        ("runs:/abc/model", ResolvedModel("runs:/abc/model")),
+        ("/tmp/some/model", ResolvedModel("/tmp/some/model")),
+    ],
+)
+def test_uris_without_an_alias_resolve_without_a_registry(uri, expected):
+    assert resolve(uri) == expected
+    assert resolve(uri).pinned_uri == (f"models:/{expected.name}/{expected.version}" if expected.version else uri)

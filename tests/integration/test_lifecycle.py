@@ -1,0 +1,227 @@
+"""The model lifecycle for real: `mlflow run` entry points train, promote, rollback, tune and evaluate.
+
+A temp SQLite store for the story of one registry, and a real `mlflow server` on PostgreSQL
+for two promotions racing each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import psycopg
+import pytest
+from mlflow import MlflowClient
+
+from model import registry
+from model.data import PROJECT_ROOT, load_raw, split_train_test
+from model.evaluate import PLOTS
+from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
+from model.train import TrainingConfig, fit_model, log_and_register
+from tests.integration.servers import free_port, running_server, server_env
+
+pytestmark = pytest.mark.integration
+
+EXPERIMENT = "lifecycle"
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+RUN_ID = re.compile(r"Run \(ID '([0-9a-f]+)'\)")
+
+
+def mlflow_run(env: dict, entry_point: str, *params: str, experiment: str = EXPERIMENT) -> subprocess.CompletedProcess:
+    arguments = [argument for param in params for argument in ("-P", param)]
+    return subprocess.run(
+        ["mlflow", "run", str(PROJECT_ROOT), "-e", entry_point, "--env-manager", "local",
+         "--experiment-name", experiment, *arguments],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def run_id_of(completed: subprocess.CompletedProcess) -> str:
+    return RUN_ID.search(completed.stderr).group(1)
+
+
+def refusal_lines(completed: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in completed.stderr.splitlines() if line.startswith("refused:")]
+
+
+def alias(name: str) -> str | None:
+    version = registry.version_by_alias(name)
+    return str(version.version) if version else None
+
+
+def tags(version: str) -> dict[str, str]:
+    return MlflowClient().get_model_version(MODEL_NAME, version).tags
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, raw_data_path):
+    """A fresh SQLite registry; artifacts in the temp dir, not in the repo's ./mlruns."""
+    root = tmp_path_factory.mktemp("lifecycle")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with tracking_uri(uri):
+        MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
+        yield server_env({"MLFLOW_TRACKING_URI": uri})
+
+
+def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
+    """One registry's story; the better candidate comes from `tune` (100 trees against the champion's 60)."""
+    data = f"data_path={raw_data_path}"
+    client = MlflowClient()
+
+    first = mlflow_run(store, "train", data, "n_estimators=60", "learning_rate=0.02", "cv_folds=0")
+    assert first.returncode == 0, first.stderr[-5000:]
+    assert f"registered {MODEL_NAME} version 1 as {CHAMPION}" in first.stdout
+    assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", None)
+
+    # A deliberately weak candidate: registered as challenger, refused by the rmse gate.
+    weak = mlflow_run(store, "train", data, "n_estimators=3", "num_leaves=2", "cv_folds=0")
+    assert weak.returncode == 0, weak.stderr[-5000:]
+    assert f"registered {MODEL_NAME} version 2 as {CHALLENGER}" in weak.stdout
+    assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", "2")
+    refused = mlflow_run(store, "promote", data)
+    assert refused.returncode != 0
+    [line] = refusal_lines(refused)
+    assert re.fullmatch(r"refused: rmse gate: challenger [\d,]+ vs champion ([\d,]+) \(needs < \1\)", line), line
+    assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", "2")
+    weak_tags = tags("2")
+    assert weak_tags["promotion.decision"] == "refused" and weak_tags["promotion.gate"] == "rmse"
+    assert weak_tags["promotion.message"] == line
+    assert float(weak_tags["promotion.challenger_rmse"]) > float(weak_tags["promotion.champion_rmse"])
+    assert weak_tags["promotion.champion_version"] == "1" and "promotion.previous_champion" not in weak_tags
+    assert [key for key in weak_tags if key.startswith("promotion.history.")]
+    promote_run = client.get_run(run_id_of(refused))
+    assert promote_run.data.tags["promotion.decision"] == "refused"
+    assert {"challenger_rmse", "champion_rmse"} <= set(promote_run.data.metrics)
+
+    # `tune`: one nested run per trial, the best configuration registered as challenger.
+    tuned = mlflow_run(store, "tune", data, "n_trials=1", "max_estimators=100", "cv_folds=2", "budget_minutes=10")
+    assert tuned.returncode == 0, tuned.stderr[-5000:]
+    assert f"registered {MODEL_NAME} version 3 as {CHALLENGER}" in tuned.stdout
+    assert alias(CHALLENGER) == "3" and tags("3")["tune.study_name"] == "california-housing-lightgbm"
+    parent = client.get_run(run_id_of(tuned))
+    assert parent.data.metrics["best_cv_rmse"] > 0 and "test_rmse" in parent.data.metrics
+    assert parent.data.params["best_n_estimators"] == "100"
+    [trial] = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert trial.data.tags["optuna.trial"] == "0" and "cv_rmse_mean" in trial.data.metrics
+    assert registry.get_version("3").run_id == parent.info.run_id
+
+    # `evaluate` scores the challenger by default: metrics, bootstrap CI, the four plots.
+    evaluated = mlflow_run(store, "evaluate", data, "n_bootstrap=200", "permutation_repeats=1")
+    assert evaluated.returncode == 0, evaluated.stderr[-5000:]
+    run = client.get_run(run_id_of(evaluated))
+    metrics = run.data.metrics
+    assert run.data.tags["evaluated_model_uri"] == f"models:/{MODEL_NAME}@{CHALLENGER}"
+    assert run.data.tags["evaluated_model_version"] == "3"
+    for key in ("rmse", "mae", "r2", "root_mean_squared_error", "rmse_uncapped", "rmse_capped"):
+        assert metrics[key] > 0, key
+    assert metrics["rmse"] == pytest.approx(metrics["root_mean_squared_error"])
+    assert metrics["rmse_ci95_low"] < metrics["rmse"] < metrics["rmse_ci95_high"]
+    assert metrics["rmse_uncapped"] < metrics["rmse"] < metrics["rmse_capped"]
+    assert {f"permutation_importance_{column}" for column in ("median_income", "latitude")} <= set(metrics)
+    plots = {Path(artifact.path).name for artifact in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == set(PLOTS)
+
+    # The better candidate is promoted; the challenger alias goes; the tags tell the story.
+    promoted = mlflow_run(store, "promote", data)
+    assert promoted.returncode == 0, promoted.stderr[-5000:]
+    assert "promoted: version 3 " in promoted.stdout and "replaces champion version 1" in promoted.stdout
+    assert (alias(CHAMPION), alias(CHALLENGER)) == ("3", None)
+    story = tags("3")
+    assert story["promotion.decision"] == "promoted" and story["promotion.gate"] == "none"
+    assert story["promotion.previous_champion"] == "1"
+    assert float(story["promotion.challenger_rmse"]) < float(story["promotion.champion_rmse"])
+    assert float(story["promotion.challenger_rmse"]) == pytest.approx(metrics["rmse"])  # same code, same split
+    assert story["promotion.run_id"] == run_id_of(promoted)
+    assert tags("1")["promotion.replaced_by"] == "3"
+
+    # Rollback restores the previous champion; a second one has nothing recorded to go back to.
+    rolled_back = mlflow_run(store, "rollback")
+    assert rolled_back.returncode == 0, rolled_back.stderr[-5000:]
+    assert "rolled back: champion is version 1 again (was version 3)" in rolled_back.stdout
+    assert alias(CHAMPION) == "1"
+    assert tags("3")["rollback.restored_version"] == "1"
+    assert tags("1")["rollback.replaced_version"] == "3"
+    again = mlflow_run(store, "rollback")
+    assert again.returncode != 0
+    assert refusal_lines(again) == [
+        "refused: no previous champion: champion version 1 has no promotion.previous_champion tag"
+    ]
+    assert alias(CHAMPION) == "1"
+
+
+@pytest.fixture
+def database():
+    name = f"mlflow_race_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield f"{POSTGRES}/{name}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_two_racing_promotions_leave_one_champion_and_both_decisions(database, tmp_path, raw_data_path):
+    """Two `promote` processes started together against one `mlflow server` on PostgreSQL."""
+    port = free_port()
+    command = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"),
+               "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    train_frame, test_frame = split_train_test(load_raw(raw_data_path))
+    # Version 1 = champion, version 2 = a better challenger; fitted while the server migrates its database.
+    with ThreadPoolExecutor(1) as pool:
+        fitting = pool.submit(lambda: [fit_model(train_frame, TrainingConfig(n_estimators=n)) for n in (10, 40)])
+        with running_server(command, port, f"http://127.0.0.1:{port}/health", timeout=180) as server, \
+                tracking_uri(server.base_url):
+            race(server.base_url, fitting.result(), train_frame, test_frame, raw_data_path, tmp_path)
+
+
+def race(tracking_server: str, models: list, train_frame, test_frame, raw_data_path: Path, logs_dir: Path) -> None:
+    client = MlflowClient()
+    experiment = client.create_experiment("race")
+    for model in models:
+        with mlflow.start_run(experiment_id=experiment):
+            log_and_register(model, train_frame, test_frame)
+    assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", "2")
+
+    # The entry point's own process (without `mlflow run`'s start-up), twice, at the same time.
+    env = server_env({"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_EXPERIMENT_NAME": "race"})
+    logs = [(logs_dir / f"racer{i}.out", logs_dir / f"racer{i}.err") for i in range(2)]
+    racers = []
+    for out, err in logs:  # files, not pipes: a racer never blocks on a full pipe while holding the lock
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            racers.append(subprocess.Popen([sys.executable, "-m", "projects.promote", "--data-path", str(raw_data_path)],
+                                           cwd=PROJECT_ROOT, env=env, stdout=stdout, stderr=stderr))
+    outcomes = [(racer.wait(timeout=600), out.read_text(), err.read_text()) for racer, (out, err) in zip(racers, logs)]
+
+    assert sorted(code == 0 for code, _, _ in outcomes) == [False, True], [err[-3000:] for _, _, err in outcomes]
+    assert alias(CHAMPION) == "2" and alias(CHALLENGER) is None
+    [loser] = [line for code, _, err in outcomes if code for line in err.splitlines() if line.startswith("refused:")]
+    # Normally the loser re-reads a moved champion under the lock; on a very busy machine it
+    # may start only after the winner had finished, and then finds no challenger.
+    assert loser in (
+        "refused: race: champion moved during promotion (version 1 when the gates ran, now 2)",
+        "refused: no challenger: no version has the alias 'challenger'",
+    ), loser
+    runs = client.search_runs([experiment], "tags.`promotion.decision` != ''")
+    assert sorted(run.data.tags["promotion.decision"] for run in runs) == ["promoted", "refused"]
+    history = [value for key, value in tags("2").items() if key.startswith("promotion.history.")]
+    assert sorted(value.split(":")[0] for value in history) == (
+        ["promoted", "refused"] if "champion moved" in loser else ["promoted"]
+    )
+    # The champion's summary still tells how it became champion, and the lock is gone.
+    assert tags("2")["promotion.decision"] == "promoted" and tags("2")["promotion.previous_champion"] == "1"
+    assert [model.name for model in client.search_registered_models()] == [MODEL_NAME]

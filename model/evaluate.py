@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.pyfunc import PyFuncModel  # noqa: E402
 
 from model.data import FEATURE_COLUMNS, TARGET, TARGET_CAP, load_raw, split_train_test  # noqa: E402
@@ -122,6 +124,24 @@ def predictions_of(model: PyFuncModel, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict(frame[list(FEATURE_COLUMNS)])[TARGET], dtype=float)
 
 
+def _log_dataset_input(dataset, context: str | None, attempts: int = 3) -> None:
+    """Record the test set as a run input before ``mlflow.models.evaluate`` does.
+
+    Two runs inserting the same new dataset at once race on the tracking store's
+    unique key (seen with two ``promote`` processes on PostgreSQL: the loser got
+    ``UniqueViolation ... dataset_pk``); a retry finds the row the winner wrote, and
+    ``evaluate`` then reuses it instead of inserting it again.
+    """
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def score_model(model: PyFuncModel, test_frame: pd.DataFrame, prefix: str = "") -> dict[str, float]:
     """MLflow's default regressor evaluation of ``model`` on ``test_frame``, in the active run.
 
@@ -131,6 +151,7 @@ def score_model(model: PyFuncModel, test_frame: pd.DataFrame, prefix: str = "") 
     """
     data = test_frame[[*FEATURE_COLUMNS, TARGET]].reset_index(drop=True)
     dataset = mlflow.data.from_pandas(data, targets=TARGET, name=TEST_DATASET_NAME)
+    _log_dataset_input(dataset, context=prefix or None)
     result = mlflow.models.evaluate(
         model,
         dataset,

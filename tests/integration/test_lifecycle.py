@@ -209,7 +209,9 @@ def race(tracking_server: str, models: list, train_frame, test_frame, raw_data_p
 
     assert sorted(code == 0 for code, _, _ in outcomes) == [False, True], [err[-3000:] for _, _, err in outcomes]
     assert alias(CHAMPION) == "2" and alias(CHALLENGER) is None
-    [loser] = [line for code, _, err in outcomes if code for line in err.splitlines() if line.startswith("refused:")]
+    refusals = [line for code, _, err in outcomes if code for line in err.splitlines() if line.startswith("refused:")]
+    assert len(refusals) == 1, [err[-3000:] for code, _, err in outcomes if code]
+    [loser] = refusals
     # Normally the loser re-reads a moved champion under the lock; on a very busy machine it
     # may start only after the winner had finished, and then finds no challenger.
     assert loser in (

@@ -9,9 +9,15 @@ must lie in California's bounding box; ``ocean_proximity`` must be a non-empty s
 ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which MLflow's scoring server and
 the KServe runtime answer with 400, naming the column, the first offending row
 (0-based position in the batch) and the rule — never the values sent.
+
+Validation converts each column to a NumPy array once and hands those arrays on, so
+the serving path does not pay for a second conversion in the feature transform.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,70 +35,136 @@ NON_NEGATIVE_COLUMNS = frozenset({"housing_median_age", "total_bedrooms", "media
 BOUNDED_COLUMNS = {"latitude": LATITUDE_RANGE, "longitude": LONGITUDE_RANGE}
 
 
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: the column, the rule, and the rows breaking it.
+
+    ``rows`` is a boolean mask over the batch's rows, or ``None`` when the column as a
+    whole is wrong (missing, duplicated), which no single row can be blamed for.
+    """
+
+    column: str
+    rule: str
+    rows: np.ndarray | None = None
+
+    def error(self) -> InputContractError:
+        if self.rows is None:
+            return InputContractError(self.column, None, self.rule)
+        broken = np.flatnonzero(self.rows)
+        return InputContractError(self.column, int(broken[0]), self.rule, len(broken))
+
+
 class InputContractError(MlflowException):
-    """A request broke the input contract; the caller's fault (HTTP 400)."""
+    """A request broke the input contract; the caller's fault (HTTP 400).
+
+    ``column``, ``row`` (0-based position in the batch, ``None`` for the whole column)
+    and ``rule`` say what broke, for callers that report it their own way.
+    """
 
     def __init__(self, column: str, row: int | None, rule: str, n_rows: int = 1):
+        self.column, self.row, self.rule = column, row, rule
         where = f"column '{column}'" if row is None else f"column '{column}', row {row}"
         more = f" ({n_rows} rows break it)" if n_rows > 1 else ""
         super().__init__(f"invalid input: {where}: {rule}{more}", error_code=INVALID_PARAMETER_VALUE)
 
 
-def validate_input(frame: pd.DataFrame) -> None:
-    """Raise :class:`InputContractError` for the first rule ``frame`` breaks."""
+def validate_input(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The input's columns as arrays (numbers as float64, NaN for a missing
+    ``total_bedrooms``; ``ocean_proximity`` as objects), or :class:`InputContractError`
+    for the first rule ``frame`` breaks."""
+    columns: dict[str, np.ndarray] = {}
+    for violation in _violations(frame, columns, stop_early=True):
+        raise violation.error()
+    return columns
+
+
+def find_violations(frame: pd.DataFrame) -> list[Violation]:
+    """Every rule ``frame`` breaks, each with the rows that break it (for routing bad rows
+    aside); column-level violations come first and stop the search."""
+    return list(_violations(frame, {}, stop_early=False))
+
+
+def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iterator[Violation]:
+    """Yield what ``frame`` breaks, filling ``columns`` with the converted arrays on the way."""
     if not isinstance(frame, pd.DataFrame):
-        raise InputContractError("*", None, f"expected a table with named columns, got {type(frame).__name__}")
-    for column in (*NUMERIC_COLUMNS, CATEGORICAL_COLUMN):
-        if column not in frame.columns and column not in NULLABLE_COLUMNS:
-            raise InputContractError(column, None, "required column is missing")
-    if frame.columns.duplicated().any():
-        raise InputContractError(str(frame.columns[frame.columns.duplicated()][0]), None, "column given more than once")
+        yield Violation("*", f"expected a table with named columns, got {type(frame).__name__}")
+        return
+    missing = [c for c in (*NUMERIC_COLUMNS, CATEGORICAL_COLUMN) if c not in frame.columns and c not in NULLABLE_COLUMNS]
+    if missing:
+        yield Violation(missing[0], "required column is missing")
+        return
+    duplicated = frame.columns.duplicated()
+    if duplicated.any():
+        yield Violation(str(frame.columns[duplicated][0]), "column given more than once")
+        return
     for column in NUMERIC_COLUMNS:
         if column in frame.columns:
-            _check_numeric(column, frame[column])
-    _check_category(frame[CATEGORICAL_COLUMN])
+            columns[column] = yield from _numeric_column(column, frame[column])
+        else:  # total_bedrooms is optional in the signature: absent, it is missing on every row.
+            columns[column] = np.full(len(frame), np.nan)
+    # One vectorised pass over all numeric columns decides the common case (no rule
+    # broken); only a broken batch pays for the column-by-column search.
+    if not stop_early or _breaks_a_numeric_rule(columns):
+        for column in NUMERIC_COLUMNS:
+            yield from _numeric_rules(column, columns[column])
+    columns[CATEGORICAL_COLUMN] = categories = frame[CATEGORICAL_COLUMN].to_numpy(dtype=object)
+    if not all(isinstance(v, str) and v.strip() for v in categories):
+        is_text = np.fromiter((isinstance(v, str) and v.strip() != "" for v in categories), bool, len(categories))
+        yield Violation(CATEGORICAL_COLUMN, "must be a non-empty string", ~is_text)
 
 
-def _check_numeric(column: str, series: pd.Series) -> None:
-    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        _fail_where(column, ~(series.isna() | series.map(_is_number)).to_numpy(), "must be a number")
-    values = series.to_numpy(dtype=float, na_value=np.nan)
+_REQUIRED = np.array([column not in NULLABLE_COLUMNS for column in NUMERIC_COLUMNS])
+_LOWER_BOUND = np.array(
+    [
+        BOUNDED_COLUMNS[c][0] if c in BOUNDED_COLUMNS else 0.0 if c in NON_NEGATIVE_COLUMNS | POSITIVE_COLUMNS else -np.inf
+        for c in NUMERIC_COLUMNS
+    ]
+)
+_UPPER_BOUND = np.array([BOUNDED_COLUMNS[c][1] if c in BOUNDED_COLUMNS else np.inf for c in NUMERIC_COLUMNS])
+_STRICTLY_POSITIVE = np.array([column in POSITIVE_COLUMNS for column in NUMERIC_COLUMNS])
+
+
+def _breaks_a_numeric_rule(columns: dict[str, np.ndarray]) -> bool:
+    values = np.column_stack([columns[column] for column in NUMERIC_COLUMNS])
     missing = np.isnan(values)
-    if column not in NULLABLE_COLUMNS:
-        _fail_where(column, missing, "must not be missing")
-    _fail_where(column, np.isinf(values), "must be finite")
-    present = values[~missing]
-    if column in POSITIVE_COLUMNS:
-        _fail_where(column, _scatter(~missing, present <= 0), "must be greater than 0")
-    if column in NON_NEGATIVE_COLUMNS:
-        _fail_where(column, _scatter(~missing, present < 0), "must not be negative")
-    if column in BOUNDED_COLUMNS:
-        low, high = BOUNDED_COLUMNS[column]
-        outside = _scatter(~missing, (present < low) | (present > high))
-        _fail_where(column, outside, f"must lie in California, between {low} and {high}")
+    with np.errstate(invalid="ignore"):
+        in_range = np.isfinite(values) & (values >= _LOWER_BOUND) & (values <= _UPPER_BOUND) & ~((values == 0) & _STRICTLY_POSITIVE)
+    # Missing values fail every comparison: they are fine exactly where allowed.
+    return not (in_range | (missing & ~_REQUIRED)).all()
 
 
-def _check_category(series: pd.Series) -> None:
+def _numeric_column(column: str, series: pd.Series):
+    """Generator returning the column as float64 (NaN where missing or not a number),
+    after yielding a violation for the rows that hold something other than a number."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float, na_value=np.nan)
     values = series.to_numpy(dtype=object)
-    is_text = np.fromiter((isinstance(value, str) and value.strip() != "" for value in values), bool, len(values))
-    _fail_where(CATEGORICAL_COLUMN, ~is_text, "must be a non-empty string")
+    is_missing = pd.isna(values)
+    is_number = np.fromiter((_is_number(v) for v in values), bool, len(values))
+    not_a_number = ~(is_missing | is_number)
+    if not_a_number.any():
+        yield Violation(column, "must be a number", not_a_number)
+    return np.where(is_number, values, np.nan).astype(float)
+
+
+def _numeric_rules(column: str, values: np.ndarray) -> Iterator[Violation]:
+    missing = np.isnan(values)
+    if column not in NULLABLE_COLUMNS and missing.any():
+        yield Violation(column, "must not be missing", missing)
+    infinite = np.isinf(values)
+    if infinite.any():
+        yield Violation(column, "must be finite", infinite)
+    # NaN compares False, so missing values break none of the range rules below.
+    with np.errstate(invalid="ignore"):
+        if column in POSITIVE_COLUMNS and (broken := values <= 0).any():
+            yield Violation(column, "must be greater than 0", broken)
+        if column in NON_NEGATIVE_COLUMNS and (broken := values < 0).any():
+            yield Violation(column, "must not be negative", broken)
+        if column in BOUNDED_COLUMNS:
+            low, high = BOUNDED_COLUMNS[column]
+            if (broken := (values < low) | (values > high)).any():
+                yield Violation(column, f"must lie in California, between {low} and {high}", broken)
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values`` computed on ``mask``'s rows, placed back on all rows (False elsewhere)."""
-    full = np.zeros(len(mask), dtype=bool)
-    full[mask] = values
-    return full
-
-
-def _first(broken) -> int:
-    return int(np.flatnonzero(np.asarray(broken, dtype=bool))[0])
-
-
-def _fail_where(column: str, broken: np.ndarray, rule: str) -> None:
-    if broken.any():
-        raise InputContractError(column, _first(broken), rule, int(broken.sum()))

@@ -17,7 +17,9 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
     Training and every server call the same ``features.transform`` on the same
     fitted state, so what the regressor sees at serving time is by construction
     what it saw at training time. The input contract (``model.contract``) is
-    checked here, inside the artifact, so every server that loads it enforces it.
+    checked here, inside the artifact, so every server that loads it enforces it;
+    validation hands its converted columns to the transform, so each column is
+    converted from pandas once per call.
 
     Parameters
     ----------
@@ -32,8 +34,8 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         self.regressor = regressor
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        validate_input(model_input)
-        if model_input.empty:
+        columns = validate_input(model_input)
+        if len(model_input) == 0:
             return pd.DataFrame({TARGET: np.empty(0)}, index=model_input.index)
-        predictions = self.regressor.predict(self.features.transform(model_input))
+        predictions = self.regressor.predict(self.features.transform(columns))
         return pd.DataFrame({TARGET: predictions}, index=model_input.index)

@@ -5,7 +5,7 @@ columns are ignored); numbers must be finite, with ``total_bedrooms`` the only o
 may be missing (it is imputed); counts cannot be negative and ``total_rooms``,
 ``population`` and ``households`` must be positive (they are denominators); the block
 must lie in California's bounding box; ``ocean_proximity`` must be a non-empty string
-(a category training never saw encodes as no category). A broken rule raises an
+of at most 100 characters (a category training never saw encodes as no category). A broken rule raises an
 ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which MLflow's scoring server and
 the KServe runtime answer with 400, naming the column, the first offending row
 (0-based position in the batch) and the rule — never the values sent.
@@ -29,6 +29,8 @@ from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS
 # California's bounding box, with a small margin around the census blocks' extent.
 LATITUDE_RANGE = (32.0, 42.5)
 LONGITUDE_RANGE = (-125.0, -114.0)
+# Categories are a few words; a longer string is garbage (or a 50 MB attack), not a place.
+MAX_CATEGORY_LENGTH = 100
 NULLABLE_COLUMNS = frozenset({"total_bedrooms"})
 POSITIVE_COLUMNS = frozenset({"total_rooms", "population", "households"})
 NON_NEGATIVE_COLUMNS = frozenset({"housing_median_age", "total_bedrooms", "median_income"})
@@ -67,6 +69,19 @@ class InputContractError(MlflowException):
         more = f" ({n_rows} rows break it)" if n_rows > 1 else ""
         super().__init__(f"invalid input: {where}: {rule}{more}", error_code=INVALID_PARAMETER_VALUE)
 
+    # MLflow's scoring server rewrites a model's error message as "Failed to predict data
+    # '<the whole input frame>'. Error: …" before answering (pyfunc/scoring_server,
+    # invocations()), which would echo the caller's rows back. The message is fixed once
+    # set, so every server answers with exactly the contract's words.
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
 
 def validate_input(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The input's columns as arrays (numbers as float64, NaN for a missing
@@ -97,20 +112,26 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
     if duplicated.any():
         yield Violation(str(frame.columns[duplicated][0]), "column given more than once")
         return
+    not_numbers = {}
     for column in NUMERIC_COLUMNS:
         if column in frame.columns:
-            columns[column] = yield from _numeric_column(column, frame[column])
+            columns[column] = yield from _numeric_column(column, frame[column], not_numbers)
         else:  # total_bedrooms is optional in the signature: absent, it is missing on every row.
             columns[column] = np.full(len(frame), np.nan)
     # One vectorised pass over all numeric columns decides the common case (no rule
     # broken); only a broken batch pays for the column-by-column search.
     if not stop_early or _breaks_a_numeric_rule(columns):
         for column in NUMERIC_COLUMNS:
-            yield from _numeric_rules(column, columns[column])
+            # A row already blamed for holding no number is not blamed again for missing one.
+            missing_ok = not_numbers.get(column)
+            yield from _numeric_rules(column, columns[column], missing_ok)
     columns[CATEGORICAL_COLUMN] = categories = frame[CATEGORICAL_COLUMN].to_numpy(dtype=object)
     if not all(isinstance(v, str) and v.strip() for v in categories):
         is_text = np.fromiter((isinstance(v, str) and v.strip() != "" for v in categories), bool, len(categories))
         yield Violation(CATEGORICAL_COLUMN, "must be a non-empty string", ~is_text)
+    if not all(len(v) <= MAX_CATEGORY_LENGTH for v in categories if isinstance(v, str)):
+        too_long = np.fromiter((isinstance(v, str) and len(v) > MAX_CATEGORY_LENGTH for v in categories), bool)
+        yield Violation(CATEGORICAL_COLUMN, f"must be at most {MAX_CATEGORY_LENGTH} characters", too_long)
 
 
 _REQUIRED = np.array([column not in NULLABLE_COLUMNS for column in NUMERIC_COLUMNS])
@@ -133,9 +154,10 @@ def _breaks_a_numeric_rule(columns: dict[str, np.ndarray]) -> bool:
     return not (in_range | (missing & ~_REQUIRED)).all()
 
 
-def _numeric_column(column: str, series: pd.Series):
+def _numeric_column(column: str, series: pd.Series, not_numbers: dict):
     """Generator returning the column as float64 (NaN where missing or not a number),
-    after yielding a violation for the rows that hold something other than a number."""
+    after yielding a violation for the rows that hold something other than a number
+    (recorded in ``not_numbers``)."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return series.to_numpy(dtype=float, na_value=np.nan)
     values = series.to_numpy(dtype=object)
@@ -143,12 +165,13 @@ def _numeric_column(column: str, series: pd.Series):
     is_number = np.fromiter((_is_number(v) for v in values), bool, len(values))
     not_a_number = ~(is_missing | is_number)
     if not_a_number.any():
+        not_numbers[column] = not_a_number
         yield Violation(column, "must be a number", not_a_number)
     return np.where(is_number, values, np.nan).astype(float)
 
 
-def _numeric_rules(column: str, values: np.ndarray) -> Iterator[Violation]:
-    missing = np.isnan(values)
+def _numeric_rules(column: str, values: np.ndarray, missing_ok: np.ndarray | None) -> Iterator[Violation]:
+    missing = np.isnan(values) if missing_ok is None else np.isnan(values) & ~missing_ok
     if column not in NULLABLE_COLUMNS and missing.any():
         yield Violation(column, "must not be missing", missing)
     infinite = np.isinf(values)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 
-from model.contract import LATITUDE_RANGE, LONGITUDE_RANGE, InputContractError, validate_input
+from model.contract import LATITUDE_RANGE, LONGITUDE_RANGE, InputContractError, find_violations, validate_input
 from model.data import FEATURE_COLUMNS, TARGET
 
 VALID_ROW = {
@@ -115,3 +115,31 @@ def test_any_row_either_predicts_finitely_or_gets_the_contract_error(trained_mod
         assert isinstance(error, InputContractError) and f"column '{column}'" in error.message
     else:
         assert np.isfinite(answer[TARGET]).all()
+
+
+def test_a_server_cannot_prefix_the_message_with_the_payload():
+    # What MLflow's scoring server does to a model's MlflowException before answering.
+    error = InputContractError("households", 1, "must be greater than 0")
+    error.message = f"Failed to predict data '{frame()}'. \nError: {error.message}"
+    assert error.message == "invalid input: column 'households', row 1: must be greater than 0"
+    assert "NEAR BAY" not in error.serialize_as_json()
+
+
+def test_an_overlong_category_is_refused_without_echoing_it():
+    with pytest.raises(InputContractError, match="column 'ocean_proximity', row 1: must be at most 100 characters") as raised:
+        validate_input(frame(ocean_proximity="NEAR BAY" * 1000))
+    assert "NEAR BAYNEAR BAY" not in raised.value.message
+
+
+def test_find_violations_lists_every_broken_rule_with_its_rows():
+    rows = frame(households=0.0, latitude=51.5)
+    rows.at[2, "median_income"] = "8.3"
+    found = {(v.column, v.rule.split(",")[0]): np.flatnonzero(v.rows).tolist() for v in find_violations(rows)}
+    assert found == {
+        ("latitude", "must lie in California"): [1],
+        ("households", "must be greater than 0"): [1],
+        ("median_income", "must be a number"): [2],
+    }
+    assert find_violations(frame()) == []
+    (missing,) = find_violations(frame().drop(columns="households"))
+    assert (missing.column, missing.rows) == ("households", None)

@@ -77,12 +77,28 @@ def verify_md5(path: Path, expected: str) -> str:
 
 def load_raw(path: Path) -> pd.DataFrame:
     """Read the raw CSV and check the columns and types every stage relies on."""
+    refuse_cut_off(path)
     try:
         frame = pd.read_csv(path, dtype={CATEGORICAL_COLUMN: "string"})
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataContractError(f"{path}: not a readable CSV ({error})") from error
     validate_raw(frame, source=str(path))
     return frame
+
+
+def refuse_cut_off(path: Path) -> None:
+    """Refuse an empty file or one whose last line has no line end: a copy or download cut short.
+
+    (A file cut exactly at a line end is a well-formed smaller dataset; only the md5 pin
+    of the DVC-tracked file tells it apart.)
+    """
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            raise DataContractError(f"{path}: empty file")
+        handle.seek(size - 1)
+        if handle.read(1) != b"\n":
+            raise DataContractError(f"{path}: truncated: the last line ends without a line end ({size} bytes)")
 
 
 def validate_raw(frame: pd.DataFrame, source: str) -> None:
@@ -131,12 +147,22 @@ def ensure_raw_data(source: str = DEFAULT_SOURCE, destination: Path = RAW_DATA_P
     """
     pointer = destination.with_name(destination.name + ".dvc")
     expected = pinned_md5(pointer)
-    if destination.exists() and file_md5(destination) == expected:
+    in_place = file_md5(destination) if destination.exists() else None
+    if in_place == expected:
         return "already in place"
     if _dvc(["remote", "list"], pointer).stdout.strip() and _dvc(["pull", "--quiet", pointer.name], pointer).returncode == 0:
         verify_md5(destination, expected)
         return "dvc pull"
-    fetch_verified(source, destination, expected)
+    try:
+        fetch_verified(source, destination, expected)
+    except DataContractError as error:
+        if in_place is None:
+            raise
+        # Say what is wrong with the file in place too, not only why it could not be replaced.
+        raise DataContractError(
+            f"{destination}: md5 {in_place} does not match the pinned {expected} "
+            f"(corrupted, truncated or a different file), and it was not replaced: {error}"
+        ) from None
     # Record the bytes in the DVC cache, so `dvc status` is clean and `dvc push` can share them.
     _dvc(["commit", "--force", "--quiet", pointer.name], pointer)
     return source

@@ -1,8 +1,12 @@
 """Entry point `train`: fit, evaluate, log and register a CaliforniaHousingRegressor version."""
 
 import argparse
+import sys
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+
+from model.data import DataContractError
 from model.registry import CHALLENGER
 from model.train import TrainingConfig, train
 
@@ -33,7 +37,11 @@ def parse_args() -> tuple[Path, TrainingConfig]:
 
 if __name__ == "__main__":
     data_path, config = parse_args()
-    version = train(data_path, config)
+    try:
+        version = train(data_path, config)
+    except (MlflowException, DataContractError, OSError) as error:
+        # One line: a refused data file (before any run exists) or an unreachable tracking server.
+        sys.exit(f"error: {str(error).splitlines()[0]}")
     aliases = " and ".join(version.aliases) or "no alias"
     print(f"registered {version.name} version {version.version} as {aliases}")
     if CHALLENGER in version.aliases:

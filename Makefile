@@ -21,6 +21,7 @@ V2_MODEL_NAME ?= california-housing
 # default thread pool inside `mlflow models serve` and ~20 ms with one thread.
 SERVE_THREADS ?= 1
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 # Extra `-P name=value` parameters for the lifecycle entry points, e.g.
 # make promote MLFLOW_PARAMS='-P min_improvement=500'
 MLFLOW_PARAMS ?=
@@ -32,7 +33,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock
 	python$(PYTHON_VERSION) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip sync --python $(PY) requirements.lock
+	# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on this machine) every
+	# new process otherwise recompiled MLflow from source, ~9 CPU-s per server or CLI start.
+	$(VENV)/bin/uv pip sync --compile-bytecode --python $(PY) requirements.lock
 	# DVC keeps its site cache inside the project instead of /var/tmp/dvc.
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site-cache
 	touch $@
@@ -43,20 +46,35 @@ data: venv
 train: data
 	mlflow run . -e train --env-manager local --experiment-name $(EXPERIMENT)
 
+# Bounded MLflow HTTP retries: an unreachable registry fails the start in seconds, not ~4.5 min
+# (docs/reliability.md#faults); values already in the environment win.
 serve: venv
+	MLFLOW_HTTP_REQUEST_MAX_RETRIES=$${MLFLOW_HTTP_REQUEST_MAX_RETRIES:-2} MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=$${MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR:-1} MLFLOW_HTTP_REQUEST_TIMEOUT=$${MLFLOW_HTTP_REQUEST_TIMEOUT:-10} \
 	OMP_NUM_THREADS=$(SERVE_THREADS) mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(PORT)
 
 # The command the cluster's ClusterServingRuntime container runs (there with --http_host=0.0.0.0
 # and --model_dir=/mnt/models, filled by the models:/ ClusterStorageContainer).
 serve-v2: venv
+	MLFLOW_HTTP_REQUEST_MAX_RETRIES=$${MLFLOW_HTTP_REQUEST_MAX_RETRIES:-2} MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=$${MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR:-1} MLFLOW_HTTP_REQUEST_TIMEOUT=$${MLFLOW_HTTP_REQUEST_TIMEOUT:-10} \
 	OMP_NUM_THREADS=$(SERVE_THREADS) python -m mlflowserver --model_name=$(V2_MODEL_NAME) --model_dir="$(MODEL_URI)" --http_host=$(HOST) --http_port=$(V2_PORT)
 
 predict: venv
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv OUTPUT=out.json" >&2; exit 2; }
 	OMP_NUM_THREADS=$(SERVE_THREADS) mlflow models predict -m "$(MODEL_URI)" -i "$(INPUT)" -o "$(OUTPUT)" -t csv --env-manager local
 
+# Stream a CSV or Parquet file through the model into Parquet or CSV, atomically, as a tracked
+# run (docs/workflows/inference-batch.md); e.g. MLFLOW_PARAMS='-P id_column=block_id -P engine=spark'.
+BATCH_EXPERIMENT ?= california-housing-batch
+.PHONY: batch-predict
+batch-predict: venv
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-predict INPUT=in.parquet OUTPUT=out.parquet [MLFLOW_PARAMS='-P id_column=…']" >&2; exit 2; }
+	mlflow run . -e batch_predict --env-manager local --experiment-name $(BATCH_EXPERIMENT) -P input="$(INPUT)" -P output="$(OUTPUT)" -P model_uri="$(MODEL_URI)" $(MLFLOW_PARAMS)
+
+# Two pytest workers, a test file each (module-scoped servers stay in one process), one
+# OpenMP thread per process: two workers × LightGBM's default threads oversubscribed the
+# two cores and made a LightGBM fit tens of times slower here.
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Offline checks of k8s/, docker-compose.yml and the Dockerfile (no cluster or Docker engine needed).
 validate-deploy: venv
@@ -74,3 +92,10 @@ rollback: venv
 
 tune: data
 	mlflow run . -e tune --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)
+
+# Performance figures next to their limits, written to docs/performance.md (the full form takes
+# minutes); e.g. BENCH_ARGS='--short' (the CI form) or BENCH_ARGS='--only servers,load --workers 1,2'.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: data
+	$(PY) -m benchmarks --write-docs $(BENCH_ARGS)

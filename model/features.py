@@ -145,19 +145,16 @@ def _neighbourhood_statistics(tree, target, income, X, n_neighbors) -> np.ndarra
     distance, index = tree.query(_scaled_coordinates(X), k=[*range(1, max(n_neighbors) + 1)])
     neighbour_target = target[index]
     neighbour_income = income[index]
-    # Running sums give every neighbourhood size's mean from one pass.
-    running_sums = np.cumsum(
-        np.stack([neighbour_target, neighbour_target / neighbour_income, neighbour_income]), axis=2
-    )
+    price_per_income = neighbour_target / neighbour_income
     statistics = np.empty((len(X), 5 * len(n_neighbors) + 1))
     for position, k in enumerate(n_neighbors):
-        means = running_sums[:, :, k - 1] / k
         first = 5 * position
-        statistics[:, first] = means[0]
+        # sum / k is what np.mean computes, bit for bit, without its per-call overhead.
+        statistics[:, first] = neighbour_target[:, :k].sum(axis=1) / k
         statistics[:, first + 1] = _row_medians(neighbour_target[:, :k])
         statistics[:, first + 2] = distance[:, k - 1]
-        statistics[:, first + 3] = means[1]
-        statistics[:, first + 4] = means[2]
+        statistics[:, first + 3] = price_per_income[:, :k].sum(axis=1) / k
+        statistics[:, first + 4] = neighbour_income[:, :k].sum(axis=1) / k
     statistics[:, -1] = np.log(neighbour_target).std(axis=1)
     return statistics
 

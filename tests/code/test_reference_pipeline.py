@@ -129,9 +129,15 @@ def test_lean_features_equal_the_reference_pipeline(reference, trained_model, sp
 def test_served_predictions_equal_the_regressor_on_reference_features(reference, trained_model, split):
     rows = split[1][list(FEATURE_COLUMNS)]
     untied = _rows_without_boundary_ties(reference, rows, tuple(trained_model.features.n_neighbors))
+    expected_features = reference.transform(rows)
+    # The two tree libraries list a row's k neighbours in different orders, so some sums differ
+    # in the last bits (the features test bounds that by 1e-9); a tree split can fall between
+    # such twins, so predictions are compared where the reference features agree to the bit.
+    comparable = untied & (trained_model.features.transform(rows) == expected_features).all(axis=1)
+    assert comparable.sum() > 400, comparable.sum()
     served = trained_model.predict(None, rows)[TARGET].to_numpy()
-    expected = trained_model.regressor.predict(reference.transform(rows))
-    np.testing.assert_allclose(served[untied], expected[untied], rtol=1e-9, atol=1e-9)
+    expected = trained_model.regressor.predict(expected_features)
+    np.testing.assert_allclose(served[comparable], expected[comparable], rtol=1e-9, atol=1e-9)
 
 
 def test_one_row_requests_take_the_same_path_as_batches(trained_model, split):

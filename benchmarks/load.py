@@ -1,0 +1,196 @@
+"""The load generator: keep-alive ``http.client`` connections, one per client thread.
+
+Bodies are serialised once, before any clock starts; a request costs the client one
+``send`` of pre-encoded bytes and one read of the answer, a few tens of microseconds of
+CPU, so the client stays far from being the bottleneck on 2 cores. That is checked, not
+assumed: every closed-loop run reports the client's own CPU time (``time.process_time``
+of this process), and ``noop_ceiling`` measures the most this client can drive against a
+server that does nothing (``benchmarks.noop_server``).
+
+Two shapes of load:
+
+* ``sequential``: one connection, one request at a time (latency percentiles);
+* ``closed_loop``: ``clients`` threads, each sending its next request as soon as the
+  previous one is answered, for a fixed duration after a warm-up (throughput, latency
+  percentiles, errors); ends by itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Target:
+    port: int
+    path: str
+    content_type: str = "application/json"
+    # Bytes every good answer contains (a 200 with another body counts as an error).
+    marker: bytes = b""
+    host: str = "127.0.0.1"
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection; reconnects after a failure."""
+
+    def __init__(self, target: Target, timeout: float = 60.0):
+        self.target = target
+        self.timeout = timeout
+        self.headers = {"Content-Type": target.content_type, "Connection": "keep-alive"}
+        self.connection: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection = http.client.HTTPConnection(self.target.host, self.target.port, timeout=self.timeout)
+        connection.connect()
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def post(self, body: bytes) -> str | None:
+        """Send ``body``; ``None`` if the answer is a good 200, else what went wrong."""
+        try:
+            if self.connection is None:
+                self.connection = self._connect()
+            # http.client sends headers and a bytes body in one send() (no Nagle/delayed-ACK stall).
+            self.connection.request("POST", self.target.path, body=body, headers=self.headers)
+            response = self.connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
+            return f"{type(error).__name__}: {error}"
+        if response.status != 200:
+            return f"HTTP {response.status}: {payload[:200]!r}"
+        if self.target.marker and self.target.marker not in payload:
+            return f"HTTP 200 without {self.target.marker!r}: {payload[:200]!r}"
+        return None
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """``q``-th percentile (0–100), nearest-rank on the sorted values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    seconds: float  # length of the measured window
+    latencies: list[float] = field(default_factory=list)  # seconds, requests completed in the window
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    client_cpu_seconds: float = 0.0
+    window: tuple[float, float] = (0.0, 0.0)  # time.monotonic() start and end of the measured window
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def client_cpu_share(self) -> float:
+        """The client's CPU time over the window, as a fraction of one core."""
+        return self.client_cpu_seconds / self.seconds
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+def sequential(target: Target, bodies: Sequence[bytes], requests: int, warmup: int = 20) -> LoadResult:
+    client = Client(target)
+    errors: list[str] = []
+    try:
+        for i in range(warmup):
+            client.post(bodies[i % len(bodies)])
+        latencies = []
+        cpu0, started = time.process_time(), time.monotonic()
+        for i in range(requests):
+            t0 = time.perf_counter()
+            error = client.post(bodies[i % len(bodies)])
+            elapsed = time.perf_counter() - t0
+            if error is None:
+                latencies.append(elapsed)
+            else:
+                errors.append(error)
+        ended = time.monotonic()
+    finally:
+        client.close()
+    return LoadResult(
+        clients=1, seconds=ended - started, latencies=latencies, errors=len(errors), error_samples=errors[:5],
+        client_cpu_seconds=time.process_time() - cpu0, window=(started, ended),
+    )  # fmt: skip
+
+
+def closed_loop(
+    target: Target, bodies: Sequence[bytes], clients: int, seconds: float, warmup: float = 1.0
+) -> LoadResult:
+    """``clients`` threads send back to back for ``warmup`` + ``seconds``; only the last ``seconds`` count."""
+    start_barrier = threading.Barrier(clients + 1)
+    clock: dict[str, float] = {}
+    per_thread: list[tuple[list[float], list[str]]] = [([], []) for _ in range(clients)]
+
+    def work(index: int):
+        client = Client(target)
+        latencies, errors = per_thread[index]
+        i = index * 7919  # each client walks the body pool from a different place
+        try:
+            client._connect().close()  # fail fast if the server is not there at all
+            start_barrier.wait()
+            measure_from, stop_at = clock["from"], clock["to"]
+            while True:
+                t0 = time.monotonic()
+                if t0 >= stop_at:
+                    break
+                error = client.post(bodies[i % len(bodies)])
+                t1 = time.monotonic()
+                i += 1
+                if t0 >= measure_from and t1 <= stop_at:
+                    if error is None:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors.append(error)
+                elif error is not None and t1 > measure_from:
+                    errors.append(error)
+        except threading.BrokenBarrierError:
+            pass
+        except OSError as error:
+            errors.append(f"{type(error).__name__}: {error}")
+            start_barrier.abort()
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    now = time.monotonic()
+    clock["from"], clock["to"] = now + warmup, now + warmup + seconds
+    try:
+        start_barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    # The client CPU over the measured window only.
+    time.sleep(max(0.0, clock["from"] - time.monotonic()))
+    cpu0 = time.process_time()
+    for thread in threads:
+        thread.join()
+    cpu = time.process_time() - cpu0
+    result = LoadResult(clients=clients, seconds=seconds, client_cpu_seconds=cpu, window=(clock["from"], clock["to"]))
+    for latencies, errors in per_thread:
+        result.latencies += latencies
+        result.errors += len(errors)
+        result.error_samples += errors[: 5 - len(result.error_samples)]
+    return result

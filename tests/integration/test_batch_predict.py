@@ -1,0 +1,219 @@
+"""Batch scoring for real: `mlflow run . -e batch_predict`, the CLI's one-line failure, a SIGKILL
+mid-write, rejects, and the Spark engine (one Spark session) agreeing with the local one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from model import batch
+from model.batch import BatchError, BatchJob
+from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
+from model.registry import CHAMPION, MODEL_NAME
+from model.train import TrainingConfig, fit_model, log_and_register
+from tests.integration.servers import server_env
+
+pytestmark = pytest.mark.integration
+
+EXPERIMENT = "batch"
+VERSION_URI = f"models:/{MODEL_NAME}/1"
+RUN_ID = re.compile(r"Run \(ID '([0-9a-f]+)'\)")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, split):
+    """A temp SQLite registry whose champion (version 1) is a small model; env for child processes."""
+    root = tmp_path_factory.mktemp("batch-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with pytest.MonkeyPatch.context() as patch:
+        # In-process jobs log into this experiment (never into a global active experiment).
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        experiment = MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
+        model = fit_model(split[0], TrainingConfig(n_estimators=200, cv_folds=0))
+        with mlflow.start_run(experiment_id=experiment):
+            assert CHAMPION in log_and_register(model, *split).aliases
+        env = server_env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
+        yield {"env": env, "model": model, "experiment": experiment}
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def rows(split) -> pd.DataFrame:
+    """500 test rows with an integer id, one missing total_bedrooms."""
+    frame = split[1].head(500)[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    frame.loc[7, "total_bedrooms"] = np.nan
+    frame.insert(0, "block_id", np.arange(100_000, 100_500))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def expected(store, rows) -> np.ndarray:
+    return store["model"].predict(None, rows[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "projects.batch_predict", *args]
+
+
+def latest_run(store) -> mlflow.entities.Run:
+    [run] = MlflowClient().search_runs([store["experiment"]], order_by=["attributes.start_time DESC"], max_results=1)
+    return run
+
+
+def partials(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.endswith(".partial"))
+
+
+def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expected, tmp_path):
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    completed = subprocess.run(
+        ["mlflow", "run", str(PROJECT_ROOT), "-e", "batch_predict", "--env-manager", "local",
+         "--experiment-name", EXPERIMENT, "-P", f"input={tmp_path / 'in.csv'}",
+         "-P", f"output={tmp_path / 'out.parquet'}", "-P", "id_column=block_id", "-P", "chunk_size=128"],
+        env=store["env"], capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    assert f"scored 500 of 500 rows with {VERSION_URI}" in completed.stdout
+
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(scored.columns) == ["block_id", TARGET]
+    assert scored["block_id"].tolist() == rows["block_id"].astype(str).tolist()  # a CSV's ids, as written
+    np.testing.assert_allclose(scored[TARGET], expected, rtol=0, atol=1e-9)
+    assert partials(tmp_path) == []
+
+    run = MlflowClient().get_run(RUN_ID.search(completed.stderr).group(1))
+    assert run.info.status == "FINISHED"
+    params, metrics = run.data.params, run.data.metrics
+    assert params["model_uri"] == f"models:/{MODEL_NAME}@{CHAMPION}" and params["model_version_uri"] == VERSION_URI
+    assert (params["engine"], params["chunk_size"], params["on_error"]) == ("local", "128", "fail")
+    assert (metrics["rows_read"], metrics["rows_scored"], metrics["rows_rejected"]) == (500, 500, 0)
+    assert metrics["seconds"] > 0 and metrics["rows_per_second"] == pytest.approx(500 / metrics["seconds"])
+
+
+def test_a_bad_row_fails_the_cli_with_one_line_naming_row_column_and_rule(store, rows, tmp_path):
+    broken = rows.copy()
+    broken.loc[320, "households"] = -4242.0
+    broken.to_parquet(tmp_path / "in.parquet", index=False)
+    output = tmp_path / "out.csv"
+    completed = subprocess.run(
+        cli("--input", str(tmp_path / "in.parquet"), "--output", str(output), "--chunk-size", "100"),
+        env=store["env"], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines() == [
+        f"batch_predict: input {tmp_path / 'in.parquet'}, row 321: column 'households': must be greater than 0 "
+        "(use -P on_error=reject to set bad rows aside)"
+    ]
+    assert "4242" not in completed.stderr + completed.stdout
+    assert not output.exists() and partials(tmp_path) == []
+    run = latest_run(store)
+    assert run.info.status == "FAILED" and "row 321" in run.data.tags["error"]
+
+
+def test_reject_scores_the_good_rows_and_logs_the_rejected_count(store, rows, expected, tmp_path):
+    broken = rows.copy()
+    broken.loc[[3, 250, 499], "latitude"] = 55.0
+    broken.to_csv(tmp_path / "in.csv", index=False)
+    job = BatchJob(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), id_column="block_id", on_error="reject",
+                   chunk_size=100)
+    result = batch.run(job, progress=False)
+    assert (result.rows_scored, result.rows_rejected) == (497, 3)
+    rejected = pd.read_csv(tmp_path / "out.rejects.csv")
+    assert rejected[["block_id", "row"]].values.tolist() == [[100_003, 4], [100_250, 251], [100_499, 500]]
+    assert set(rejected["column"]) == {"latitude"}
+    scored = pd.read_csv(tmp_path / "out.csv")
+    kept = np.ones(len(rows), dtype=bool)
+    kept[[3, 250, 499]] = False
+    assert scored["block_id"].tolist() == rows["block_id"][kept].tolist()
+    np.testing.assert_allclose(scored[TARGET], expected[kept], rtol=0, atol=1e-9)
+    metrics = latest_run(store).data.metrics
+    assert (metrics["rows_scored"], metrics["rows_rejected"]) == (497, 3)
+
+
+def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, rows, tmp_path):
+    """A real SIGKILL once the partial file exists and grows; the output path must not exist."""
+    big = rows.sample(60_000, replace=True, random_state=0).reset_index(drop=True)
+    big["block_id"] = np.arange(len(big))
+    big.to_parquet(tmp_path / "in.parquet", index=False)
+    output = tmp_path / "out.parquet"
+    arguments = ["--input", str(tmp_path / "in.parquet"), "--output", str(output), "--id-column", "block_id",
+                 "--chunk-size", "1000"]
+    process = subprocess.Popen(cli(*arguments), env=store["env"], cwd=PROJECT_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sizes = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            found = partials(tmp_path)
+            size = found[0].stat().st_size if found else 0
+            if size and sizes and size > sizes[-1] > 0:
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+            sizes.append(size)
+            time.sleep(0.005)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL, f"not killed mid-write: {process.stderr.read()[-3000:]}"
+    assert not output.exists()
+    [corpse] = partials(tmp_path)  # the killed writer's partial, hidden beside the output
+    assert corpse.name.startswith(".out.parquet.")
+
+    result = batch.run(BatchJob(str(tmp_path / "in.parquet"), str(output), id_column="block_id"), progress=False)
+    assert result.rows_scored == len(big)
+    assert pd.read_parquet(output)["block_id"].tolist() == big["block_id"].tolist()
+    assert partials(tmp_path) == []  # the dead process's partial went with the rerun
+
+
+def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, tmp_path, monkeypatch):
+    """One Spark session (local[*]): CSV → Parquet through the tracked job, Parquet → CSV over an
+    existing output, and a bad row failing with its column and rule."""
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    spark = batch.spark_session(None)
+    try:
+        spark.sparkContext.setLogLevel("ERROR")
+        job = BatchJob(str(tmp_path / "in.csv"), str(tmp_path / "spark.parquet"), id_column="block_id", engine="spark")
+        result = batch.run(job, spark=spark)
+        assert result.rows_scored == 500
+        run = latest_run(store)
+        assert run.data.params["spark_master"].startswith("local") and run.data.metrics["rows_scored"] == 500
+        scored = pd.read_parquet(tmp_path / "spark.parquet")  # Spark's directory of part files
+        assert sorted(scored.columns) == sorted(["block_id", TARGET])
+        merged = rows.assign(block_id=rows["block_id"].astype(str), local=expected).merge(scored, on="block_id")
+        assert len(merged) == 500
+        np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
+
+        (tmp_path / "spark.csv").write_text("an older result\n")
+        job = BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / "spark.csv"), id_column="block_id", engine="spark")
+        batch.score_spark(job, VERSION_URI, spark)
+        scored = pd.concat(pd.read_csv(part) for part in sorted((tmp_path / "spark.csv").glob("part-*.csv")))
+        merged = rows.assign(local=expected).merge(scored, on="block_id")
+        assert len(merged) == 500
+        np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
+
+        broken = rows.copy()
+        broken.loc[42, "median_income"] = -1.0
+        broken.to_parquet(tmp_path / "broken.parquet", index=False)
+        job = BatchJob(str(tmp_path / "broken.parquet"), str(tmp_path / "broken-out.parquet"), engine="spark")
+        with pytest.raises(BatchError, match="column 'median_income': must not be negative"):
+            batch.score_spark(job, VERSION_URI, spark)
+        assert not (tmp_path / "broken-out.parquet").exists() and partials(tmp_path) == []
+    finally:
+        spark.stop()

@@ -8,6 +8,7 @@
   ``ServerProcess`` and always kills the whole group on exit; on a startup failure, or an
   exception inside the ``with`` block, the server's log is printed.
 * ``listening_addresses(port)``: local addresses with a LISTEN socket on ``port`` (Linux /proc).
+* ``temporary_database(prefix)``: a fresh PostgreSQL database on 127.0.0.1:5432 (SQLAlchemy URI), dropped after.
 * ``write_tiny_pyfunc(path)``: saves a tiny MLflow pyfunc model used to test model servers.
 """
 
@@ -139,6 +140,26 @@ def wait_healthy(server: ServerProcess, health_url: str, timeout: float) -> None
             last = type(exc).__name__
         time.sleep(0.25)
     raise TimeoutError(f"{health_url} not healthy after {timeout:.0f}s (last: {last})")
+
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@contextlib.contextmanager
+def temporary_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database named ``<prefix>_<random>``; its URI; dropped on exit."""
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def listening_addresses(port: int) -> List[str]:

@@ -16,12 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
-import psycopg
 import pytest
 from mlflow import MlflowClient
 
@@ -29,11 +27,10 @@ from model import registry
 from model.data import PROJECT_ROOT
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import free_port, running_server, server_env, stop_process_group
+from tests.integration.servers import free_port, running_server, server_env, stop_process_group, temporary_database
 
 pytestmark = pytest.mark.integration
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 EXPERIMENT = "faults"
 QUICK = ["-P", "n_estimators=50", "-P", "cv_folds=0"]
 # The trainer's MLflow client gives up on a dead server (connection refused) in seconds; MLflow's
@@ -83,12 +80,8 @@ def error_lines(text: str) -> list[str]:
 
 @pytest.fixture
 def database():
-    name = f"mlflow_faults_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("mlflow_faults") as uri:
+        yield uri
 
 
 def wait_for_model_being_logged(client: MlflowClient, experiment: str, proc: subprocess.Popen, timeout: float = 300):

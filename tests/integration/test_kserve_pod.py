@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg
 import pytest
 import requests
 import yaml
@@ -25,13 +23,12 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.registry import CHAMPION, MODEL_NAME
-from tests.integration.servers import free_port, running_server, server_env
+from tests.integration.servers import free_port, running_server, server_env, temporary_database
 
 pytestmark = pytest.mark.integration
 
 STORAGE_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
 ISVC_NAME = "california-housing"
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def manifest(kind: str) -> dict:
@@ -44,12 +41,8 @@ def manifest(kind: str) -> dict:
 
 @pytest.fixture(scope="module")
 def database():
-    name = f"mlflow_pod_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"{POSTGRES}/{name}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("mlflow_pod") as uri:
+        yield uri
 
 
 @pytest.fixture(scope="module")

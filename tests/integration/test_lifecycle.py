@@ -10,12 +10,10 @@ import contextlib
 import re
 import subprocess
 import sys
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
-import psycopg
 import pytest
 from mlflow import MlflowClient
 
@@ -24,12 +22,11 @@ from model.data import PROJECT_ROOT, load_raw, split_train_test
 from model.evaluate import PLOTS
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import free_port, running_server, server_env
+from tests.integration.servers import free_port, running_server, server_env, temporary_database
 
 pytestmark = pytest.mark.integration
 
 EXPERIMENT = "lifecycle"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]+)'\)")
 
 
@@ -167,12 +164,8 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
 
 @pytest.fixture
 def database():
-    name = f"mlflow_race_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"{POSTGRES}/{name}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("mlflow_race") as uri:
+        yield uri
 
 
 def test_two_racing_promotions_leave_one_champion_and_both_decisions(database, tmp_path, raw_data_path):

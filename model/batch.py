@@ -21,14 +21,14 @@ first row after a CSV's header (line 2 of the file), or the first row of a Parqu
 from __future__ import annotations
 
 import contextlib
-import glob
+import csv
 import os
 import re
 import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -59,8 +59,6 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 REQUIRED_COLUMNS = tuple(column for column in FEATURE_COLUMNS if column not in NULLABLE_COLUMNS)
 REJECT_COLUMNS = ("row", "column", "rule")
 NOT_A_NUMBER = "must be a number"
-# Only an empty field is missing; "NA", "null" and the like are values (as Spark reads them).
-CSV_NULL_VALUES = [""]
 CSV_BLOCK_BYTES = 1 << 20
 
 
@@ -93,23 +91,22 @@ class BatchJob:
         return str(output.with_name(f"{output.stem}.rejects{output.suffix}"))
 
     def check(self) -> None:
-        if self.engine not in ENGINES:
-            raise BatchError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
-        if self.on_error not in ON_ERROR:
-            raise BatchError(f"on_error must be one of {', '.join(ON_ERROR)}, not {self.on_error!r}")
-        if self.spark_env_manager not in SPARK_ENV_MANAGERS:
-            raise BatchError(f"spark_env_manager must be one of {', '.join(SPARK_ENV_MANAGERS)}")
+        choices = {"engine": ENGINES, "on_error": ON_ERROR, "spark_env_manager": SPARK_ENV_MANAGERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise BatchError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.chunk_size < 1:
             raise BatchError(f"chunk_size must be at least 1, not {self.chunk_size}")
-        if self.id_column == TARGET:
-            raise BatchError(f"id_column cannot be {TARGET!r}, the output column")
+        written = (TARGET, *REJECT_COLUMNS) if self.on_error == "reject" else (TARGET,)
+        if self.id_column in written:
+            raise BatchError(f"id_column cannot be {self.id_column!r}, a column the job writes")
         if self.engine == "spark" and self.on_error == "reject":
             raise BatchError("on_error=reject needs engine=local (Spark does not know file row numbers)")
         paths = {"input": self.input, "output": self.output, "rejects": self.rejects_path()}
+        paths = {name: path for name, path in paths.items() if path}
         for name, path in paths.items():
-            if path is not None:
-                file_format(path, name)
-        if len({_normalise(path) for path in paths.values() if path}) < len([p for p in paths.values() if p]):
+            file_format(path, name)
+        if len({_normalise(path) for path in paths.values()}) < len(paths):
             raise BatchError("input, output and rejects must be three different paths")
 
 
@@ -123,7 +120,7 @@ class BatchResult:
     rows_rejected: int = 0
     seconds: float = 0.0
     model_load_seconds: float = 0.0
-    extra_params: dict = field(default_factory=dict)
+    spark_master: str | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -157,24 +154,28 @@ def run(job: BatchJob, progress: bool | None = None, spark=None) -> BatchResult:
     """
     job.check()
     with mlflow.start_run() as active:
+        # `mlflow run` has logged the entry point's parameters as given; a second value for one fails.
         already_logged = mlflow.get_run(active.info.run_id).data.params
+
+        def log_params(params: dict) -> None:
+            mlflow.log_params({key: value for key, value in params.items() if key not in already_logged})
+
         try:
             model_uri = resolve_model_uri(job.model_uri)
-            params = {
+            log_params({
                 "input": job.input, "output": job.output, "model_uri": job.model_uri,
                 "model_version_uri": model_uri, "engine": job.engine, "chunk_size": job.chunk_size,
                 "on_error": job.on_error, "id_column": job.id_column or "",
                 "rejects_path": job.rejects_path() or "",
-            }
-            mlflow.log_params({key: value for key, value in params.items() if key not in already_logged})
+            })
             if job.engine == "local":
                 result = score_local(job, model_uri, progress)
             else:
                 result = score_spark(job, model_uri, spark)
+                log_params({"spark_master": result.spark_master, "spark_env_manager": job.spark_env_manager})
         except BatchError as error:
             mlflow.set_tag("error", str(error))
             raise
-        mlflow.log_params({key: value for key, value in result.extra_params.items() if key not in already_logged})
         mlflow.log_metrics(
             {
                 "rows_read": result.rows_read,
@@ -217,10 +218,9 @@ def _load_model(model_uri: str):
 
 
 def score_local(job: BatchJob, model_uri: str, progress: bool | None = None) -> BatchResult:
-    output = Path(job.output)
     rejects_path = job.rejects_path()
     source = Source.open(job.input, job.id_column, job.chunk_size)
-    result = BatchResult(model_uri=model_uri, output=str(output), rejects=rejects_path)
+    result = BatchResult(model_uri=model_uri, output=job.output, rejects=rejects_path)
     started = time.perf_counter()
     model = _load_model(model_uri)
     result.model_load_seconds = time.perf_counter() - started
@@ -234,21 +234,20 @@ def score_local(job: BatchJob, model_uri: str, progress: bool | None = None) -> 
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
-        writer = stack.enter_context(AtomicTableWriter(output, output_schema))
-        rejects = None
+        writer = stack.enter_context(AtomicTableWriter(Path(job.output), output_schema))
         if rejects_path:
             rejects = stack.enter_context(AtomicTableWriter(Path(rejects_path), rejects_schema))
         for table in source.chunks():
             scored, rejected = _score_chunk(model, table, result.rows_read, job, source.name)
             writer.write(scored)
-            if rejected is not None and rejected.num_rows:
+            if rejected is not None:
                 rejects.write(rejected)
-                result.rows_rejected += len(np.unique(rejected.column("row").to_numpy()))
             result.rows_read += table.num_rows
             result.rows_scored += scored.num_rows
+            result.rows_rejected += table.num_rows - scored.num_rows
             bar.update(table.num_rows)
         # Rejects first: the output appearing is the signal that the whole job completed.
-        if rejects is not None:
+        if rejects_path:
             rejects.commit()
         writer.commit()
     result.seconds = time.perf_counter() - started
@@ -270,13 +269,13 @@ class Source:
     """The input file as a stream of ``chunk_size``-row Arrow tables (only the columns scoring needs)."""
 
     name: str
-    format: str
     columns: list[str]
     id_type: pa.DataType | None
     total_rows: int | None
     chunk_size: int
     _batches: Iterator[pa.RecordBatch] | None = None
-    _invalid_csv_row: dict = field(default_factory=dict)
+    # (fields the header has, fields found) of the first CSV row Arrow refused.
+    _malformed_row: tuple[int, int] | None = None
 
     @classmethod
     def open(cls, path: str, id_column: str | None, chunk_size: int) -> "Source":
@@ -288,22 +287,20 @@ class Source:
                 # pre_buffer=False: with it, iter_batches keeps every row group's buffers
                 # until the end, so memory grew with the file (~15 MB per 1 M rows here).
                 parquet = pq.ParquetFile(path, pre_buffer=False)
-                schema = parquet.schema_arrow
-                names, types = schema.names, dict(zip(schema.names, schema.types))
-                total = parquet.metadata.num_rows
+                names, total = parquet.schema_arrow.names, parquet.metadata.num_rows
             else:
                 # Only the header matters here; rows are checked while streaming.
-                with pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16),
-                                   parse_options=pcsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
-                                   convert_options=_csv_convert_options(None)) as reader:
-                    names, types, total = reader.schema.names, {}, None
+                header_only = pcsv.ReadOptions(block_size=1 << 16)
+                any_rows = pcsv.ParseOptions(invalid_row_handler=lambda row: "skip")
+                with pcsv.open_csv(path, read_options=header_only, parse_options=any_rows) as reader:
+                    names, total = reader.schema.names, None
         except (pa.ArrowException, OSError) as error:
             raise BatchError(f"input {path}: not a readable {fmt.upper()} file ({_arrow_reason(error)})") from None
         columns = check_columns(names, id_column, path)
         id_type = None
-        if id_column:
-            id_type = types.get(id_column, pa.string())
-        source = cls(path, fmt, columns, id_type, total, chunk_size)
+        if id_column:  # a CSV's columns are all read as text (_csv_batches)
+            id_type = parquet.schema_arrow.field(id_column).type if fmt == "parquet" else pa.string()
+        source = cls(path, columns, id_type, total, chunk_size)
         if fmt == "parquet":
             source._batches = parquet.iter_batches(batch_size=chunk_size, columns=columns)
         else:
@@ -312,16 +309,27 @@ class Source:
 
     def _csv_batches(self) -> Iterator[pa.RecordBatch]:
         # A generator: opening parses the first block, so its errors surface in chunks() too.
+        # Every column as text: numbers are parsed per chunk (to_frame), where a bad value can be
+        # given its row number (Arrow's own conversion error names neither row nor column, and
+        # quotes the value). Only an empty field is missing; "NA", "null" and the like are
+        # values, as Spark reads them.
         with pcsv.open_csv(
             self.name,
             read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            parse_options=pcsv.ParseOptions(invalid_row_handler=self._remember_invalid_row),
-            convert_options=_csv_convert_options(self.columns),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=self._refuse_malformed_row),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in self.columns},
+                include_columns=self.columns,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
         ) as reader:
             yield from reader
 
-    def _remember_invalid_row(self, row) -> str:
-        self._invalid_csv_row.setdefault("fields", (row.expected_columns, row.actual_columns))
+    def _refuse_malformed_row(self, row) -> str:
+        if self._malformed_row is None:
+            self._malformed_row = (row.expected_columns, row.actual_columns)
         return "error"
 
     def chunks(self) -> Iterator[pa.Table]:
@@ -348,18 +356,16 @@ class Source:
                 return
 
     def _read_error(self, error: Exception, rows_ok: int) -> str:
-        if "fields" in self._invalid_csv_row:
-            expected, actual = self._invalid_csv_row["fields"]
-            row = _first_row_with_fields_other_than(self.name, expected)
-            where = f"row {row}" if row else f"a row after row {rows_ok}"
-            return f"input {self.name}, {where}: malformed CSV: {actual} fields where the header has {expected}"
-        return f"input {self.name}: unreadable after row {rows_ok} ({_arrow_reason(error)})"
+        if self._malformed_row is None:
+            return f"input {self.name}: unreadable after row {rows_ok} ({_arrow_reason(error)})"
+        expected, actual = self._malformed_row
+        row = _first_row_with_fields_other_than(self.name, expected)
+        where = f"row {row}" if row else f"a row after row {rows_ok}"
+        return f"input {self.name}, {where}: malformed CSV: {actual} fields where the header has {expected}"
 
 
 def _first_row_with_fields_other_than(path: str, expected: int) -> int | None:
     """The 1-based data row of ``path`` whose field count is not ``expected`` (a rescan, on failure only)."""
-    import csv
-
     with contextlib.suppress(OSError, csv.Error), open(path, newline="", encoding="utf-8", errors="replace") as handle:
         records = csv.reader(handle)
         next(records, None)
@@ -370,18 +376,6 @@ def _first_row_with_fields_other_than(path: str, expected: int) -> int | None:
                 if len(record) != expected:
                     return number
     return None
-
-
-def _csv_convert_options(columns: list[str] | None) -> pcsv.ConvertOptions:
-    # Every column as text: numbers are parsed per chunk, where a bad value can be given
-    # its row number (Arrow's own conversion error names neither row nor column, and quotes the value).
-    return pcsv.ConvertOptions(
-        column_types={name: pa.string() for name in (columns or FEATURE_COLUMNS)},
-        include_columns=columns,
-        null_values=CSV_NULL_VALUES,
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-    )
 
 
 def _arrow_reason(error: Exception) -> str:
@@ -405,7 +399,7 @@ def check_columns(names: list[str], id_column: str | None, source: str) -> list[
     return wanted
 
 
-def to_frame(table: pa.Table) -> tuple[pd.DataFrame, list]:
+def to_frame(table: pa.Table) -> tuple[pd.DataFrame, list[contract.Violation]]:
     """The model's input frame for ``table`` and the per-row ``Violation``s found converting it.
 
     Numbers stored as text are parsed here; a value that is not a number becomes NaN with a
@@ -418,23 +412,20 @@ def to_frame(table: pa.Table) -> tuple[pd.DataFrame, list]:
         if name not in table.column_names:
             continue
         values = table.column(name)
-        kind = values.type
-        if _is_numeric_type(kind):
-            columns[name] = pc.cast(values, pa.float64()).to_numpy()
-        elif _is_text_type(kind):
-            try:
-                columns[name] = pc.cast(values, pa.float64()).to_numpy()
-            except pa.ArrowInvalid:
-                text = pd.Series(values.to_numpy(zero_copy_only=False), dtype=object)
-                parsed = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
-                # Blank text is a missing value (as an empty CSV field is), "nan" a NaN; the rest is not a number.
-                missing = text.isna() | text.str.strip().str.lower().isin(["", "nan", "-nan", "+nan"])
-                bad = np.isnan(parsed) & ~missing.to_numpy(dtype=bool)
-                columns[name] = parsed
-                if bad.any():
-                    problems.append(contract.Violation(name, NOT_A_NUMBER, bad))
-        else:
-            raise BatchError(f"column '{name}': {NOT_A_NUMBER} (the file stores it as {kind})")
+        if not (_is_numeric_type(values.type) or _is_text_type(values.type)):
+            raise BatchError(f"column '{name}': {NOT_A_NUMBER} (the file stores it as {values.type})")
+        try:
+            # safe=False: an integer beyond 2**53 becomes the nearest float, as pandas would make it.
+            columns[name] = pc.cast(values, pa.float64(), safe=False).to_numpy()
+        except pa.ArrowInvalid:  # text that is not all numbers
+            text = pd.Series(values.to_numpy(zero_copy_only=False), dtype=object)
+            parsed = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+            # Blank text is a missing value (as an empty CSV field is), "nan" a NaN; the rest is not a number.
+            missing = text.isna() | text.str.strip().str.lower().isin(["", "nan", "-nan", "+nan"])
+            bad = np.isnan(parsed) & ~missing.to_numpy(dtype=bool)
+            columns[name] = parsed
+            if bad.any():
+                problems.append(contract.Violation(name, NOT_A_NUMBER, bad))
     category = table.column(CATEGORICAL_COLUMN)
     if pa.types.is_dictionary(category.type):
         category = pc.cast(category, category.type.value_type)
@@ -454,7 +445,7 @@ def _is_text_type(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
-def violations(frame: pd.DataFrame, parse_problems: list) -> list:
+def violations(frame: pd.DataFrame, parse_problems: list[contract.Violation]) -> list[contract.Violation]:
     """Every rule ``frame`` breaks: the parse problems, then the contract's own findings.
 
     A value that did not parse is already NaN in ``frame``; the contract's ``must not be
@@ -463,8 +454,8 @@ def violations(frame: pd.DataFrame, parse_problems: list) -> list:
     found = list(parse_problems)
     unparsed = {problem.column: problem.rows for problem in parse_problems}
     for violation in contract.find_violations(frame):
-        if violation.rows is not None and violation.column in unparsed:
-            rows = np.asarray(violation.rows, dtype=bool) & ~unparsed[violation.column]
+        if violation.column in unparsed:
+            rows = violation.rows & ~unparsed[violation.column]
             if not rows.any():
                 continue
             violation = contract.Violation(violation.column, violation.rule, rows)
@@ -472,52 +463,37 @@ def violations(frame: pd.DataFrame, parse_problems: list) -> list:
     return found
 
 
-def first_violation(found: list) -> tuple[object, int | None]:
-    """The violation to report: a whole-column one first, else the one with the lowest row."""
-    best, best_row = None, None
-    for violation in found:
-        if violation.rows is None:
-            return violation, None
-        rows = np.flatnonzero(violation.rows)
-        if len(rows) and (best_row is None or rows[0] < best_row):
-            best, best_row = violation, int(rows[0])
-    return best, best_row
+def first_violation(found: list[contract.Violation]) -> tuple[contract.Violation, int]:
+    """The violation on the lowest row (the first listed, on a tie) and that row, 0-based.
+
+    Every violation here has rows: whole-column problems (a missing or duplicated column)
+    are refused by ``check_columns`` before any row is read.
+    """
+    row, violation = min(((int(np.argmax(v.rows)), v) for v in found), key=lambda pair: pair[0])
+    return violation, row
 
 
 def _score_chunk(model, table: pa.Table, offset: int, job: BatchJob, source: str):
-    """Predictions for one chunk, and the rejects table (None unless ``on_error=reject``)."""
+    """Predictions for one chunk, and its rejects table (None unless rows were rejected)."""
     frame, parse_problems = to_frame(table)
-    failure = None
     if not parse_problems:
         try:
             return _output_table(table, job.id_column, _predict(model, frame)), None
-        except InputContractError as error:
-            failure = error
+        except InputContractError:
+            pass  # it names the first rule broken; the first row, or every bad row, is found below
     found = violations(frame, parse_problems)
-    violation, row = first_violation(found)
-    if violation is None:  # the contract raised but finds nothing: report what it said
-        column, rule = getattr(failure, "column", "?"), getattr(failure, "rule", None) or str(failure)
-        row = getattr(failure, "row", None)
-        raise BatchError(_row_message(source, None if row is None else offset + row + 1, column, rule))
-    if job.on_error == "fail" or row is None:
-        raise BatchError(_row_message(source, None if row is None else offset + row + 1, violation.column,
-                                      violation.rule, hint=job.on_error == "fail" and row is not None))
-    bad = np.zeros(table.num_rows, dtype=bool)
-    for violation in found:
-        bad |= violation.rows
-    keep = ~bad
-    try:
-        predictions = _predict(model, frame[keep].reset_index(drop=True))
-    except InputContractError as error:
-        raise BatchError(f"input {source}: rows left after rejecting still break the contract ({error})") from None
-    scored = _output_table(table.filter(pa.array(keep)), job.id_column, predictions)
-    return scored, _rejects_table(table, found, offset, job.id_column)
-
-
-def _row_message(source: str, row: int | None, column: str, rule: str, hint: bool = False) -> str:
-    where = f"input {source}" if row is None else f"input {source}, row {row}"
-    tail = " (use -P on_error=reject to set bad rows aside)" if hint else ""
-    return f"{where}: column '{column}': {rule}{tail}"
+    if job.on_error == "fail":
+        violation, row = first_violation(found)
+        raise BatchError(
+            f"input {source}, row {offset + row + 1}: column '{violation.column}': {violation.rule} "
+            "(use -P on_error=reject to set bad rows aside)"
+        )
+    keep = ~np.logical_or.reduce([violation.rows for violation in found])
+    predictions = _predict(model, frame[keep].reset_index(drop=True))
+    return (
+        _output_table(table.filter(pa.array(keep)), job.id_column, predictions),
+        _rejects_table(table, found, offset, job.id_column),
+    )
 
 
 def _predict(model, frame: pd.DataFrame) -> np.ndarray:
@@ -542,7 +518,7 @@ def _rejects_table(table: pa.Table, found: list, offset: int, id_column: str | N
         positions.append(rows)
         columns += [violation.column] * len(rows)
         rules += [violation.rule] * len(rows)
-    position = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
+    position = np.concatenate(positions)
     order = np.argsort(position, kind="stable")
     position = position[order]
     rejected = {id_column: table.column(id_column).take(pa.array(position))} if id_column else {}
@@ -557,21 +533,25 @@ def _rejects_table(table: pa.Table, found: list, offset: int, id_column: str | N
 # ----------------------------------------------------------------------------------------------
 
 
+def _partial_prefix(final: str) -> str:
+    """``.<name>.<host>.``: the name of ``final``'s partials up to the writing process's pid."""
+    return f".{final.rstrip('/').rpartition('/')[2]}.{socket.gethostname()}."
+
+
 def partial_path(final: str) -> str:
     """``<dir>/.<name>.<host>.<pid>.partial``: same directory (so the rename is atomic), hidden from readers."""
-    parent, _, name = final.rstrip("/").rpartition("/")
-    return f"{parent + '/' if parent else ''}.{name}.{socket.gethostname()}.{os.getpid()}.partial"
+    parent = final.rstrip("/").rpartition("/")[0]
+    return f"{parent + '/' if parent else ''}{_partial_prefix(final)}{os.getpid()}.partial"
 
 
-def stale_partials(final: Path) -> list[Path]:
-    """Partials of ``final`` left by processes of this host that no longer run (killed jobs)."""
-    prefix = f".{final.name}.{socket.gethostname()}."
-    stale = []
-    for candidate in final.parent.glob(glob.escape(prefix) + "*.partial"):
-        pid = candidate.name[len(prefix):-len(".partial")]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.append(candidate)
-    return stale
+def _left_by_dead_process(name: str, final: str) -> bool:
+    """Whether the file or directory ``name`` is a partial of ``final`` whose process, on this host, is gone.
+
+    Only this host's pids can be checked; partials of other hosts (on shared storage) are left alone.
+    """
+    prefix = _partial_prefix(final)
+    pid = name[len(prefix):-len(".partial")] if name.startswith(prefix) and name.endswith(".partial") else ""
+    return pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:
@@ -579,8 +559,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
@@ -592,25 +572,26 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def replace(partial: Path, final: Path) -> None:
-    """Rename ``partial`` to ``final``; an existing directory at ``final`` (a Spark result) is replaced too."""
-    if (final.is_dir() and not final.is_symlink()) or (partial.is_dir() and final.exists()):
+    """Rename the file ``partial`` to ``final``; a directory at ``final`` (a Spark result) is replaced too."""
+    if final.is_dir() and not final.is_symlink():
+        # os.replace cannot put a file over a directory: move it aside, rename, then delete it.
         aside = partial.with_name(partial.name[: -len(".partial")] + ".old")
         os.replace(final, aside)
         os.replace(partial, final)
         _remove(aside)
     else:
         os.replace(partial, final)
-    _fsync_directory(final.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    with contextlib.suppress(OSError):  # not every filesystem can sync a directory
+        _fsync(final.parent)
 
 
 class AtomicTableWriter:
@@ -632,8 +613,9 @@ class AtomicTableWriter:
     def __enter__(self) -> "AtomicTableWriter":
         if not self.final.parent.is_dir():
             raise BatchError(f"output directory {self.final.parent} does not exist")
-        for stale in stale_partials(self.final):
-            _remove(stale)
+        for candidate in self.final.parent.iterdir():
+            if _left_by_dead_process(candidate.name, self.final.name):
+                _remove(candidate)
         if self.format == "parquet":
             self._writer = pq.ParquetWriter(self.partial, self.schema, compression="snappy")
         else:
@@ -641,15 +623,11 @@ class AtomicTableWriter:
         return self
 
     def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+        self._writer.write_table(table)
 
     def commit(self) -> None:
         self._writer.close()
-        descriptor = os.open(self.partial, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        _fsync(self.partial)
         replace(self.partial, self.final)
         self._committed = True
 
@@ -671,8 +649,8 @@ _CONTRACT_MESSAGE = re.compile(
 
 def spark_session(master: str | None):
     """A SparkSession: ``master`` if given, else what ``spark-submit``/spark-defaults say, else ``local[*]``."""
-    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if (master or "local").startswith("local") and not (under_spark_submit and not master):
+    runs_here = master.startswith("local") if master else "PYSPARK_GATEWAY_PORT" not in os.environ
+    if runs_here:
         # Local workers run this interpreter (the venv), whatever `python` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
@@ -697,13 +675,11 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
     own_session = spark is None
     spark = spark or spark_session(job.spark_master)
     started = time.perf_counter()  # the session's start-up (~17 s locally) is not the job's
-    fmt = file_format(job.input, "input")
-    out_fmt = file_format(job.output, "output")
     hadoop = _HadoopPaths(spark)
     partial = partial_path(job.output)
     try:
         hadoop.remove_stale_partials(job.output)
-        if fmt == "csv":
+        if file_format(job.input) == "csv":
             names = _spark_call(lambda: spark.read.option("header", True).csv(job.input).columns, job.input)
             columns = check_columns(names, job.id_column, job.input)
             schema = T.StructType(
@@ -731,14 +707,15 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
         selected = [F.col(job.id_column)] if job.id_column else []
         scored = frame.select(*selected, predict(F.struct(*[F.col(c) for c in features])).alias(TARGET))
         writer = scored.write.mode("errorifexists")
-        _spark_call(lambda: writer.parquet(partial) if out_fmt == "parquet" else writer.csv(partial, header=True),
-                    job.input)
-        written = spark.read.parquet(partial) if out_fmt == "parquet" else spark.read.csv(partial, header=True)
+        if file_format(job.output) == "parquet":
+            _spark_call(lambda: writer.parquet(partial), job.input)
+            written = spark.read.parquet(partial)
+        else:
+            _spark_call(lambda: writer.csv(partial, header=True), job.input)
+            written = spark.read.csv(partial, header=True)
         result.rows_read = result.rows_scored = _spark_call(written.count, job.input)
         hadoop.replace(partial, job.output)
-        result.extra_params = {
-            "spark_master": spark.sparkContext.master, "spark_env_manager": job.spark_env_manager,
-        }
+        result.spark_master = spark.sparkContext.master
     except BaseException:
         with contextlib.suppress(Exception):
             hadoop.delete(partial)
@@ -754,8 +731,6 @@ def _spark_call(action, source: str):
     """Run a Spark action; turn Spark's failure into one line that quotes no input value."""
     try:
         return action()
-    except BatchError:
-        raise
     except Exception as error:  # py4j / pyspark errors have no common base worth naming
         text = str(error)
         match = _CONTRACT_MESSAGE.search(text)
@@ -806,11 +781,8 @@ class _HadoopPaths:
             fs.delete(aside, True)
 
     def remove_stale_partials(self, final: str) -> None:
-        """Partials of ``final`` from dead processes of this host (same rule as the local engine)."""
-        pattern, fs = self._path(partial_path(final).rsplit(".", 2)[0] + ".*.partial")
-        prefix = partial_path(final).rsplit(".", 2)[0].rsplit("/", 1)[-1] + "."
+        """The partials of ``final`` whose process is gone (the same rule as the local engine's)."""
+        pattern, fs = self._path(partial_path(final)[: -len(f"{os.getpid()}.partial")] + "*.partial")
         for status in fs.globStatus(pattern) or []:
-            name = status.getPath().getName()
-            pid = name[len(prefix):-len(".partial")]
-            if pid.isdigit() and not _alive(int(pid)):
+            if _left_by_dead_process(status.getPath().getName(), final):
                 fs.delete(status.getPath(), True)

@@ -83,6 +83,7 @@ def leftovers(directory: Path) -> list[str]:
         ({"on_error": "skip"}, "on_error must be one of fail, reject"),
         ({"chunk_size": 0}, "chunk_size must be at least 1"),
         ({"id_column": TARGET}, "id_column cannot be 'median_house_value'"),
+        ({"id_column": "row", "on_error": "reject"}, "id_column cannot be 'row'"),  # a rejects column
         ({"engine": "spark", "on_error": "reject"}, "on_error=reject needs engine=local"),
         ({"output": "out.json"}, "output out.json: unknown format '.json'"),
         ({"input": "in"}, "input in: unknown format '(no extension)'"),
@@ -143,6 +144,12 @@ def test_numbers_stored_as_text_are_parsed_and_bad_ones_flagged_by_row():
     assert frame["ocean_proximity"].tolist() == ["INLAND", None, "NEAR BAY", ""]
     [problem] = problems
     assert (problem.column, problem.rule, problem.rows.tolist()) == ("longitude", "must be a number", [False, True, False, False])
+
+
+def test_an_integer_beyond_float_precision_becomes_the_nearest_float():
+    table = pa.table({"population": pa.array([2**53 + 1], pa.int64()), "ocean_proximity": ["INLAND"]})
+    frame, problems = batch.to_frame(table)
+    assert frame["population"].tolist() == [float(2**53)] and problems == []
 
 
 def test_a_column_of_the_wrong_type_fails_the_whole_job():

@@ -101,7 +101,7 @@ def run(options: Options) -> dict:
 
     missing = [f.key for f in bench.figures if f.status == "n/a"]
     summary = {
-        "form": "short" if options.short else "full",
+        "form": form(options),
         "sections": list(options.only),
         "argv": options.argv,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -129,13 +129,22 @@ def run(options: Options) -> dict:
     return summary
 
 
+def form(options: Options) -> str:
+    """"short", "full", or "custom" when a measured quantity differs from both forms' defaults."""
+    bookkeeping = {"json", "write_docs", "keep", "argv", "from_json", "profile", "data", "short"}
+    reference = Options.short_form() if options.short else Options()
+    changed = [name for name in vars(options) if name not in bookkeeping and getattr(options, name) != getattr(reference, name)]
+    base = "short" if options.short else "full"
+    return f"{base} form with {', '.join(changed)} changed" if changed else f"{base} form"
+
+
 def markdown(summary: dict) -> str:
     """The generated part of docs/performance.md, from a run's summary (also one read back from ``--json``)."""
     options = summary["options"]
     figures = [Figure.from_json(f) for f in summary["figures"]]
     load = summary["load_average"]
     lines = [
-        f"Run: {summary['date']}, revision {summary['revision']}, {summary['form']} form: "
+        f"Run: {summary['date']}, revision {summary['revision']}, {summary['form']}: "
         f"`python -m benchmarks {' '.join(summary.get('argv', []))}`, sections {', '.join(summary['sections'])}, "
         f"{summary['seconds'] / 60:.1f} min.",
         "",

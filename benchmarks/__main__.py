@@ -1,9 +1,9 @@
-"""``python -m benchmarks [--short] [--only inprocess,servers,load,batch,training] [--write-docs]``.
+"""``python -m benchmarks [--short] [--only inprocess,servers,load,batch,training,tradeoff] [--write-docs]``.
 
 Prints a table — figure | value | limit | ratio | PASS/MISS — and exits 1 if anything
 failed to run (an error, a failed request, a figure that could not be measured); a MISS
 is a result, not a failure. ``--short`` (CI) takes about a minute and a half on an idle
-2-core machine: 1 k rows, second-long windows, no training run. The full form
+2-core machine: 1 k rows, second-long windows, no training run and no trade-off curve. The full form
 (``make bench``) runs the default ``train``, 1 M rows in process, 1 M and 10 M rows per
 batch command and minute-long server windows: its length is mostly the model's own
 predict and fit cost (``--inprocess-rows``/``--batch-rows`` shorten it).
@@ -26,9 +26,9 @@ def int_list(text: str) -> tuple[int, ...]:
 def parse(argv=None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--short", action="store_true", help="the CI form: tiny durations, 1 k rows, no training")
+    parser.add_argument("--short", action="store_true", help="the CI form: tiny durations, 1 k rows, no training, no trade-off curve")
     parser.add_argument("--only", help=f"comma-separated sections among {','.join(SECTIONS)} (default: all; "
-                        "--short leaves out training)")  # fmt: skip
+                        "--short leaves out training and tradeoff)")  # fmt: skip
     parser.add_argument("--write-docs", action="store_true", help="replace the generated part of docs/performance.md")
     parser.add_argument("--json", metavar="PATH", help="also write every figure and error as JSON")
     parser.add_argument("--workers", type=int_list, help="`mlflow models serve --workers` values, e.g. 1,2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SECTIONS = ("inprocess", "servers", "load", "batch", "training")
+SECTIONS = ("inprocess", "servers", "load", "batch", "training", "tradeoff")
 
 
 @dataclass
@@ -41,6 +41,6 @@ class Options:
         short = dict(
             short=True, workers=(1,), duration=1.5, sequential_requests=60, load_clients=16, load_duration=4.0,
             one_row_calls=200, inprocess_rows=(1_000,), target_rows=1_000, batch_rows=(1_000,),
-            only=tuple(s for s in SECTIONS if s != "training"),
+            only=tuple(s for s in SECTIONS if s not in ("training", "tradeoff")),
         )  # fmt: skip
         return cls(**{**short, **overrides})

@@ -84,6 +84,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f} %"
     if unit in ("req/s", "rows/s"):
         return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
+    if unit == "USD":
+        return f"{value:,.0f} USD"
     if unit == "count":
         return f"{value:.0f}"
     return f"{value:g} {unit}".strip()

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import batch, inprocess, profile, servers, training
+from benchmarks import batch, inprocess, profile, servers, tradeoff, training
 from benchmarks.artifacts import (
     build_project_model,
     download_model,
@@ -93,6 +93,8 @@ def run(options: Options) -> dict:
             section(bench, "profile", profile.run)
         if "batch" in options.only:
             section(bench, "batch", batch.run)
+        if "tradeoff" in options.only:
+            section(bench, "tradeoff", tradeoff.run)
     finally:
         if options.keep:
             print(f"kept {workdir}")

@@ -16,6 +16,7 @@ from model.data import PROJECT_ROOT
 from model.registry import MODEL_NAME
 
 TRAIN_LIMIT = 120.0  # seconds, wall time of the default `train`
+RMSE_LIMIT = 37_500.0  # USD, test RMSE of the default model
 EXPERIMENT = "benchmark-train"
 
 
@@ -49,4 +50,6 @@ def run(bench: Bench) -> None:
                completed.wall_seconds if completed.returncode == 0 else None, "s", reference=TRAIN_LIMIT, op="<="),
         Figure("training.training_seconds", "its logged training_seconds (the final fit)", seconds, "s",
                reference=completed.wall_seconds, ref_label="wall time"),
+        Figure("training.test_rmse", "its logged test_rmse", runs[0].data.metrics.get("test_rmse") if runs else None,
+               "USD", reference=RMSE_LIMIT, op="<="),
     )  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.model_selection import KFold
 from scipy.spatial import KDTree
 
 from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS
@@ -71,24 +70,20 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator, auto_wrap_outp
     and their mean income; plus the spread of log target over the largest
     neighbourhood.
 
-    ``fit_transform`` computes the training rows' statistics out of fold
-    (``n_folds`` folds shuffled with ``random_state``), so no row ever sees its own
-    target; ``transform`` uses every training row, as serving does.
+    ``fit_transform`` computes each training row's statistics leave-one-out: its
+    neighbours are the k nearest *other* training blocks, so no row ever sees its own
+    target, and a training row's neighbourhood is as dense as a served block's (K-fold
+    statistics would see only (K-1)/K of it; measured in docs/model-quality.md).
+    ``transform`` uses every training row, as serving does.
 
     Parameters
     ----------
     n_neighbors : tuple of int
         Neighbourhood sizes.
-    n_folds : int
-        Folds for the out-of-fold statistics of the training rows.
-    random_state : int
-        Seed of the fold shuffle.
     """
 
-    def __init__(self, n_neighbors=(5, 15, 50), n_folds=5, random_state=42):
+    def __init__(self, n_neighbors=(5, 15, 50)):
         self.n_neighbors = n_neighbors
-        self.n_folds = n_folds
-        self.random_state = random_state
 
     def fit(self, X, y):
         X = np.asarray(X, dtype=float)
@@ -106,20 +101,10 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator, auto_wrap_outp
         )
 
     def fit_transform(self, X, y):
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y, dtype=float)
-        folds = KFold(self.n_folds, shuffle=True, random_state=self.random_state)
-        statistics = np.empty((len(X), self.n_output_features()))
-        for fit_rows, held_out_rows in folds.split(X):
-            statistics[held_out_rows] = _neighbourhood_statistics(
-                KDTree(_scaled_coordinates(X[fit_rows])),
-                y[fit_rows],
-                X[fit_rows, 2],
-                X[held_out_rows],
-                tuple(self.n_neighbors),
-            )
         self.fit(X, y)
-        return statistics
+        return _neighbourhood_statistics(
+            _LeaveOneOut(self.tree_), self.target_, self.income_, np.asarray(X, dtype=float), tuple(self.n_neighbors)
+        )
 
     def n_output_features(self) -> int:
         return 5 * len(self.n_neighbors) + 1
@@ -135,6 +120,24 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator, auto_wrap_outp
                 f"nb{k}_income_mean",
             ]
         return np.array([*names, f"nb{max(self.n_neighbors)}_log_target_std"], dtype=object)
+
+
+class _LeaveOneOut:
+    """A KD-tree over the training points whose query of training point ``i`` (queried
+    in training order) skips point ``i`` itself."""
+
+    def __init__(self, tree: KDTree):
+        self.tree = tree
+
+    def query(self, points: np.ndarray, k: list[int]):
+        k_max = max(k)
+        distance, index = self.tree.query(points, k=[*k, k_max + 1])
+        is_self = index == np.arange(len(points))[:, np.newaxis]
+        # Duplicated coordinates tie at distance 0 and may push the point itself past the
+        # k+1 nearest; the point is then simply not among them, and the farthest is dropped.
+        is_self[~is_self.any(axis=1), -1] = True
+        keep = ~is_self
+        return distance[keep].reshape(len(points), k_max), index[keep].reshape(len(points), k_max)
 
 
 def _scaled_coordinates(X: np.ndarray) -> np.ndarray:
@@ -181,16 +184,10 @@ class HousingFeatures(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     ----------
     n_neighbors : tuple of int
         Neighbourhood sizes of :class:`NeighbourhoodTargetEncoder`.
-    n_folds : int
-        Folds for the out-of-fold neighbourhood statistics of the training rows.
-    random_state : int
-        Seed of the fold shuffle.
     """
 
-    def __init__(self, n_neighbors=(5, 15, 50), n_folds=5, random_state=42):
+    def __init__(self, n_neighbors=(5, 15, 50)):
         self.n_neighbors = n_neighbors
-        self.n_folds = n_folds
-        self.random_state = random_state
 
     def fit(self, X, y):
         self.fit_transform(X, y)
@@ -200,9 +197,7 @@ class HousingFeatures(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         numeric = _numeric_columns(X)
         self.bedrooms_imputer_ = MedianImputer().fit(numeric["total_bedrooms"])
         self.ocean_proximity_encoder_ = OneHotCategories().fit(np.asarray(X[CATEGORICAL_COLUMN], dtype=object))
-        self.neighbourhood_encoder_ = NeighbourhoodTargetEncoder(
-            self.n_neighbors, self.n_folds, self.random_state
-        )
+        self.neighbourhood_encoder_ = NeighbourhoodTargetEncoder(self.n_neighbors)
         neighbourhood = self.neighbourhood_encoder_.fit_transform(_location_and_income(numeric), y)
         return self._assemble(numeric, X[CATEGORICAL_COLUMN], neighbourhood)
 

@@ -22,6 +22,7 @@ def parse_args() -> tuple[Path, TrainingConfig]:
     parser.add_argument("--subsample", type=float, default=defaults.subsample)
     parser.add_argument("--colsample-bytree", type=float, default=defaults.colsample_bytree)
     parser.add_argument("--reg-lambda", type=float, default=defaults.reg_lambda)
+    parser.add_argument("--n-models", type=int, default=defaults.n_models)
     parser.add_argument(
         "--n-neighbors",
         type=lambda text: tuple(int(k) for k in text.split(",")),

@@ -7,7 +7,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 
-from model.contract import LATITUDE_RANGE, LONGITUDE_RANGE, InputContractError, find_violations, validate_input
+from model.contract import (
+    LATITUDE_RANGE,
+    LONGITUDE_RANGE,
+    InputContractError,
+    _stored_values,
+    find_violations,
+    validate_input,
+)
 from model.data import FEATURE_COLUMNS, TARGET
 
 VALID_ROW = {
@@ -143,3 +150,24 @@ def test_find_violations_lists_every_broken_rule_with_its_rows():
     assert find_violations(frame()) == []
     (missing,) = find_violations(frame().drop(columns="households"))
     assert (missing.column, missing.rows) == ("households", None)
+
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1.5, np.nan, 3.0], [1, 2, 3], [True, False, True], pd.array([1.5, None, 3.0], dtype="Float64"),
+     ["a", None, "c"], pd.array(["a", None, "c"], dtype="string"),
+     pd.array(["a", None, "c"], dtype="string[pyarrow]"), pd.Categorical(["a", None, "c"])],
+    ids=["float64", "int64", "bool", "Float64", "object", "string", "string[pyarrow]", "category"],
+)  # fmt: skip
+def test_a_column_read_without_building_a_series_holds_what_frame_name_holds(values):
+    rows = frame().assign(extra=values)
+    stored = _stored_values(rows, list(rows.columns).index("extra"))
+    pd.testing.assert_series_equal(pd.Series(stored, index=rows.index, name="extra"), rows["extra"])
+
+
+def test_text_dtypes_of_ocean_proximity_validate_like_objects():
+    expected = validate_input(frame())["ocean_proximity"].tolist()
+    for dtype in ("string", "string[pyarrow]", "category"):
+        rows = frame().astype({"ocean_proximity": dtype})
+        assert validate_input(rows)["ocean_proximity"].tolist() == expected

@@ -56,18 +56,41 @@ def test_neighbourhood_statistics_of_a_training_row_never_use_its_own_target():
     frame = blocks(400)
     X = frame[["latitude", "longitude", "median_income"]].to_numpy()
     y = np.random.default_rng(1).uniform(1e5, 5e5, len(X))
-    encoder = NeighbourhoodTargetEncoder(n_neighbors=(3, 10), n_folds=5, random_state=0)
-    before = encoder.fit_transform(X, y)
+    before = NeighbourhoodTargetEncoder(n_neighbors=(3, 10)).fit_transform(X, y)
     y_changed = y.copy()
     y_changed[17] = 9e9
-    after = NeighbourhoodTargetEncoder(n_neighbors=(3, 10), n_folds=5, random_state=0).fit_transform(X, y_changed)
+    after = NeighbourhoodTargetEncoder(n_neighbors=(3, 10)).fit_transform(X, y_changed)
     np.testing.assert_array_equal(before[17], after[17])
-    assert not np.array_equal(before, after), "other folds must see the changed target"
+    assert not np.array_equal(before, after), "the row's neighbours must see the changed target"
+
+
+def test_a_training_row_gets_what_serving_it_would_give_if_it_were_not_in_the_training_set():
+    frame = blocks(120, seed=3)
+    X = frame[["latitude", "longitude", "median_income"]].to_numpy()
+    y = np.random.default_rng(3).uniform(1e5, 5e5, len(X))
+    fitted = NeighbourhoodTargetEncoder(n_neighbors=(2, 7)).fit_transform(X, y)
+    for row in (0, 41, 119):
+        others = np.arange(len(X)) != row
+        served = NeighbourhoodTargetEncoder(n_neighbors=(2, 7)).fit(X[others], y[others]).transform(X[[row]])
+        np.testing.assert_allclose(fitted[row], served[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_a_training_row_sharing_its_coordinates_with_others_still_never_sees_its_own_target(k):
+    # Six blocks at one point tie at distance 0, so the KD-tree's k+1 nearest of a block
+    # may or may not include the block itself (with k=3 both happen here).
+    X = np.array([[34.0, -118.0, 3.0]] * 6 + [[38.0, -121.0, 3.0]] * 6)
+    encoder = NeighbourhoodTargetEncoder(n_neighbors=(k,))
+    mean = encoder.get_feature_names_out().tolist().index(f"nb{k}_target_mean")
+    for row in range(6):
+        y = np.array([100.0] * 6 + [500.0] * 6)
+        y[row] = 9e9
+        assert encoder.fit_transform(X, y)[row, mean] == 100.0
 
 
 def test_neighbourhood_transform_of_a_training_point_uses_its_nearest_targets():
     X = np.array([[34.0, -118.0, 3.0], [34.0, -118.001, 3.0], [40.0, -122.0, 5.0]])
-    encoder = NeighbourhoodTargetEncoder(n_neighbors=(1, 2), n_folds=2).fit(X, [100.0, 200.0, 900.0])
+    encoder = NeighbourhoodTargetEncoder(n_neighbors=(1, 2)).fit(X, [100.0, 200.0, 900.0])
     statistics = encoder.transform(np.array([[34.0, -118.0, 6.0]]))
     names = encoder.get_feature_names_out().tolist()
     assert len(names) == statistics.shape[1]
@@ -77,10 +100,10 @@ def test_neighbourhood_transform_of_a_training_point_uses_its_nearest_targets():
     np.testing.assert_array_equal(statistics, encoder.transform(np.array([[34.0, -118.0, 99.0]])))
 
 
-def test_housing_features_names_match_columns_and_training_rows_get_out_of_fold_statistics():
+def test_housing_features_names_match_columns_and_training_rows_get_leave_one_out_statistics():
     frame = blocks(300)
     y = np.random.default_rng(2).uniform(1e5, 5e5, len(frame))
-    features = HousingFeatures(n_neighbors=(3, 8), n_folds=3, random_state=0)
+    features = HousingFeatures(n_neighbors=(3, 8))
     fitted = features.fit_transform(frame, y)
     served = features.transform(frame)
     names = features.get_feature_names_out()
@@ -92,7 +115,7 @@ def test_housing_features_names_match_columns_and_training_rows_get_out_of_fold_
 
 def test_housing_features_impute_missing_bedrooms_and_ignore_extra_columns():
     frame = blocks(50)
-    features = HousingFeatures(n_neighbors=(3,), n_folds=2).fit(frame, np.arange(50.0) + 1)
+    features = HousingFeatures(n_neighbors=(3,)).fit(frame, np.arange(50.0) + 1)
     row = frame.iloc[[0]].copy()
     row["total_bedrooms"] = np.nan
     row["unused"] = "x"
@@ -105,7 +128,7 @@ def test_housing_features_impute_missing_bedrooms_and_ignore_extra_columns():
 
 def test_an_absent_total_bedrooms_column_is_imputed_like_missing_values():
     frame = blocks(40)
-    features = HousingFeatures(n_neighbors=(3,), n_folds=2).fit(frame, np.arange(40.0) + 1)
+    features = HousingFeatures(n_neighbors=(3,)).fit(frame, np.arange(40.0) + 1)
     rows = frame.head(5)
     np.testing.assert_array_equal(
         features.transform(rows.drop(columns="total_bedrooms")),

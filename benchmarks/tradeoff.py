@@ -1,0 +1,60 @@
+"""Trade-off curve: test RMSE against in-process 1-row latency, for candidate models.
+
+Each candidate is the default ``TrainingConfig`` with a few fields changed, fitted on
+the frozen training split, logged with ``model.packaging`` like a real run, loaded back
+with ``mlflow.pyfunc.load_model`` and measured in this process one after the other, so
+the latencies compare. The default must hold both limits: test RMSE ≤ 37,500 USD (the
+quality gate of the lifecycle issue) and a 1-row pyfunc predict ≤ 1 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import mlflow
+
+from benchmarks.artifacts import build_project_model
+from benchmarks.bench import Bench, p50, time_calls
+from benchmarks.inprocess import ONE_ROW_LIMIT
+from benchmarks.report import Figure
+from benchmarks.training import RMSE_LIMIT
+from model.data import FEATURE_COLUMNS, TARGET, load_raw, split_train_test
+from model.train import TrainingConfig, regression_metrics
+
+# name → the fields that differ from the default TrainingConfig.
+CANDIDATES = {
+    "previous default: 1 × 2,500 trees, 47 leaves, lr 0.02": dict(
+        n_models=1, n_estimators=2500, num_leaves=47, learning_rate=0.02, min_child_samples=15
+    ),
+    "1 × 1,000 trees, 47 leaves, lr 0.05": dict(n_models=1, n_estimators=1000, num_leaves=47, learning_rate=0.05),
+    "1 × 400 trees, 255 leaves, lr 0.05": dict(n_models=1, n_estimators=400, learning_rate=0.05),
+    "default: 2 × 300 trees, 255 leaves, lr 0.06": dict(),
+    "1 × 300 trees, 255 leaves, lr 0.06": dict(n_models=1),
+    "2 × 150 trees, 255 leaves, lr 0.1": dict(n_estimators=150, learning_rate=0.1),
+    "1 × 150 trees, 255 leaves, lr 0.1": dict(n_models=1, n_estimators=150, learning_rate=0.1),
+    "1 × 100 trees, 63 leaves, lr 0.15": dict(n_models=1, n_estimators=100, num_leaves=63, learning_rate=0.15),
+}
+
+
+def run(bench: Bench) -> None:
+    _, test_frame = split_train_test(load_raw(bench.data_path))
+    test_features = test_frame[list(FEATURE_COLUMNS)]
+    frames = bench.one_row_frames()
+    for position, (name, changes) in enumerate(CANDIDATES.items()):
+        config = replace(TrainingConfig(), cv_folds=0, **changes)
+        print(f"- {name}", flush=True)
+        model_dir, fit_seconds = build_project_model(bench.workdir / f"tradeoff-{position}", bench.data_path, config)
+        pyfunc = mlflow.pyfunc.load_model(str(model_dir))
+        rmse = regression_metrics(test_frame[TARGET], pyfunc.predict(test_features)[TARGET])["rmse"]
+        one_row = p50(time_calls(pyfunc.predict, frames, bench.options.one_row_calls))
+        python_model = pyfunc.unwrap_python_model()
+        X = python_model.features.transform(test_features)
+        regressor_seconds = p50(time_calls(python_model.regressor.predict, [X], 5)) / len(X)
+        key = f"tradeoff.{position}"
+        bench.add(
+            Figure(f"{key}.rmse", f"{name}: test RMSE", rmse, "USD", reference=RMSE_LIMIT, ref_label="37,500 USD limit"),
+            Figure(f"{key}.1row", f"{name}: in-process pyfunc predict, 1 row, p50", one_row, "s",
+                   reference=ONE_ROW_LIMIT, ref_label="1 ms limit"),
+            Figure(f"{key}.regressor_row", f"{name}: regressor alone, per row of {len(X):,}", regressor_seconds, "s"),
+            Figure(f"{key}.fit", f"{name}: fit, OMP_NUM_THREADS={bench.options.threads}", fit_seconds, "s"),
+        )  # fmt: skip

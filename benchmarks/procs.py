@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -67,30 +67,40 @@ def group_rss(pgid: int) -> int:
     return total
 
 
-@dataclass
-class RssSampler:
-    """Samples a process group's RSS every ``interval`` seconds on a background thread."""
+class _Sampler:
+    """Calls ``sample()`` every ``interval`` seconds on a background thread while entered."""
 
-    pgid: int
-    interval: float = 0.5
-    samples: list[tuple[float, int]] = field(default_factory=list)
-
-    def __post_init__(self):
+    def __init__(self, pgid: int, interval: float):
+        self.pgid, self.interval = pgid, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self):
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), group_rss(self.pgid)))
+            self.sample()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class RssSampler(_Sampler):
+    """A process group's RSS over time, as (monotonic time, bytes) samples."""
+
+    def __init__(self, pgid: int, interval: float = 0.5):
+        super().__init__(pgid, interval)
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> None:
+        self.samples.append((time.monotonic(), group_rss(self.pgid)))
 
     def mean_between(self, start: float, end: float) -> float:
         values = [rss for t, rss in self.samples if start <= t <= end]
@@ -206,36 +216,25 @@ def _status_kib(pid: int, fields: tuple[str, ...]) -> dict[str, int]:
     return found
 
 
-class PeakSampler:
+class PeakSampler(_Sampler):
     """The peak memory of a process group while it runs (see the module's docstring); a group
     whose RSS passes ``cap`` bytes is killed (the machine is shared, and has no swap)."""
 
     def __init__(self, pgid: int, interval: float = 0.1, cap: int | None = None):
-        self.pgid, self.interval, self.peak, self.cap, self.capped = pgid, interval, 0, cap, False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(pgid, interval)
+        self.peak, self.cap, self.capped = 0, cap, False
 
-    def _run(self):
-        while not self._stop.is_set():
-            total = 0
-            for pid in group_pids(self.pgid):
-                status = _status_kib(pid, ("VmHWM", "VmRSS"))
-                total += status.get("VmRSS", 0) * 1024
-                self.peak = max(self.peak, status.get("VmHWM", 0) * 1024)
-            self.peak = max(self.peak, total)
-            if self.cap and total > self.cap and not self.capped:
-                self.capped = True
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.pgid, signal.SIGKILL)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        total = 0
+        for pid in group_pids(self.pgid):
+            status = _status_kib(pid, ("VmHWM", "VmRSS"))
+            total += status.get("VmRSS", 0) * 1024
+            self.peak = max(self.peak, status.get("VmHWM", 0) * 1024)
+        self.peak = max(self.peak, total)
+        if self.cap and total > self.cap and not self.capped:
+            self.capped = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, signal.SIGKILL)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import mlflow
 
-from benchmarks.artifacts import build_project_model
+from benchmarks.artifacts import build_project_model, save_trivial_model
 from benchmarks.bench import Bench, p50, time_calls
 from benchmarks.inprocess import ONE_ROW_LIMIT
 from benchmarks.report import Figure
@@ -26,13 +26,17 @@ CANDIDATES = {
     "previous default: 1 × 2,500 trees, 47 leaves, lr 0.02": dict(
         n_models=1, n_estimators=2500, num_leaves=47, learning_rate=0.02, min_child_samples=15
     ),
-    "1 × 1,000 trees, 47 leaves, lr 0.05": dict(n_models=1, n_estimators=1000, num_leaves=47, learning_rate=0.05),
+    "1 × 1,000 trees, 47 leaves, lr 0.05": dict(
+        n_models=1, n_estimators=1000, num_leaves=47, learning_rate=0.05
+    ),
     "1 × 400 trees, 255 leaves, lr 0.05": dict(n_models=1, n_estimators=400, learning_rate=0.05),
     "default: 2 × 300 trees, 255 leaves, lr 0.06": dict(),
     "1 × 300 trees, 255 leaves, lr 0.06": dict(n_models=1),
     "2 × 150 trees, 255 leaves, lr 0.1": dict(n_estimators=150, learning_rate=0.1),
     "1 × 150 trees, 255 leaves, lr 0.1": dict(n_models=1, n_estimators=150, learning_rate=0.1),
-    "1 × 100 trees, 63 leaves, lr 0.15": dict(n_models=1, n_estimators=100, num_leaves=63, learning_rate=0.15),
+    "1 × 100 trees, 63 leaves, lr 0.15": dict(
+        n_models=1, n_estimators=100, num_leaves=63, learning_rate=0.15
+    ),
 }
 
 
@@ -40,10 +44,17 @@ def run(bench: Bench) -> None:
     _, test_frame = split_train_test(load_raw(bench.data_path))
     test_features = test_frame[list(FEATURE_COLUMNS)]
     frames = bench.one_row_frames()
+    # MLflow's own share of a 1-row call: a pyfunc answering zeros behind the same signature.
+    trivial_dir = bench.trivial_dir or save_trivial_model(bench.workdir, bench.data_path)
+    trivial = mlflow.pyfunc.load_model(str(trivial_dir))
+    trivial_one_row = p50(time_calls(trivial.predict, frames, bench.options.one_row_calls))
+    label = "trivial model (zeros, same signature): in-process pyfunc predict, 1 row, p50"
+    bench.add(Figure("tradeoff.trivial.1row", label, trivial_one_row, "s"))
     for position, (name, changes) in enumerate(CANDIDATES.items()):
         config = replace(TrainingConfig(), cv_folds=0, **changes)
         print(f"- {name}", flush=True)
-        model_dir, fit_seconds = build_project_model(bench.workdir / f"tradeoff-{position}", bench.data_path, config)
+        workdir = bench.workdir / f"tradeoff-{position}"
+        model_dir, fit_seconds = build_project_model(workdir, bench.data_path, config)
         pyfunc = mlflow.pyfunc.load_model(str(model_dir))
         rmse = regression_metrics(test_frame[TARGET], pyfunc.predict(test_features)[TARGET])["rmse"]
         one_row = p50(time_calls(pyfunc.predict, frames, bench.options.one_row_calls))
@@ -52,9 +63,11 @@ def run(bench: Bench) -> None:
         regressor_seconds = p50(time_calls(python_model.regressor.predict, [X], 5)) / len(X)
         key = f"tradeoff.{position}"
         bench.add(
-            Figure(f"{key}.rmse", f"{name}: test RMSE", rmse, "USD", reference=RMSE_LIMIT, ref_label="37,500 USD limit"),
+            Figure(f"{key}.rmse", f"{name}: test RMSE", rmse, "USD",
+                   reference=RMSE_LIMIT, ref_label="37,500 USD limit"),
             Figure(f"{key}.1row", f"{name}: in-process pyfunc predict, 1 row, p50", one_row, "s",
                    reference=ONE_ROW_LIMIT, ref_label="1 ms limit"),
-            Figure(f"{key}.regressor_row", f"{name}: regressor alone, per row of {len(X):,}", regressor_seconds, "s"),
+            Figure(f"{key}.regressor_row", f"{name}: regressor alone, per row of {len(X):,}",
+                   regressor_seconds, "s"),
             Figure(f"{key}.fit", f"{name}: fit, OMP_NUM_THREADS={bench.options.threads}", fit_seconds, "s"),
         )  # fmt: skip

@@ -126,6 +126,144 @@ def test_cli_exit_codes(deploy_copy):
     assert_reported(lines, "k8s/serving/inferenceservice.yaml", "'storageUrl' was unexpected")
 
 
+# Seeded mistakes that are one text edit of one deployment file: (file, text, replaced by,
+# fragments the validator's report must name).
+TEXT_EDITS = [
+    pytest.param(
+        "k8s/serving/inferenceservice.yaml",
+        "serving.kserve.io/v1beta1",
+        "serving.kserve.io/v1",
+        ("InferenceService/california-housing", "not served by the CRD"),
+        id="unserved_api_version",
+    ),
+    pytest.param(
+        "k8s/serving/inferenceservice.yaml",
+        "storageUri: models:/CaliforniaHousingRegressor@champion",
+        "storageUri: gs://bucket/model",
+        ("InferenceService/california-housing", "'gs://bucket/model'", "served by no ClusterStorageContainer", "models:/"),
+        id="unsupported_uri_prefix",
+    ),
+    pytest.param(
+        "k8s/serving/inferenceservice.yaml",
+        "protocolVersion: v2",
+        "protocolVersion: v1",
+        ("protocolVersion must be v2", "'v1'"),
+        id="v1_protocol_is_refused",
+    ),
+    pytest.param(
+        "k8s/serving/inferenceservice.yaml",
+        "runtime: kserve-mlflowserver",
+        "runtime: kserve-mlserver",
+        ("runtime 'kserve-mlserver' is not defined in k8s/",),
+        id="unknown_runtime",
+    ),
+    pytest.param(
+        "k8s/base/mlflow.yaml",
+        "postgresql+psycopg://mlflow@postgres",
+        "postgresql+psycopg://mlflow:hunter2@postgres",
+        ("Deployment/mlflow", "URI with a literal password"),
+        id="literal_password_in_uri",
+    ),
+    pytest.param(
+        "k8s/secrets.example.yaml",
+        "password: <postgres-password>",
+        "password: hunter2",
+        ("k8s/secrets.example.yaml", "Secret/postgres-credentials", "must be a placeholder"),
+        id="example_secret_must_hold_placeholders",
+    ),
+    pytest.param(
+        "k8s/base/kserve-storage.yaml",
+        "key: password",
+        "key: pasword",
+        ("ClusterStorageContainer/mlflow-registry", "Secret mlflow-client key pasword is not declared"),
+        id="secret_key_reference_must_be_declared",
+    ),
+    pytest.param(
+        "k8s/base/kustomization.yaml",
+        "  - networkpolicies.yaml\n",
+        "",
+        ("k8s/base/networkpolicies.yaml", "listed in no kustomization"),
+        id="manifest_listed_in_no_kustomization",
+    ),
+    pytest.param(
+        "k8s/base/kustomization.yaml",
+        "kind: Kustomization\n",
+        "kind: Kustomization\nnamespace: other\n",
+        ("k8s/base/kserve-storage.yaml", "ClusterStorageContainer/mlflow-registry", "cluster-scoped"),
+        id="kustomize_namespace_on_cluster_scoped_kinds",
+    ),
+    pytest.param(
+        "docker-compose.yml",
+        "      trainer:\n        condition: service_completed_successfully",
+        "      trainr:\n        condition: service_completed_successfully",
+        ("docker-compose.yml", "docker compose config", "trainr", "[compose]"),
+        id="compose_error",
+    ),
+    pytest.param(
+        "docker-compose.yml",
+        "    restart: unless-stopped\n",
+        "    restrat: unless-stopped\n",
+        ("docker-compose.yml", "restrat"),
+        id="compose_unknown_key",
+    ),
+    pytest.param(
+        "docker-compose.yml",
+        "      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD (e.g. in .env)}",
+        "      POSTGRES_PASSWORD: hunter2",
+        ("docker-compose.yml", "services.postgres.environment.POSTGRES_PASSWORD", "literal value"),
+        id="compose_literal_password",
+    ),
+    pytest.param(
+        "docker-compose.yml",
+        '"127.0.0.1:8080:8080"',
+        '"8080:8080"',
+        ("services.runtime.ports", "bind it to 127.0.0.1"),
+        id="compose_port_on_all_interfaces",
+    ),
+    pytest.param(
+        "docker-compose.yml",
+        'user: "999:999"',
+        'user: "0:0"',
+        ("services.postgres", "non-root user"),
+        id="compose_root_user",
+    ),
+    pytest.param(
+        "Dockerfile",
+        "USER 1000:1000\n",
+        "RUN apt-get update && apt-get install -y curl\nUSER 1000:1000\n",
+        ("Dockerfile", "DL3008", "[hadolint]"),
+        id="dockerfile_lint_error",
+    ),
+    pytest.param(
+        "Dockerfile",
+        "USER 1000:1000\n",
+        "",
+        ("Dockerfile", "numeric non-root USER"),
+        id="dockerfile_runs_as_root",
+    ),
+    pytest.param(
+        "Dockerfile",
+        "    OMP_NUM_THREADS=1 \\\n",
+        "    OMP_NUM_THREADS=1 \\\n    MLFLOW_TRACKING_PASSWORD=hunter2 \\\n",
+        ("Dockerfile", "MLFLOW_TRACKING_PASSWORD", "literal secret"),
+        id="dockerfile_secret_env",
+    ),
+    pytest.param(
+        "Dockerfile",
+        "    MLFLOW_DISABLE_TELEMETRY=true \\\n",
+        "",
+        ("Dockerfile", "ENV MLFLOW_DISABLE_TELEMETRY=true is required"),
+        id="dockerfile_required_env",
+    ),
+]
+
+
+@pytest.mark.parametrize("relative_path, old, new, fragments", TEXT_EDITS)
+def test_a_seeded_text_mistake_is_reported_by_name(deploy_copy, relative_path, old, new, fragments):
+    edit_text(deploy_copy / relative_path, old, new)
+    assert_reported(run(deploy_copy), *fragments)
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. KServe CRD schemas (strict)
 # ---------------------------------------------------------------------------------------------
@@ -189,13 +327,6 @@ def test_cluster_scoped_kind_with_namespace(deploy_copy):
     assert_reported(run(deploy_copy), "ClusterStorageContainer/mlflow-registry", "cluster-scoped")
 
 
-def test_unserved_api_version(deploy_copy):
-    edit_text(
-        deploy_copy / "k8s/serving/inferenceservice.yaml", "serving.kserve.io/v1beta1", "serving.kserve.io/v1"
-    )
-    assert_reported(run(deploy_copy), "InferenceService/california-housing", "not served by the CRD")
-
-
 # ---------------------------------------------------------------------------------------------
 # 2. Built-in kinds (kubernetes-validate --strict)
 # ---------------------------------------------------------------------------------------------
@@ -224,21 +355,6 @@ def test_unknown_field_in_builtin_kind(deploy_copy):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_unsupported_uri_prefix(deploy_copy):
-    edit_text(
-        deploy_copy / "k8s/serving/inferenceservice.yaml",
-        "storageUri: models:/CaliforniaHousingRegressor@champion",
-        "storageUri: gs://bucket/model",
-    )
-    assert_reported(
-        run(deploy_copy),
-        "InferenceService/california-housing",
-        "'gs://bucket/model'",
-        "served by no ClusterStorageContainer",
-        "models:/",
-    )
-
-
 def test_models_uri_without_storage_container(deploy_copy):
     (deploy_copy / "k8s/base/kserve-storage.yaml").unlink()
     edit_text(deploy_copy / "k8s/base/kustomization.yaml", "  - kserve-storage.yaml\n", "")
@@ -258,11 +374,6 @@ def test_missing_protocol_version(deploy_copy):
     assert_reported(run(deploy_copy), "InferenceService/california-housing", "protocolVersion must be v2")
 
 
-def test_v1_protocol_is_refused(deploy_copy):
-    edit_text(deploy_copy / "k8s/serving/inferenceservice.yaml", "protocolVersion: v2", "protocolVersion: v1")
-    assert_reported(run(deploy_copy), "protocolVersion must be v2", "'v1'")
-
-
 def test_wrong_model_format(deploy_copy):
     path = deploy_copy / "k8s/serving/inferenceservice.yaml"
     docs = load_docs(path)
@@ -271,15 +382,6 @@ def test_wrong_model_format(deploy_copy):
     problems = run(deploy_copy)
     assert_reported(problems, "modelFormat.name must be mlflow", "'sklearn'")
     assert_reported(problems, "runtime 'kserve-mlflowserver' cannot serve it", "model format sklearn")
-
-
-def test_unknown_runtime(deploy_copy):
-    edit_text(
-        deploy_copy / "k8s/serving/inferenceservice.yaml",
-        "runtime: kserve-mlflowserver",
-        "runtime: kserve-mlserver",
-    )
-    assert_reported(run(deploy_copy), "runtime 'kserve-mlserver' is not defined in k8s/")
 
 
 def test_runtime_without_v2(deploy_copy):
@@ -309,15 +411,6 @@ def test_literal_password_in_env(deploy_copy):
     assert_reported(run(deploy_copy), "Deployment/mlflow", "env PGPASSWORD has a literal value")
 
 
-def test_literal_password_in_uri(deploy_copy):
-    edit_text(
-        deploy_copy / "k8s/base/mlflow.yaml",
-        "postgresql+psycopg://mlflow@postgres",
-        "postgresql+psycopg://mlflow:hunter2@postgres",
-    )
-    assert_reported(run(deploy_copy), "Deployment/mlflow", "URI with a literal password")
-
-
 def test_secret_with_data_in_applied_set(deploy_copy):
     (deploy_copy / "k8s/base/secret.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: mlflow-admin\n  namespace: california-housing\n"
@@ -329,22 +422,6 @@ def test_secret_with_data_in_applied_set(deploy_copy):
         "  - namespace.yaml\n  - secret.yaml\n",
     )
     assert_reported(run(deploy_copy), "k8s/base/secret.yaml", "Secret/mlflow-admin", "applied set")
-
-
-def test_example_secret_must_hold_placeholders(deploy_copy):
-    edit_text(deploy_copy / "k8s/secrets.example.yaml", "password: <postgres-password>", "password: hunter2")
-    assert_reported(
-        run(deploy_copy), "k8s/secrets.example.yaml", "Secret/postgres-credentials", "must be a placeholder"
-    )
-
-
-def test_secret_key_reference_must_be_declared(deploy_copy):
-    edit_text(deploy_copy / "k8s/base/kserve-storage.yaml", "key: password", "key: pasword")
-    assert_reported(
-        run(deploy_copy),
-        "ClusterStorageContainer/mlflow-registry",
-        "Secret mlflow-client key pasword is not declared",
-    )
 
 
 def test_container_must_drop_capabilities(deploy_copy):
@@ -372,25 +449,6 @@ def test_kustomization_resource_must_exist(deploy_copy):
     assert_reported(run(deploy_copy), "k8s/base/kustomization.yaml", "'networkpolicies.yaml' does not exist")
 
 
-def test_manifest_listed_in_no_kustomization(deploy_copy):
-    edit_text(deploy_copy / "k8s/base/kustomization.yaml", "  - networkpolicies.yaml\n", "")
-    assert_reported(run(deploy_copy), "k8s/base/networkpolicies.yaml", "listed in no kustomization")
-
-
-def test_kustomize_namespace_on_cluster_scoped_kinds(deploy_copy):
-    edit_text(
-        deploy_copy / "k8s/base/kustomization.yaml",
-        "kind: Kustomization\n",
-        "kind: Kustomization\nnamespace: other\n",
-    )
-    assert_reported(
-        run(deploy_copy),
-        "k8s/base/kserve-storage.yaml",
-        "ClusterStorageContainer/mlflow-registry",
-        "cluster-scoped",
-    )
-
-
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for `kubectl kustomize`) not installed")
 def test_kustomizations_render_with_one_project_image():
     project_images = set()
@@ -414,46 +472,6 @@ def test_kustomizations_render_with_one_project_image():
 # ---------------------------------------------------------------------------------------------
 # 3. Compose
 # ---------------------------------------------------------------------------------------------
-
-
-def test_compose_error(deploy_copy):
-    edit_text(
-        deploy_copy / "docker-compose.yml",
-        "      trainer:\n        condition: service_completed_successfully",
-        "      trainr:\n        condition: service_completed_successfully",
-    )
-    assert_reported(run(deploy_copy), "docker-compose.yml", "docker compose config", "trainr", "[compose]")
-
-
-def test_compose_unknown_key(deploy_copy):
-    edit_text(
-        deploy_copy / "docker-compose.yml", "    restart: unless-stopped\n", "    restrat: unless-stopped\n"
-    )
-    assert_reported(run(deploy_copy), "docker-compose.yml", "restrat")
-
-
-def test_compose_literal_password(deploy_copy):
-    edit_text(
-        deploy_copy / "docker-compose.yml",
-        "      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD (e.g. in .env)}",
-        "      POSTGRES_PASSWORD: hunter2",
-    )
-    assert_reported(
-        run(deploy_copy),
-        "docker-compose.yml",
-        "services.postgres.environment.POSTGRES_PASSWORD",
-        "literal value",
-    )
-
-
-def test_compose_port_on_all_interfaces(deploy_copy):
-    edit_text(deploy_copy / "docker-compose.yml", '"127.0.0.1:8080:8080"', '"8080:8080"')
-    assert_reported(run(deploy_copy), "services.runtime.ports", "bind it to 127.0.0.1")
-
-
-def test_compose_root_user(deploy_copy):
-    edit_text(deploy_copy / "docker-compose.yml", 'user: "999:999"', 'user: "0:0"')
-    assert_reported(run(deploy_copy), "services.postgres", "non-root user")
 
 
 def test_compose_required_variables_are_really_required(deploy_copy):
@@ -491,34 +509,6 @@ def test_lock_must_pin_what_the_roles_run(deploy_copy):
 # ---------------------------------------------------------------------------------------------
 # 4. Dockerfile and .dockerignore
 # ---------------------------------------------------------------------------------------------
-
-
-def test_dockerfile_lint_error(deploy_copy):
-    edit_text(
-        deploy_copy / "Dockerfile",
-        "USER 1000:1000\n",
-        "RUN apt-get update && apt-get install -y curl\nUSER 1000:1000\n",
-    )
-    assert_reported(run(deploy_copy), "Dockerfile", "DL3008", "[hadolint]")
-
-
-def test_dockerfile_runs_as_root(deploy_copy):
-    edit_text(deploy_copy / "Dockerfile", "USER 1000:1000\n", "")
-    assert_reported(run(deploy_copy), "Dockerfile", "numeric non-root USER")
-
-
-def test_dockerfile_secret_env(deploy_copy):
-    edit_text(
-        deploy_copy / "Dockerfile",
-        "    OMP_NUM_THREADS=1 \\\n",
-        "    OMP_NUM_THREADS=1 \\\n    MLFLOW_TRACKING_PASSWORD=hunter2 \\\n",
-    )
-    assert_reported(run(deploy_copy), "Dockerfile", "MLFLOW_TRACKING_PASSWORD", "literal secret")
-
-
-def test_dockerfile_required_env(deploy_copy):
-    edit_text(deploy_copy / "Dockerfile", "    MLFLOW_DISABLE_TELEMETRY=true \\\n", "")
-    assert_reported(run(deploy_copy), "Dockerfile", "ENV MLFLOW_DISABLE_TELEMETRY=true is required")
 
 
 def test_dockerfile_copy_source_missing(deploy_copy):

@@ -11,6 +11,7 @@ event loop's hand-off to the thread.
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import io
 import pstats
@@ -47,7 +48,7 @@ def mlflowserver_handler(model_dir):
 
     def handle(body: bytes):
         request = InferRequest.from_inference_request(InferenceRequest.model_validate_json(body), V2_MODEL_NAME)
-        rest, _ = model.predict(request).to_rest()
+        rest, _ = asyncio.run(model.predict(request)).to_rest()
         return InferenceResponse.model_validate(rest).model_dump_json()
 
     return handle

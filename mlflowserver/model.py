@@ -21,6 +21,7 @@ go to the server log, never to the response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -523,7 +524,7 @@ class MLflowModel(Model):
             logger.exception("MLflow model %s failed", self.name)
             raise InferenceError(f"model prediction failed ({type(exc).__name__}); see the server log") from None
 
-    def predict(
+    async def predict(
         self,
         payload: Union[Dict, InferRequest],
         headers: Optional[Dict[str, str]] = None,
@@ -542,7 +543,10 @@ class MLflowModel(Model):
         else:
             raise InvalidInput(f"unsupported request type {type(payload).__name__}")
         n = len(frame)
-        result = self._call_pyfunc(frame)
+        # In a worker thread, as `mlflow models serve` does: LightGBM and NumPy release the
+        # GIL, so the event loop goes on reading and answering other requests meanwhile.
+        # Called inline, predict held the loop: 0.75x the in-process rate at 8 clients.
+        result = await asyncio.to_thread(self._call_pyfunc, frame)
         pairs = outputs_from_result(result, self.outputs, n)
 
         if isinstance(payload, InferRequest):

@@ -38,6 +38,11 @@ def model(tmp_path_factory) -> MLflowModel:
     return m
 
 
+def predict(model: MLflowModel, payload):
+    """What kserve's ``Model.__call__`` does with an async ``predict``."""
+    return asyncio.run(model.predict(payload))
+
+
 def inp(name, datatype, data, shape=None):
     return InferInput(name=name, shape=shape if shape is not None else [len(data)], datatype=datatype, data=data)
 
@@ -47,7 +52,7 @@ def req(*inputs, request_id="r1"):
 
 
 def predict_y(model, *inputs):
-    resp = model.predict(req(*inputs))
+    resp = predict(model, req(*inputs))
     assert isinstance(resp, InferResponse)
     assert [o.name for o in resp.outputs] == ["y"]
     out = resp.outputs[0]
@@ -149,7 +154,7 @@ def test_v2_predict_basic(model):
 
 
 def test_v2_response_keeps_request_id(model):
-    resp = model.predict(req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), request_id="abc"))
+    resp = predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), request_id="abc"))
     assert resp.id == "abc" and resp.model_name == "tiny"
 
 
@@ -224,18 +229,18 @@ BAD_V2 = [
 @pytest.mark.parametrize("inputs,message", BAD_V2)
 def test_v2_bad_requests_raise_invalid_input(model, inputs, message):
     with pytest.raises(InvalidInput) as info:
-        model.predict(req(*inputs))
+        predict(model, req(*inputs))
     assert message in str(info.value)
 
 
 def test_model_invalid_parameter_value_is_400(model):
     with pytest.raises(InvalidInput, match="model rejected the input: a must not be missing"):
-        model.predict(req(inp("a", "FP64", [None]), inp("s", "BYTES", ["x"])))
+        predict(model, req(inp("a", "FP64", [None]), inp("s", "BYTES", ["x"])))
 
 
 def test_other_model_errors_are_500_without_details(model):
     with pytest.raises(InferenceError) as info:
-        model.predict(req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["boom"])))
+        predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["boom"])))
     text = str(info.value)
     assert "RuntimeError" in text and "secret" not in text and "boom" not in text
 
@@ -244,17 +249,17 @@ def test_other_model_errors_are_500_without_details(model):
 
 
 def test_v1_instances_records(model):
-    out = model.predict({"instances": [{"a": 1, "s": "xy"}, {"a": 2.5, "s": "z", "b": 10}]})
+    out = predict(model, {"instances": [{"a": 1, "s": "xy"}, {"a": 2.5, "s": "z", "b": 10}]})
     assert out == {"predictions": [4.0, 16.0]}
 
 
 def test_v1_inputs_columnar_and_records(model):
-    assert model.predict({"inputs": {"a": [1, 2], "s": ["a", "bb"]}}) == {"predictions": [3.0, 6.0]}
-    assert model.predict({"inputs": [{"a": 0, "s": "abc"}]}) == {"predictions": [3.0]}
+    assert predict(model, {"inputs": {"a": [1, 2], "s": ["a", "bb"]}}) == {"predictions": [3.0, 6.0]}
+    assert predict(model, {"inputs": [{"a": 0, "s": "abc"}]}) == {"predictions": [3.0]}
 
 
 def test_v1_raw_json_bytes(model):
-    assert model.predict(b'{"instances": [{"a": 1, "s": ""}]}') == {"predictions": [2.0]}
+    assert predict(model, b'{"instances": [{"a": 1, "s": ""}]}') == {"predictions": [2.0]}
 
 
 @pytest.mark.parametrize(
@@ -274,7 +279,7 @@ def test_v1_raw_json_bytes(model):
 )
 def test_v1_bad_requests(model, body, message):
     with pytest.raises(InvalidInput) as info:
-        model.predict(body)
+        predict(model, body)
     assert message in str(info.value)
 
 

@@ -101,13 +101,10 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator, auto_wrap_outp
         )
 
     def fit_transform(self, X, y):
+        X = np.asarray(X, dtype=float)
         self.fit(X, y)
-        return _neighbourhood_statistics(
-            _LeaveOneOut(self.tree_), self.target_, self.income_, np.asarray(X, dtype=float), tuple(self.n_neighbors)
-        )
-
-    def n_output_features(self) -> int:
-        return 5 * len(self.n_neighbors) + 1
+        leave_one_out = _LeaveOneOut(self.tree_)
+        return _neighbourhood_statistics(leave_one_out, self.target_, self.income_, X, tuple(self.n_neighbors))
 
     def get_feature_names_out(self, input_features=None):
         names = []

@@ -74,6 +74,8 @@ def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingM
     # A richer block never gets a lower price: trees are not monotone by themselves
     # (unconstrained, 5 % of test blocks got cheaper when their income rose by half).
     income_is_monotone = [int(name == "median_income") for name in features.get_feature_names_out()]
+    y = frame[TARGET].to_numpy()
+    threads = _threads()
     boosters = []
     for offset in range(config.n_models):
         regressor = lightgbm.LGBMRegressor(
@@ -87,10 +89,10 @@ def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingM
             reg_lambda=config.reg_lambda,
             monotone_constraints=income_is_monotone,
             random_state=config.seed + offset,
-            n_jobs=_threads(),
+            n_jobs=threads,
             verbose=-1,
         )
-        regressor.fit(X, frame[TARGET].to_numpy())
+        regressor.fit(X, y)
         # The booster itself: the scikit-learn wrapper's per-call input validation costs
         # more than the trees on a one-row request, and the predictions are the same.
         boosters.append(regressor.booster_)

@@ -12,7 +12,11 @@ export DVC_NO_ANALYTICS := 1
 
 MODEL_URI ?= models:/CaliforniaHousingRegressor@champion
 EXPERIMENT ?= california-housing
-DATA_SOURCE ?= https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/housing.csv
+# Where `make data` copies the raw file from when DVC has no remote: the read-only ../shared
+# copy beside this checkout when there is one (CI and these machines), else Géron's URL.
+# Either way the bytes must match the md5 pinned in data/raw/housing.csv.dvc.
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data/housing.csv)
+DATA_SOURCE ?= $(or $(wildcard $(SHARED_DATA)),https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/housing.csv)
 HOST ?= 127.0.0.1
 PORT ?= 5001
 V2_PORT ?= 8080

@@ -40,7 +40,7 @@ class TrainingConfig:
 
     Parameters
     ----------
-    n_estimators, learning_rate, num_leaves, min_child_samples, subsample,
+    n_estimators, learning_rate, num_leaves, max_depth, min_child_samples, subsample,
         colsample_bytree, reg_lambda :
         LightGBM's parameters of the same names, for each booster (``subsample`` is
         drawn every iteration).
@@ -58,6 +58,7 @@ class TrainingConfig:
     n_estimators: int = 300
     learning_rate: float = 0.06
     num_leaves: int = 255
+    max_depth: int = 12
     min_child_samples: int = 10
     subsample: float = 0.7
     colsample_bytree: float = 0.5
@@ -82,6 +83,7 @@ def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingM
             n_estimators=config.n_estimators,
             learning_rate=config.learning_rate,
             num_leaves=config.num_leaves,
+            max_depth=config.max_depth,
             min_child_samples=config.min_child_samples,
             subsample=config.subsample,
             subsample_freq=1,

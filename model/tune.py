@@ -73,6 +73,7 @@ def suggest_config(
     trial.suggest_int("n_estimators", 100, max(100, settings.max_estimators), step=50)
     trial.suggest_float("learning_rate", 0.02, 0.2, log=True)
     trial.suggest_int("num_leaves", 8, 255, log=True)
+    trial.suggest_int("max_depth", 6, 16)
     trial.suggest_int("min_child_samples", 5, 80, log=True)
     trial.suggest_float("subsample", 0.5, 1.0)
     trial.suggest_float("colsample_bytree", 0.3, 1.0)

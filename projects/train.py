@@ -18,6 +18,7 @@ def parse_args() -> tuple[Path, TrainingConfig]:
     parser.add_argument("--n-estimators", type=int, default=defaults.n_estimators)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--num-leaves", type=int, default=defaults.num_leaves)
+    parser.add_argument("--max-depth", type=int, default=defaults.max_depth, help="-1 = unlimited")
     parser.add_argument("--min-child-samples", type=int, default=defaults.min_child_samples)
     parser.add_argument("--subsample", type=float, default=defaults.subsample)
     parser.add_argument("--colsample-bytree", type=float, default=defaults.colsample_bytree)

@@ -95,7 +95,7 @@ def test_rmse_gate_needs_strictly_better_by_the_margin():
 def test_a_trial_becomes_a_training_config():
     settings = TuneSettings(cv_folds=3, max_estimators=300)
     params = {
-        "n_estimators": 250, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 10,
+        "n_estimators": 250, "learning_rate": 0.05, "num_leaves": 31, "max_depth": 9, "min_child_samples": 10,
         "subsample": 0.8, "colsample_bytree": 0.6, "reg_lambda": 1.0, "n_neighbors": NEIGHBOURHOODS[2],
     }
     config = suggest_config(optuna.trial.FixedTrial(params), settings)

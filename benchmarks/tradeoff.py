@@ -23,18 +23,14 @@ from model.train import TrainingConfig, regression_metrics
 
 # name → the fields that differ from the default TrainingConfig.
 CANDIDATES = {
-    "previous default: 1 × 2,500 trees, 47 leaves, lr 0.02": dict(
-        n_models=1, n_estimators=2500, num_leaves=47, learning_rate=0.02, min_child_samples=15
-    ),
-    "1 × 1,000 trees, 47 leaves, lr 0.05": dict(
-        n_models=1, n_estimators=1000, num_leaves=47, learning_rate=0.05
-    ),
-    "1 × 400 trees, 255 leaves, lr 0.05": dict(n_models=1, n_estimators=400, learning_rate=0.05),
-    "default: 2 × 300 trees, 255 leaves, lr 0.06": dict(),
-    "1 × 300 trees, 255 leaves, lr 0.06": dict(n_models=1),
-    "2 × 150 trees, 255 leaves, lr 0.1": dict(n_estimators=150, learning_rate=0.1),
-    "1 × 150 trees, 255 leaves, lr 0.1": dict(n_models=1, n_estimators=150, learning_rate=0.1),
-    "1 × 100 trees, 63 leaves, lr 0.15": dict(
+    "previous default: 2 × 300 trees, 255 leaves, depth unlimited": dict(max_depth=-1),
+    "default: 2 × 300 trees, 255 leaves, depth ≤ 12": dict(),
+    "2 × 300 trees, depth ≤ 8": dict(max_depth=8),
+    "2 × 250 trees, depth ≤ 10, lr 0.07": dict(max_depth=10, n_estimators=250, learning_rate=0.07),
+    "2 × 200 trees, depth ≤ 12, lr 0.09": dict(n_estimators=200, learning_rate=0.09),
+    "1 × 300 trees, depth ≤ 12": dict(n_models=1),
+    "1 × 150 trees, depth ≤ 12, lr 0.1": dict(n_models=1, n_estimators=150, learning_rate=0.1),
+    "1 × 100 trees, 63 leaves, depth ≤ 12, lr 0.15": dict(
         n_models=1, n_estimators=100, num_leaves=63, learning_rate=0.15
     ),
 }

@@ -100,6 +100,9 @@ class BatchJob:
         written = (TARGET, *REJECT_COLUMNS) if self.on_error == "reject" else (TARGET,)
         if self.id_column in written:
             raise BatchError(f"id_column cannot be {self.id_column!r}, a column the job writes")
+        if self.rejects and self.on_error != "reject":
+            # Silently ignored, it would leave the caller believing bad rows go there.
+            raise BatchError(f"rejects={self.rejects!r} needs on_error=reject")
         if self.engine == "spark" and self.on_error == "reject":
             raise BatchError("on_error=reject needs engine=local (Spark does not know file row numbers)")
         paths = {"input": self.input, "output": self.output, "rejects": self.rejects_path()}

@@ -85,6 +85,7 @@ def leftovers(directory: Path) -> list[str]:
         ({"id_column": TARGET}, "id_column cannot be 'median_house_value'"),
         ({"id_column": "row", "on_error": "reject"}, "id_column cannot be 'row'"),  # a rejects column
         ({"engine": "spark", "on_error": "reject"}, "on_error=reject needs engine=local"),
+        ({"rejects": "bad.csv"}, "rejects='bad.csv' needs on_error=reject"),
         ({"output": "out.json"}, "output out.json: unknown format '.json'"),
         ({"input": "in"}, "input in: unknown format '(no extension)'"),
         ({"output": "in.csv"}, "three different paths"),

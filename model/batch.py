@@ -402,12 +402,13 @@ def check_columns(names: list[str], id_column: str | None, source: str) -> list[
     return wanted
 
 
-def to_frame(table: pa.Table) -> tuple[pd.DataFrame, list[contract.Violation]]:
+def to_frame(table: pa.Table, source: str) -> tuple[pd.DataFrame, list[contract.Violation]]:
     """The model's input frame for ``table`` and the per-row ``Violation``s found converting it.
 
     Numbers stored as text are parsed here; a value that is not a number becomes NaN with a
     ``must be a number`` violation on its row. A column whose Arrow type can never hold the
-    rule's values (say, a boolean longitude) fails the whole job.
+    rule's values (say, a boolean longitude) fails the whole job; ``source`` names the
+    input in that error.
     """
     columns: dict[str, np.ndarray] = {}
     problems = []
@@ -416,7 +417,7 @@ def to_frame(table: pa.Table) -> tuple[pd.DataFrame, list[contract.Violation]]:
             continue
         values = table.column(name)
         if not (_is_numeric_type(values.type) or _is_text_type(values.type)):
-            raise BatchError(f"column '{name}': {NOT_A_NUMBER} (the file stores it as {values.type})")
+            raise BatchError(f"input {source}: column '{name}': {NOT_A_NUMBER} (the file stores it as {values.type})")
         try:
             # safe=False: an integer beyond 2**53 becomes the nearest float, as pandas would make it.
             columns[name] = pc.cast(values, pa.float64(), safe=False).to_numpy()
@@ -434,7 +435,8 @@ def to_frame(table: pa.Table) -> tuple[pd.DataFrame, list[contract.Violation]]:
         category = pc.cast(category, category.type.value_type)
     if not (_is_text_type(category.type) or pa.types.is_null(category.type)):
         raise BatchError(
-            f"column '{CATEGORICAL_COLUMN}': must be a non-empty string (the file stores it as {category.type})"
+            f"input {source}: column '{CATEGORICAL_COLUMN}': must be a non-empty string "
+            f"(the file stores it as {category.type})"
         )
     columns[CATEGORICAL_COLUMN] = category.to_numpy(zero_copy_only=False).astype(object)
     return pd.DataFrame(columns), problems
@@ -478,7 +480,7 @@ def first_violation(found: list[contract.Violation]) -> tuple[contract.Violation
 
 def _score_chunk(model, table: pa.Table, offset: int, job: BatchJob, source: str):
     """Predictions for one chunk, and its rejects table (None unless rows were rejected)."""
-    frame, parse_problems = to_frame(table)
+    frame, parse_problems = to_frame(table, source)
     if not parse_problems:
         try:
             return _output_table(table, job.id_column, _predict(model, frame)), None
@@ -697,7 +699,8 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
                     kind = frame.schema[name].dataType
                     if not isinstance(kind, (T.NumericType, T.StringType, T.NullType)):
                         raise BatchError(
-                            f"column '{name}': {NOT_A_NUMBER} (the file stores it as {kind.simpleString()})"
+                            f"input {job.input}: column '{name}': {NOT_A_NUMBER} "
+                            f"(the file stores it as {kind.simpleString()})"
                         )
                     frame = frame.withColumn(name, F.col(name).cast("double"))
         features = [column for column in FEATURE_COLUMNS if column in columns]

@@ -139,7 +139,7 @@ def test_numbers_stored_as_text_are_parsed_and_bad_ones_flagged_by_row():
         "population": [1.0] * 4, "households": [1.0] * 4, "median_income": [1.0] * 4,
         "ocean_proximity": pa.array(["INLAND", None, "NEAR BAY", ""]).dictionary_encode(),
     })
-    frame, problems = batch.to_frame(table)
+    frame, problems = batch.to_frame(table, "in.parquet")
     assert frame["longitude"].tolist()[0::2] == [-122.2, -121.5] and np.isnan(frame["longitude"][1])
     assert frame["latitude"].dtype == float and np.isnan(frame["total_rooms"][2:]).all()
     assert frame["ocean_proximity"].tolist() == ["INLAND", None, "NEAR BAY", ""]
@@ -149,15 +149,15 @@ def test_numbers_stored_as_text_are_parsed_and_bad_ones_flagged_by_row():
 
 def test_an_integer_beyond_float_precision_becomes_the_nearest_float():
     table = pa.table({"population": pa.array([2**53 + 1], pa.int64()), "ocean_proximity": ["INLAND"]})
-    frame, problems = batch.to_frame(table)
+    frame, problems = batch.to_frame(table, "in.parquet")
     assert frame["population"].tolist() == [float(2**53)] and problems == []
 
 
 def test_a_column_of_the_wrong_type_fails_the_whole_job():
     table = pa.table({column: [1.0] for column in FEATURE_COLUMNS if column != "ocean_proximity"})
     table = table.append_column("ocean_proximity", pa.array(["INLAND"])).set_column(0, "longitude", pa.array([True]))
-    with pytest.raises(BatchError, match="column 'longitude': must be a number \\(the file stores it as bool\\)"):
-        batch.to_frame(table)
+    with pytest.raises(BatchError, match="input in.parquet: column 'longitude': must be a number \\(the file stores it as bool\\)"):
+        batch.to_frame(table, "in.parquet")
 
 
 def test_an_unparsable_cell_is_reported_once_and_the_first_row_wins():

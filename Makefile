@@ -80,6 +80,13 @@ batch-predict: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# Ruff's rules in pyproject.toml everywhere; its formatting on the shipped code (tests and
+# benchmarks keep their one-case-per-line tables).
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check model projects mlflowserver
+
 # Offline checks of k8s/, docker-compose.yml and the Dockerfile (no cluster or Docker engine needed).
 validate-deploy: venv
 	$(PY) -m tests.deploy.validate

@@ -13,7 +13,14 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from model import packaging
-from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, PROJECT_ROOT, RAW_DATA_PATH, load_raw, split_train_test
+from model.data import (
+    CATEGORICAL_COLUMN,
+    FEATURE_COLUMNS,
+    PROJECT_ROOT,
+    RAW_DATA_PATH,
+    load_raw,
+    split_train_test,
+)
 from model.train import TrainingConfig, fit_model
 
 TRIVIAL_MODEL_CODE = Path(__file__).with_name("trivial_model.py")

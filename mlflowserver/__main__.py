@@ -111,7 +111,9 @@ async def request_validation_handler(_request: Request, exc: RequestValidationEr
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "json_invalid":
             cause = (err.get("ctx") or {}).get("error")
-            problems.append(f"malformed JSON at position {loc[0] if loc else '?'}" + (f" ({cause})" if cause else ""))
+            problems.append(
+                f"malformed JSON at position {loc[0] if loc else '?'}" + (f" ({cause})" if cause else "")
+            )
         else:
             problems.append(f"{'.'.join(loc) or 'body'}: {msg}")
     return JSONResponse(status_code=400, content={"error": "invalid request body: " + "; ".join(problems)})
@@ -145,8 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.workers != 1:
         print(
-            "mlflowserver: --workers must be 1 (spawned kserve workers re-import mlflow and the model and are "
-            "killed by kserve's 5 s liveness ping before they are up); scale with replicas instead",
+            "mlflowserver: --workers must be 1 (spawned kserve workers re-import mlflow and the model "
+            "and are killed by kserve's 5 s liveness ping before they are up); scale with replicas instead",
             file=sys.stderr,
         )
         return 2
@@ -159,8 +161,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model.load()
     except Exception as exc:  # noqa: BLE001 - any load failure is fatal, reported on one line
-        print(f"mlflowserver: cannot load model {args.model_dir!r}: {_registry_problem(exc)}"
-              f"{type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        print(
+            f"mlflowserver: cannot load model {args.model_dir!r}: {_registry_problem(exc)}"
+            f"{type(exc).__name__}: {_one_line(exc)}",
+            file=sys.stderr,
+        )
         return 1
 
     install_request_validation_handler(kserve_app)

@@ -202,7 +202,10 @@ def to_column_array(col: Column, where: str, values, value_class: str) -> np.nda
                 if kind == "bytes":
                     v = v.encode("utf-8")
             elif v is None:
-                raise InvalidInput(f"{where}: element {i} is null; null values are not allowed for a {col.mlflow_type} column")
+                raise InvalidInput(
+                    f"{where}: element {i} is null; "
+                    f"null values are not allowed for a {col.mlflow_type} column"
+                )
             else:
                 raise InvalidInput(f"{where}: element {i} is a {type(v).__name__}, expected a string")
             out[i] = v
@@ -228,7 +231,9 @@ def to_column_array(col: Column, where: str, values, value_class: str) -> np.nda
             if v is None:
                 has_null = True
             elif not _is_number(v) or (value_class == "int" and not isinstance(v, (int, np.integer))):
-                raise InvalidInput(f"{where}: element {i} is a {type(v).__name__}, expected {_VALUE_WORD[value_class]}")
+                raise InvalidInput(
+                    f"{where}: element {i} is a {type(v).__name__}, expected {_VALUE_WORD[value_class]}"
+                )
         if has_null and not col.allow_null:
             raise InvalidInput(f"{where}: null values are not allowed for a {col.mlflow_type} column")
         if value_class == "int" and not has_null:
@@ -243,7 +248,9 @@ def to_column_array(col: Column, where: str, values, value_class: str) -> np.nda
 
     allowed = "fiu" if value_class == "float" else "iu"
     if akind not in allowed:
-        raise InvalidInput(f"{where}: expected {_VALUE_WORD[value_class]}, got {_describe_kind(akind)} values")
+        raise InvalidInput(
+            f"{where}: expected {_VALUE_WORD[value_class]}, got {_describe_kind(akind)} values"
+        )
 
     target = col.rule.np_dtype
     if kind == "float":
@@ -251,7 +258,8 @@ def to_column_array(col: Column, where: str, values, value_class: str) -> np.nda
             limit = _EXACT_INT_LIMIT[target]
             if int(np.abs(arr).max()) > limit:
                 raise InvalidInput(
-                    f"{where}: integer value exceeds {limit} and cannot be converted exactly to {col.mlflow_type}"
+                    f"{where}: integer value exceeds {limit} "
+                    f"and cannot be converted exactly to {col.mlflow_type}"
                 )
         return arr.astype(target, copy=False)
     if kind == "int":
@@ -265,7 +273,9 @@ def to_column_array(col: Column, where: str, values, value_class: str) -> np.nda
 
 
 def _describe_kind(akind: str) -> str:
-    return {"U": "string", "S": "bytes", "b": "boolean", "f": "floating-point", "O": "mixed"}.get(akind, "non-numeric")
+    return {"U": "string", "S": "bytes", "b": "boolean", "f": "floating-point", "O": "mixed"}.get(
+        akind, "non-numeric"
+    )
 
 
 def _flatten(where: str, data) -> Sequence:
@@ -294,7 +304,9 @@ def _batch_size(where: str, shape) -> int:
         if shape[0] < 0:
             raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
         return int(shape[0])
-    raise InvalidInput(f"{where}: bad shape {list(shape)}: expected [n] or [n, 1] (rank 1, or rank 2 with one column)")
+    raise InvalidInput(
+        f"{where}: bad shape {list(shape)}: expected [n] or [n, 1] (rank 1, or rank 2 with one column)"
+    )
 
 
 def _model_error_message(exc: MlflowException) -> str:
@@ -312,9 +324,7 @@ def _model_error_message(exc: MlflowException) -> str:
     return f"model rejected the input: {message}"
 
 
-def outputs_from_result(
-    result, outputs: Sequence[OutputColumn], n: int
-) -> List[Tuple[str, np.ndarray]]:
+def outputs_from_result(result, outputs: Sequence[OutputColumn], n: int) -> List[Tuple[str, np.ndarray]]:
     """Map a pyfunc result to ``[(output name, 1-D array)]``.
 
     A DataFrame gives one output per column (its own names); a Series, list or 1-D / ``(n, 1)``
@@ -336,12 +346,16 @@ def outputs_from_result(
         elif arr.ndim == 2 and len(outputs) == arr.shape[1]:
             pairs = [(o.name, arr[:, i]) for i, o in enumerate(outputs)]
         else:
-            raise InferenceError(f"model returned an array of shape {list(arr.shape)} that cannot be mapped to outputs")
+            raise InferenceError(
+                f"model returned an array of shape {list(arr.shape)} that cannot be mapped to outputs"
+            )
     by_name = {o.name: o for o in outputs}
     mapped = []
     for name, arr in pairs:
         if arr.shape[0] != n:
-            raise InferenceError(f"model returned {arr.shape[0]} values for output '{name}' but the batch has {n} rows")
+            raise InferenceError(
+                f"model returned {arr.shape[0]} values for output '{name}' but the batch has {n} rows"
+            )
         spec = by_name.get(name)
         try:
             if spec is not None and spec.np_dtype is not None and spec.np_dtype is not object:
@@ -396,9 +410,7 @@ class MLflowModel(Model):
         return [{"name": c.name, "datatype": c.rule.v2_datatype, "shape": [-1]} for c in self.columns]
 
     def get_output_types(self) -> List[Dict]:
-        return [
-            {"name": o.name, "datatype": o.v2_datatype or "BYTES", "shape": [-1]} for o in self.outputs
-        ]
+        return [{"name": o.name, "datatype": o.v2_datatype or "BYTES", "shape": [-1]} for o in self.outputs]
 
     # -- request -> DataFrame ----------------------------------------------------------------
 
@@ -441,7 +453,9 @@ class MLflowModel(Model):
                 try:
                     values = inp.as_numpy().reshape(-1)
                 except Exception:
-                    raise InvalidInput(f"{where}: binary data does not match shape {list(inp.shape)}") from None
+                    raise InvalidInput(
+                        f"{where}: binary data does not match shape {list(inp.shape)}"
+                    ) from None
             else:
                 values = _flatten(where, inp.data)
             if len(values) != expected:
@@ -453,7 +467,9 @@ class MLflowModel(Model):
             if n is None:
                 n, first = rows, name
             elif rows != n:
-                raise InvalidInput(f"inputs have different lengths: '{first}' has {n} rows, '{name}' has {rows}")
+                raise InvalidInput(
+                    f"inputs have different lengths: '{first}' has {n} rows, '{name}' has {rows}"
+                )
             arrays[name] = to_column_array(col, where, values, _value_class(datatype))
         return self._frame(arrays, n)
 
@@ -506,7 +522,9 @@ class MLflowModel(Model):
             if n is None:
                 n, first = len(values), name
             elif len(values) != n:
-                raise InvalidInput(f"inputs have different lengths: '{first}' has {n} rows, '{name}' has {len(values)}")
+                raise InvalidInput(
+                    f"inputs have different lengths: '{first}' has {n} rows, '{name}' has {len(values)}"
+                )
             arrays[name] = to_column_array(col, where, values, _NATURAL_VALUE_CLASS[col.rule.kind])
         return self._frame(arrays, n)
 
@@ -522,7 +540,9 @@ class MLflowModel(Model):
             raise InferenceError("model prediction failed (MlflowException); see the server log") from None
         except Exception as exc:
             logger.exception("MLflow model %s failed", self.name)
-            raise InferenceError(f"model prediction failed ({type(exc).__name__}); see the server log") from None
+            raise InferenceError(
+                f"model prediction failed ({type(exc).__name__}); see the server log"
+            ) from None
 
     async def predict(
         self,
@@ -580,7 +600,7 @@ def _v2_datatype(arr: np.ndarray) -> str:
 def _json_list(arr: np.ndarray) -> list:
     if arr.dtype.kind == "f":
         # NaN is not JSON: send null
-        return [None if v != v else v for v in arr.tolist()]
+        return [None if math.isnan(v) else v for v in arr.tolist()]
     if arr.dtype == object:
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()]
     return arr.tolist()

@@ -133,7 +133,9 @@ class BatchResult:
 def file_format(path: str, what: str = "file") -> str:
     suffix = Path(path.rstrip("/")).suffix.lower()
     if suffix not in FORMATS:
-        raise BatchError(f"{what} {path}: unknown format {suffix or '(no extension)'!r}; use .csv or .parquet")
+        raise BatchError(
+            f"{what} {path}: unknown format {suffix or '(no extension)'!r}; use .csv or .parquet"
+        )
     return FORMATS[suffix]
 
 
@@ -165,12 +167,19 @@ def run(job: BatchJob, progress: bool | None = None, spark=None) -> BatchResult:
 
         try:
             model_uri = resolve_model_uri(job.model_uri)
-            log_params({
-                "input": job.input, "output": job.output, "model_uri": job.model_uri,
-                "model_version_uri": model_uri, "engine": job.engine, "chunk_size": job.chunk_size,
-                "on_error": job.on_error, "id_column": job.id_column or "",
-                "rejects_path": job.rejects_path() or "",
-            })
+            log_params(
+                {
+                    "input": job.input,
+                    "output": job.output,
+                    "model_uri": job.model_uri,
+                    "model_version_uri": model_uri,
+                    "engine": job.engine,
+                    "chunk_size": job.chunk_size,
+                    "on_error": job.on_error,
+                    "id_column": job.id_column or "",
+                    "rejects_path": job.rejects_path() or "",
+                }
+            )
             if job.engine == "local":
                 result = score_local(job, model_uri, progress)
             else:
@@ -231,7 +240,12 @@ def score_local(job: BatchJob, model_uri: str, progress: bool | None = None) -> 
     id_field = [pa.field(job.id_column, source.id_type)] if job.id_column else []
     output_schema = pa.schema([*id_field, pa.field(TARGET, pa.float64())])
     rejects_schema = pa.schema(
-        [*id_field, pa.field("row", pa.int64()), pa.field("column", pa.string()), pa.field("rule", pa.string())]
+        [
+            *id_field,
+            pa.field("row", pa.int64()),
+            pa.field("column", pa.string()),
+            pa.field("rule", pa.string()),
+        ]
     )
     bar = _progress_bar(source.total_rows, progress)
     started = time.perf_counter()
@@ -262,8 +276,14 @@ def _progress_bar(total: int | None, progress: bool | None):
 
     # disable=None: a bar only when stderr is a terminal.
     return tqdm(
-        total=total, unit=" rows", unit_scale=True, desc="batch_predict", file=sys.stderr,
-        disable=None if progress is None else not progress, dynamic_ncols=True, smoothing=0.1,
+        total=total,
+        unit=" rows",
+        unit_scale=True,
+        desc="batch_predict",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
     )
 
 
@@ -298,7 +318,9 @@ class Source:
                 with pcsv.open_csv(path, read_options=header_only, parse_options=any_rows) as reader:
                     names, total = reader.schema.names, None
         except (pa.ArrowException, OSError) as error:
-            raise BatchError(f"input {path}: not a readable {fmt.upper()} file ({_arrow_reason(error)})") from None
+            raise BatchError(
+                f"input {path}: not a readable {fmt.upper()} file ({_arrow_reason(error)})"
+            ) from None
         columns = check_columns(names, id_column, path)
         id_type = None
         if id_column:  # a CSV's columns are all read as text (_csv_batches)
@@ -369,7 +391,10 @@ class Source:
 
 def _first_row_with_fields_other_than(path: str, expected: int) -> int | None:
     """The 1-based data row of ``path`` whose field count is not ``expected`` (a rescan, on failure only)."""
-    with contextlib.suppress(OSError, csv.Error), open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    with (
+        contextlib.suppress(OSError, csv.Error),
+        open(path, newline="", encoding="utf-8", errors="replace") as handle,
+    ):
         records = csv.reader(handle)
         next(records, None)
         number = 0
@@ -417,7 +442,9 @@ def to_frame(table: pa.Table, source: str) -> tuple[pd.DataFrame, list[contract.
             continue
         values = table.column(name)
         if not (_is_numeric_type(values.type) or _is_text_type(values.type)):
-            raise BatchError(f"input {source}: column '{name}': {NOT_A_NUMBER} (the file stores it as {values.type})")
+            raise BatchError(
+                f"input {source}: column '{name}': {NOT_A_NUMBER} (the file stores it as {values.type})"
+            )
         try:
             # safe=False: an integer beyond 2**53 becomes the nearest float, as pandas would make it.
             columns[name] = pc.cast(values, pa.float64(), safe=False).to_numpy()
@@ -443,7 +470,12 @@ def to_frame(table: pa.Table, source: str) -> tuple[pd.DataFrame, list[contract.
 
 
 def _is_numeric_type(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_null(kind)
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_null(kind)
+    )
 
 
 def _is_text_type(kind: pa.DataType) -> bool:
@@ -503,7 +535,9 @@ def _score_chunk(model, table: pa.Table, offset: int, job: BatchJob, source: str
 
 def _predict(model, frame: pd.DataFrame) -> np.ndarray:
     predictions = model.predict(frame)
-    values = np.asarray(predictions[TARGET] if isinstance(predictions, pd.DataFrame) else predictions, dtype=float)
+    values = np.asarray(
+        predictions[TARGET] if isinstance(predictions, pd.DataFrame) else predictions, dtype=float
+    )
     if values.shape != (len(frame),):
         raise BatchError(f"the model returned {values.shape} predictions for {len(frame)} rows")
     return values
@@ -544,7 +578,7 @@ def _partial_prefix(final: str) -> str:
 
 
 def partial_path(final: str) -> str:
-    """``<dir>/.<name>.<host>.<pid>.partial``: same directory (so the rename is atomic), hidden from readers."""
+    """``<dir>/.<name>.<host>.<pid>.partial``: same directory (the rename is atomic), hidden from readers."""
     parent = final.rstrip("/").rpartition("/")[0]
     return f"{parent + '/' if parent else ''}{_partial_prefix(final)}{os.getpid()}.partial"
 
@@ -555,7 +589,9 @@ def _left_by_dead_process(name: str, final: str) -> bool:
     Only this host's pids can be checked; partials of other hosts (on shared storage) are left alone.
     """
     prefix = _partial_prefix(final)
-    pid = name[len(prefix):-len(".partial")] if name.startswith(prefix) and name.endswith(".partial") else ""
+    pid = (
+        name[len(prefix) : -len(".partial")] if name.startswith(prefix) and name.endswith(".partial") else ""
+    )
     return pid.isdigit() and not _alive(int(pid))
 
 
@@ -653,7 +689,7 @@ _CONTRACT_MESSAGE = re.compile(
 
 
 def spark_session(master: str | None):
-    """A SparkSession: ``master`` if given, else what ``spark-submit``/spark-defaults say, else ``local[*]``."""
+    """A SparkSession: ``master`` if given, else spark-submit or spark-defaults, else ``local[*]``."""
     runs_here = master.startswith("local") if master else "PYSPARK_GATEWAY_PORT" not in os.environ
     if runs_here:
         # Local workers run this interpreter (the venv), whatever `python` is on PATH.
@@ -688,9 +724,14 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
             names = _spark_call(lambda: spark.read.option("header", True).csv(job.input).columns, job.input)
             columns = check_columns(names, job.id_column, job.input)
             schema = T.StructType(
-                [T.StructField(name, T.DoubleType() if name in NUMERIC_COLUMNS else T.StringType()) for name in names]
+                [
+                    T.StructField(name, T.DoubleType() if name in NUMERIC_COLUMNS else T.StringType())
+                    for name in names
+                ]
             )
-            frame = spark.read.csv(job.input, header=True, schema=schema, mode="FAILFAST", enforceSchema=False)
+            frame = spark.read.csv(
+                job.input, header=True, schema=schema, mode="FAILFAST", enforceSchema=False
+            )
         else:
             frame = _spark_call(lambda: spark.read.parquet(job.input), job.input)
             columns = check_columns(frame.columns, job.id_column, job.input)
@@ -706,7 +747,9 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
         features = [column for column in FEATURE_COLUMNS if column in columns]
         load_started = time.perf_counter()
         predict = _spark_call(
-            lambda: mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager=job.spark_env_manager),
+            lambda: mlflow.pyfunc.spark_udf(
+                spark, model_uri, result_type="double", env_manager=job.spark_env_manager
+            ),
             job.input,
         )
         result.model_load_seconds = time.perf_counter() - load_started
@@ -746,7 +789,9 @@ def _spark_call(action, source: str):
                 "(Spark does not know file row numbers; -P engine=local names the row)"
             ) from None
         if "Malformed records are detected" in text or "MALFORMED_RECORD" in text:
-            raise BatchError(f"input {source}: a value does not parse as its column's type (Spark FAILFAST)") from None
+            raise BatchError(
+                f"input {source}: a value does not parse as its column's type (Spark FAILFAST)"
+            ) from None
         if "CAST_INVALID_INPUT" in text:
             raise BatchError(f"input {source}: a numeric column holds text that is not a number") from None
         if "PATH_NOT_FOUND" in text or "Path does not exist" in text:

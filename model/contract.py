@@ -104,7 +104,11 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
     if not isinstance(frame, pd.DataFrame):
         yield Violation("*", f"expected a table with named columns, got {type(frame).__name__}")
         return
-    missing = [c for c in (*NUMERIC_COLUMNS, CATEGORICAL_COLUMN) if c not in frame.columns and c not in NULLABLE_COLUMNS]
+    missing = [
+        c
+        for c in (*NUMERIC_COLUMNS, CATEGORICAL_COLUMN)
+        if c not in frame.columns and c not in NULLABLE_COLUMNS
+    ]
     if missing:
         yield Violation(missing[0], "required column is missing")
         return
@@ -115,7 +119,9 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
     position = {name: i for i, name in enumerate(frame.columns)}
     not_numbers = {}
     for column in NUMERIC_COLUMNS:
-        if column not in position:  # total_bedrooms is optional in the signature: absent, it is missing on every row.
+        if (
+            column not in position
+        ):  # total_bedrooms is optional in the signature: absent, it is missing on every row.
             columns[column] = np.full(len(frame), np.nan)
             continue
         stored = _stored_values(frame, position[column])
@@ -130,12 +136,18 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
             # A row already blamed for holding no number is not blamed again for missing one.
             missing_ok = not_numbers.get(column)
             yield from _numeric_rules(column, columns[column], missing_ok)
-    columns[CATEGORICAL_COLUMN] = categories = np.asarray(_stored_values(frame, position[CATEGORICAL_COLUMN]), dtype=object)
+    columns[CATEGORICAL_COLUMN] = categories = np.asarray(
+        _stored_values(frame, position[CATEGORICAL_COLUMN]), dtype=object
+    )
     if not all(isinstance(v, str) and v.strip() for v in categories):
-        is_text = np.fromiter((isinstance(v, str) and v.strip() != "" for v in categories), bool, len(categories))
+        is_text = np.fromiter(
+            (isinstance(v, str) and v.strip() != "" for v in categories), bool, len(categories)
+        )
         yield Violation(CATEGORICAL_COLUMN, "must be a non-empty string", ~is_text)
     if not all(len(v) <= MAX_CATEGORY_LENGTH for v in categories if isinstance(v, str)):
-        too_long = np.fromiter((isinstance(v, str) and len(v) > MAX_CATEGORY_LENGTH for v in categories), bool)
+        too_long = np.fromiter(
+            (isinstance(v, str) and len(v) > MAX_CATEGORY_LENGTH for v in categories), bool
+        )
         yield Violation(CATEGORICAL_COLUMN, f"must be at most {MAX_CATEGORY_LENGTH} characters", too_long)
 
 
@@ -153,7 +165,11 @@ def _stored_values(frame: pd.DataFrame, position: int):
 _REQUIRED = np.array([column not in NULLABLE_COLUMNS for column in NUMERIC_COLUMNS])
 _LOWER_BOUND = np.array(
     [
-        BOUNDED_COLUMNS[c][0] if c in BOUNDED_COLUMNS else 0.0 if c in NON_NEGATIVE_COLUMNS | POSITIVE_COLUMNS else -np.inf
+        BOUNDED_COLUMNS[c][0]
+        if c in BOUNDED_COLUMNS
+        else 0.0
+        if c in NON_NEGATIVE_COLUMNS | POSITIVE_COLUMNS
+        else -np.inf
         for c in NUMERIC_COLUMNS
     ]
 )
@@ -165,7 +181,12 @@ def _breaks_a_numeric_rule(columns: dict[str, np.ndarray]) -> bool:
     values = np.column_stack([columns[column] for column in NUMERIC_COLUMNS])
     missing = np.isnan(values)
     with np.errstate(invalid="ignore"):
-        in_range = np.isfinite(values) & (values >= _LOWER_BOUND) & (values <= _UPPER_BOUND) & ~((values == 0) & _STRICTLY_POSITIVE)
+        in_range = (
+            np.isfinite(values)
+            & (values >= _LOWER_BOUND)
+            & (values <= _UPPER_BOUND)
+            & ~((values == 0) & _STRICTLY_POSITIVE)
+        )
     # Missing values fail every comparison: they are fine exactly where allowed.
     return not (in_range | (missing & ~_REQUIRED)).all()
 
@@ -206,4 +227,6 @@ def _numeric_rules(column: str, values: np.ndarray, missing_ok: np.ndarray | Non
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )

@@ -98,7 +98,9 @@ def refuse_cut_off(path: Path) -> None:
             raise DataContractError(f"{path}: empty file")
         handle.seek(size - 1)
         if handle.read(1) != b"\n":
-            raise DataContractError(f"{path}: truncated: the last line ends without a line end ({size} bytes)")
+            raise DataContractError(
+                f"{path}: truncated: the last line ends without a line end ({size} bytes)"
+            )
 
 
 def validate_raw(frame: pd.DataFrame, source: str) -> None:
@@ -150,7 +152,10 @@ def ensure_raw_data(source: str = DEFAULT_SOURCE, destination: Path = RAW_DATA_P
     in_place = file_md5(destination) if destination.exists() else None
     if in_place == expected:
         return "already in place"
-    if _dvc(["remote", "list"], pointer).stdout.strip() and _dvc(["pull", "--quiet", pointer.name], pointer).returncode == 0:
+    if (
+        _dvc(["remote", "list"], pointer).stdout.strip()
+        and _dvc(["pull", "--quiet", pointer.name], pointer).returncode == 0
+    ):
         verify_md5(destination, expected)
         return "dvc pull"
     try:

@@ -193,7 +193,10 @@ def evaluate(
         predicted = predictions_of(model, test_frame)
         low, high = bootstrap_rmse_ci(y_true, predicted, n_bootstrap, seed=seed)
         importance = permutation_importance(
-            lambda frame: predictions_of(model, frame), test_frame, y_true, n_repeats=permutation_repeats,
+            lambda frame: predictions_of(model, frame),
+            test_frame,
+            y_true,
+            n_repeats=permutation_repeats,
             seed=seed,
         )
         extra = {

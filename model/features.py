@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 from scipy.spatial import KDTree
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS
 
@@ -96,15 +96,15 @@ class NeighbourhoodTargetEncoder(TransformerMixin, BaseEstimator, auto_wrap_outp
 
     def transform(self, X):
         X = np.asarray(X, dtype=float)
-        return _neighbourhood_statistics(
-            self.tree_, self.target_, self.income_, X, tuple(self.n_neighbors)
-        )
+        return _neighbourhood_statistics(self.tree_, self.target_, self.income_, X, tuple(self.n_neighbors))
 
     def fit_transform(self, X, y):
         X = np.asarray(X, dtype=float)
         self.fit(X, y)
         leave_one_out = _LeaveOneOut(self.tree_)
-        return _neighbourhood_statistics(leave_one_out, self.target_, self.income_, X, tuple(self.n_neighbors))
+        return _neighbourhood_statistics(
+            leave_one_out, self.target_, self.income_, X, tuple(self.n_neighbors)
+        )
 
     def get_feature_names_out(self, input_features=None):
         names = []
@@ -193,7 +193,9 @@ class HousingFeatures(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     def fit_transform(self, X, y):
         numeric = _numeric_columns(X)
         self.bedrooms_imputer_ = MedianImputer().fit(numeric["total_bedrooms"])
-        self.ocean_proximity_encoder_ = OneHotCategories().fit(np.asarray(X[CATEGORICAL_COLUMN], dtype=object))
+        self.ocean_proximity_encoder_ = OneHotCategories().fit(
+            np.asarray(X[CATEGORICAL_COLUMN], dtype=object)
+        )
         self.neighbourhood_encoder_ = NeighbourhoodTargetEncoder(self.n_neighbors)
         neighbourhood = self.neighbourhood_encoder_.fit_transform(_location_and_income(numeric), y)
         return self._assemble(numeric, X[CATEGORICAL_COLUMN], neighbourhood)
@@ -209,7 +211,10 @@ class HousingFeatures(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         blocks = [
             np.column_stack(list(numeric.values())),
             ratio_features(
-                numeric["total_rooms"], numeric["total_bedrooms"], numeric["population"], numeric["households"]
+                numeric["total_rooms"],
+                numeric["total_bedrooms"],
+                numeric["population"],
+                numeric["households"],
             ),
             np.column_stack([longitude + latitude, longitude - latitude]),
             self.ocean_proximity_encoder_.transform(np.asarray(categories, dtype=object)),

@@ -13,7 +13,6 @@ from model.contract import validate_input
 from model.data import TARGET
 from model.features import HousingFeatures
 
-
 _OUTPUT_COLUMNS = pd.Index([TARGET])
 
 
@@ -80,7 +79,9 @@ class _OneRowScorer:
                 ctypes.c_int(-1),  # every iteration
                 ctypes.c_int(_C_API_DTYPE_FLOAT64),
                 ctypes.c_int32(self.n_features),
-                _c_str(""),  # no num_threads: LightGBM would pass it to omp_set_num_threads, for all later OpenMP work of this thread
+                # No num_threads: LightGBM would pass it to omp_set_num_threads, which holds
+                # for all later OpenMP work of the calling thread.
+                _c_str(""),
                 ctypes.byref(self.handle),
             )
         )
@@ -126,6 +127,10 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         columns = validate_input(model_input)
-        predictions = self.regressor.predict(self.features.transform(columns)) if len(model_input) else np.empty(0)
+        predictions = (
+            self.regressor.predict(self.features.transform(columns)) if len(model_input) else np.empty(0)
+        )
         # From a 2-D array: a quarter of the cost of the dict constructor on one row.
-        return pd.DataFrame(predictions.reshape(-1, 1), index=model_input.index, columns=_OUTPUT_COLUMNS, copy=False)
+        return pd.DataFrame(
+            predictions.reshape(-1, 1), index=model_input.index, columns=_OUTPUT_COLUMNS, copy=False
+        )

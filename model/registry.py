@@ -14,12 +14,12 @@ import time
 from datetime import datetime, timezone
 from typing import Iterator, Mapping
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-import mlflow
 
 MODEL_NAME = "CaliforniaHousingRegressor"
 CHAMPION = "champion"

@@ -179,4 +179,3 @@ def tune(data_path: Path, settings: TuneSettings) -> ModelVersion:
             },
         )
         return version
-

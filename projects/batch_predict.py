@@ -24,17 +24,31 @@ from model.batch import (  # noqa: E402
 def parse_args(argv=None) -> BatchJob:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", required=True, help="a .csv (with a header) or .parquet file")
-    parser.add_argument("--output", required=True, help=".parquet or .csv; replaced only by a complete result")
+    parser.add_argument(
+        "--output", required=True, help=".parquet or .csv; replaced only by a complete result"
+    )
     parser.add_argument("--model-uri", default=DEFAULT_MODEL_URI, help="any MLflow model URI")
     parser.add_argument("--id-column", default="", help="an input column copied to the output; '' = none")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows per predict call (local)")
-    parser.add_argument("--on-error", choices=ON_ERROR, default="fail",
-                        help="fail: stop at the first bad row; reject: write bad rows to the rejects file")
-    parser.add_argument("--rejects", default="", help="rejects file; '' = <output stem>.rejects<output suffix>")
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows per predict call (local)"
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="fail",
+        help="fail: stop at the first bad row; reject: write bad rows to the rejects file",
+    )
+    parser.add_argument(
+        "--rejects", default="", help="rejects file; '' = <output stem>.rejects<output suffix>"
+    )
     parser.add_argument("--engine", choices=ENGINES, default="local")
     parser.add_argument("--spark-master", default="", help="'' = spark-submit's master, else local[*]")
-    parser.add_argument("--spark-env-manager", choices=SPARK_ENV_MANAGERS, default="local",
-                        help="how Spark workers get the model's Python environment")
+    parser.add_argument(
+        "--spark-env-manager",
+        choices=SPARK_ENV_MANAGERS,
+        default="local",
+        help="how Spark workers get the model's Python environment",
+    )
     args = parser.parse_args(argv)
     return BatchJob(
         input=args.input,

@@ -8,8 +8,12 @@ from model.data import DEFAULT_SOURCE, RAW_DATA_PATH, DataContractError, ensure_
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--source", default=DEFAULT_SOURCE, help="path or http(s) URL to fetch when DVC has no remote")
-    parser.add_argument("--destination", type=Path, default=RAW_DATA_PATH, help="beside its .dvc pointer file")
+    parser.add_argument(
+        "--source", default=DEFAULT_SOURCE, help="path or http(s) URL to fetch when DVC has no remote"
+    )
+    parser.add_argument(
+        "--destination", type=Path, default=RAW_DATA_PATH, help="beside its .dvc pointer file"
+    )
     args = parser.parse_args()
     try:
         origin = ensure_raw_data(args.source, args.destination)

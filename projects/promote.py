@@ -17,7 +17,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-path", type=Path, required=True)
     parser.add_argument(
-        "--min-improvement", type=float, default=0.0,
+        "--min-improvement",
+        type=float,
+        default=0.0,
         help="promote only if challenger RMSE < champion RMSE - this (USD); 0 = strictly better",
     )
     args = parser.parse_args()

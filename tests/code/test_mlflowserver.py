@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
 from mlflowserver.model import (
@@ -79,7 +80,7 @@ def test_load_builds_plan_and_v2_metadata(model):
 
 
 def test_load_missing_model_raises(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(MlflowException, match="No such artifact"):
         MLflowModel("x", str(tmp_path / "nope")).load()
 
 

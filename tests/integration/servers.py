@@ -218,11 +218,11 @@ TINY_MODEL_CODE = textwrap.dedent(
 
 def write_tiny_pyfunc(path: Path) -> Path:
     """Save the tiny model at ``path``: inputs a: double, s: string, b: double (optional); output y: double."""
+    import warnings
+
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-
-    import warnings
 
     path = Path(path)
     code = path.parent / f"{path.name}_code.py"

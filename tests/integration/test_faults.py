@@ -27,7 +27,13 @@ from model import registry
 from model.data import PROJECT_ROOT
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import free_port, running_server, server_env, stop_process_group, temporary_database
+from tests.integration.servers import (
+    free_port,
+    running_server,
+    server_env,
+    stop_process_group,
+    temporary_database,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, file_md5, load_raw, split_train_test
+from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, file_md5, split_train_test
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
 from tests.integration.servers import free_port, running_server, server_env

@@ -756,12 +756,14 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
         selected = [F.col(job.id_column)] if job.id_column else []
         scored = frame.select(*selected, predict(F.struct(*[F.col(c) for c in features])).alias(TARGET))
         writer = scored.write.mode("errorifexists")
+        # Spark reads a path as a glob (writes take it literally): the re-read escapes it.
+        written_path = re.sub(r"([\\\[\]{}*?])", r"\\\1", partial)
         if file_format(job.output) == "parquet":
             _spark_call(lambda: writer.parquet(partial), job.input)
-            written = spark.read.parquet(partial)
+            written = spark.read.parquet(written_path)
         else:
             _spark_call(lambda: writer.csv(partial, header=True), job.input)
-            written = spark.read.csv(partial, header=True)
+            written = spark.read.csv(written_path, header=True)
         result.rows_read = result.rows_scored = _spark_call(written.count, job.input)
         hadoop.replace(partial, job.output)
         result.spark_master = spark.sparkContext.master
@@ -833,7 +835,12 @@ class _HadoopPaths:
 
     def remove_stale_partials(self, final: str) -> None:
         """The partials of ``final`` whose process is gone (the same rule as the local engine's)."""
-        pattern, fs = self._path(partial_path(final)[: -len(f"{os.getpid()}.partial")] + "*.partial")
-        for status in fs.globStatus(pattern) or []:
+        # Listed and matched by name, not globbed: a glob would read [ ] { } * ? in the
+        # output's own path as patterns.
+        own_partial, fs = self._path(partial_path(final))
+        directory = own_partial.getParent()
+        if not fs.exists(directory):
+            return
+        for status in fs.listStatus(directory):
             if _left_by_dead_process(status.getPath().getName(), final):
                 fs.delete(status.getPath(), True)

@@ -200,10 +200,20 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         assert len(merged) == 500
         np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
 
-        (tmp_path / "spark.csv").write_text("an older result\n")
-        job = BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / "spark.csv"), id_column="block_id", engine="spark")
+        # Over an older result, in a directory whose name a glob would misread, where a killed
+        # job left its partial directory.
+        out = tmp_path / "run[1]"
+        out.mkdir()
+        (out / "spark.csv").write_text("an older result\n")
+        ended = subprocess.Popen(["true"])
+        ended.wait()
+        own_partial = batch.partial_path(str(out / "spark.csv"))
+        corpse = Path(own_partial[: -len(f"{os.getpid()}.partial")] + f"{ended.pid}.partial")
+        corpse.mkdir()
+        job = BatchJob(str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark")
         batch.score_spark(job, VERSION_URI, spark)
-        scored = pd.concat(pd.read_csv(part) for part in sorted((tmp_path / "spark.csv").glob("part-*.csv")))
+        assert partials(out) == []
+        scored = pd.concat(pd.read_csv(part) for part in sorted((out / "spark.csv").glob("part-*.csv")))
         merged = rows.assign(local=expected).merge(scored, on="block_id")
         assert len(merged) == 500
         np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)

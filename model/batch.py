@@ -583,15 +583,14 @@ def partial_path(final: str) -> str:
     return f"{parent + '/' if parent else ''}{_partial_prefix(final)}{os.getpid()}.partial"
 
 
-def _left_by_dead_process(name: str, final: str) -> bool:
-    """Whether the file or directory ``name`` is a partial of ``final`` whose process, on this host, is gone.
+def _left_by_dead_process(name: str, final: str, suffix: str = ".partial") -> bool:
+    """Whether the file or directory ``name`` is a partial of ``final`` (or, with ``suffix``
+    ``.old``, a previous result it moved aside) whose process, on this host, is gone.
 
     Only this host's pids can be checked; partials of other hosts (on shared storage) are left alone.
     """
     prefix = _partial_prefix(final)
-    pid = (
-        name[len(prefix) : -len(".partial")] if name.startswith(prefix) and name.endswith(".partial") else ""
-    )
+    pid = name[len(prefix) : -len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
     return pid.isdigit() and not _alive(int(pid))
 
 
@@ -719,7 +718,7 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
     hadoop = _HadoopPaths(spark)
     partial = partial_path(job.output)
     try:
-        hadoop.remove_stale_partials(job.output)
+        hadoop.clean_after_dead_jobs(job.output)
         if file_format(job.input) == "csv":
             names = _spark_call(lambda: spark.read.option("header", True).csv(job.input).columns, job.input)
             columns = check_columns(names, job.id_column, job.input)
@@ -833,14 +832,23 @@ class _HadoopPaths:
         if aside is not None:
             fs.delete(aside, True)
 
-    def remove_stale_partials(self, final: str) -> None:
-        """The partials of ``final`` whose process is gone (the same rule as the local engine's)."""
+    def clean_after_dead_jobs(self, final: str) -> None:
+        """Undo what jobs killed on this host left beside ``final``: their partials are deleted
+        (the local engine's rule); a previous result one had moved aside (``replace``) goes
+        back into place if nothing replaced it, else it is deleted."""
         # Listed and matched by name, not globbed: a glob would read [ ] { } * ? in the
         # output's own path as patterns.
         own_partial, fs = self._path(partial_path(final))
         directory = own_partial.getParent()
         if not fs.exists(directory):
             return
+        target, _ = self._path(final)
         for status in fs.listStatus(directory):
-            if _left_by_dead_process(status.getPath().getName(), final):
+            name = status.getPath().getName()
+            if _left_by_dead_process(name, final):
                 fs.delete(status.getPath(), True)
+            elif _left_by_dead_process(name, final, ".old"):
+                if fs.exists(target):
+                    fs.delete(status.getPath(), True)
+                else:
+                    fs.rename(status.getPath(), target)

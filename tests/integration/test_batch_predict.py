@@ -225,5 +225,15 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         with pytest.raises(BatchError, match="column 'median_income': must not be negative"):
             batch.score_spark(job, VERSION_URI, spark)
         assert not (tmp_path / "broken-out.parquet").exists() and partials(tmp_path) == []
+
+        # A job killed between moving the previous result aside and renaming its own into
+        # place: the next job puts the previous result back before it fails.
+        aside = Path(batch.partial_path(job.output)[: -len(f"{os.getpid()}.partial")] + f"{ended.pid}.old")
+        aside.mkdir()
+        (aside / "part-0.csv").write_text("the previous result\n")
+        with pytest.raises(BatchError, match="must not be negative"):
+            batch.score_spark(job, VERSION_URI, spark)
+        assert (tmp_path / "broken-out.parquet" / "part-0.csv").read_text() == "the previous result\n"
+        assert not aside.exists() and partials(tmp_path) == []
     finally:
         spark.stop()

@@ -119,9 +119,8 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
     position = {name: i for i, name in enumerate(frame.columns)}
     not_numbers = {}
     for column in NUMERIC_COLUMNS:
-        if (
-            column not in position
-        ):  # total_bedrooms is optional in the signature: absent, it is missing on every row.
+        # total_bedrooms is optional in the signature: absent, it is missing on every row.
+        if column not in position:
             columns[column] = np.full(len(frame), np.nan)
             continue
         stored = _stored_values(frame, position[column])

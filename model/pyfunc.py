@@ -34,19 +34,12 @@ class AveragedBoosters:
         self._one_row_scorers = [_OneRowScorer(booster) for booster in boosters]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        # Both paths add the boosters' predictions in the same order: the same bits.
         if len(X) == 1:
-            return self._predict_one_row(X)
-        total = self.boosters[0].predict(X)
-        for booster in self.boosters[1:]:
-            total += booster.predict(X)
-        return total / len(self.boosters)
-
-    def _predict_one_row(self, X: np.ndarray) -> np.ndarray:
-        row = np.ascontiguousarray(X[0], dtype=np.float64)
-        total = self._one_row_scorers[0].predict(row)
-        for scorer in self._one_row_scorers[1:]:
-            total += scorer.predict(row)
-        return np.array([total / len(self.boosters)])
+            row = np.ascontiguousarray(X[0], dtype=np.float64)
+            total = sum(scorer.predict(row) for scorer in self._one_row_scorers)
+            return np.array([total / len(self.boosters)])
+        return sum(booster.predict(X) for booster in self.boosters) / len(self.boosters)
 
     # The scorers hold C handles: they are rebuilt, not pickled.
     def __getstate__(self):

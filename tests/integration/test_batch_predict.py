@@ -74,6 +74,12 @@ def latest_run(store) -> mlflow.entities.Run:
     return run
 
 
+def left_by_job(pid: int, final: str, suffix: str) -> Path:
+    """What the job ``pid`` writing ``final`` names its partial (``.partial``) or the previous
+    result it moved aside (``.old``)."""
+    return Path(batch.partial_path(final)[: -len(f"{os.getpid()}.partial")] + f"{pid}{suffix}")
+
+
 def partials(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.endswith(".partial"))
 
@@ -207,8 +213,7 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         (out / "spark.csv").write_text("an older result\n")
         ended = subprocess.Popen(["true"])
         ended.wait()
-        own_partial = batch.partial_path(str(out / "spark.csv"))
-        corpse = Path(own_partial[: -len(f"{os.getpid()}.partial")] + f"{ended.pid}.partial")
+        corpse = left_by_job(ended.pid, str(out / "spark.csv"), ".partial")
         corpse.mkdir()
         job = BatchJob(str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark")
         batch.score_spark(job, VERSION_URI, spark)
@@ -228,7 +233,7 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
 
         # A job killed between moving the previous result aside and renaming its own into
         # place: the next job puts the previous result back before it fails.
-        aside = Path(batch.partial_path(job.output)[: -len(f"{os.getpid()}.partial")] + f"{ended.pid}.old")
+        aside = left_by_job(ended.pid, job.output, ".old")
         aside.mkdir()
         (aside / "part-0.csv").write_text("the previous result\n")
         with pytest.raises(BatchError, match="must not be negative"):

@@ -1,0 +1,409 @@
+"""Codecs between V2 tensors and an MLflow pyfunc's input, output and parameters.
+
+Everything is planned once from the model's MLflow signature (``plan_inputs``, ``plan_outputs``,
+``plan_params``); per request the functions here only check and convert arrays. The split follows
+MLServer's: this module knows MLflow signatures and numpy/pandas, ``model.py`` is the kserve
+runtime around it, and neither knows HTTP or gRPC.
+
+* Column signatures (``ColSpec``): one V2 tensor per column, shape ``[n]`` or ``[n, 1]``; the
+  pyfunc gets a ``pandas.DataFrame`` in signature order.
+* Tensor signatures (``TensorSpec``): one V2 tensor per spec, of the spec's rank and fixed
+  dimensions (``-1`` takes any size); the pyfunc gets the array (one unnamed spec) or a dict of
+  arrays (named specs).
+
+Request data are checked against the tensor's declared datatype (no silent casts: strings are
+not numbers, ``1.5`` is not an integer) and the declared datatype against the signature
+(``accepts``: safe numpy casts only, integers checked to fit exactly). A problem raises
+``kserve.errors.InvalidInput`` (HTTP 400) naming the input and, where it applies, the row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.infer_type import InferInput
+from kserve.utils.numpy_codec import from_np_dtype, to_np_dtype
+from mlflow.exceptions import MlflowException
+from mlflow.types import DataType
+from mlflow.types.schema import ParamSpec
+
+DEFAULT_OUTPUT_NAME = "output-0"
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64")
+V2_DATATYPES += ("FP16", "FP32", "FP64", "BYTES")
+# MLflow column types with a V2 datatype (datetime, arrays and objects have none).
+COLUMN_TYPES = ("double", "float", "long", "integer", "boolean", "string", "binary")
+_WORDS = {"b": "booleans", "iu": "integers", "fiu": "numbers"}
+_KIND_WORDS = {"U": "string", "S": "bytes", "b": "boolean", "f": "floating-point", "O": "mixed"}
+
+
+class ModelSignatureError(ValueError):
+    """The MLflow model cannot be served by this runtime (no usable signature)."""
+
+
+@dataclass(frozen=True)
+class Input:
+    """One V2 input: the pyfunc's dtype for it and the V2 shape it takes."""
+
+    name: str  # V2 name: the column or tensor name, input-<i> when the signature has none
+    key: str | int | None  # DataFrame column / dict key; None: the pyfunc gets this array itself
+    dtype: np.dtype
+    shape: tuple[int, ...]  # advertised V2 shape; -1 takes any size
+    mlflow_type: str  # for messages: "double", "float32 tensor", ...
+    column: bool = True  # a DataFrame column: V2 shape [n] or [n, 1]
+    required: bool = True
+    binary: bool = False  # BYTES values stay bytes (MLflow "binary"); otherwise they are text
+
+    @property
+    def datatype(self) -> str:
+        return from_np_dtype(self.dtype)
+
+    @property
+    def nullable(self) -> bool:
+        # JSON null is a missing value: only an optional column can take it, and only a float
+        # (NaN) or string (None) column can hold it (MLflow refuses NaN in integer columns).
+        return self.column and not self.required and self.dtype.kind in "fOUS"
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One declared output; ``dtype`` None when the signature's type has no V2 datatype."""
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[int, ...] = (-1,)
+    column: bool = True
+    required: bool = True
+
+    def metadata(self) -> dict:
+        datatype = from_np_dtype(self.dtype) if self.dtype is not None else "BYTES"
+        return {"name": self.name, "datatype": datatype, "shape": list(self.shape)}
+
+
+# ------------------------------------------------------------------ plans (once, at load)
+
+
+def _column_dtype(spec, where: str) -> np.dtype:
+    type_name = spec.type.name if isinstance(spec.type, DataType) else None
+    if type_name not in COLUMN_TYPES:
+        raise ModelSignatureError(
+            f"{where} has type {spec.type!r}, which this runtime does not support "
+            f"(supported: {', '.join(COLUMN_TYPES)}, and tensors)"
+        )
+    return np.dtype(spec.type.to_numpy())
+
+
+def plan_inputs(schema) -> tuple[Input, ...]:
+    """The V2 inputs of an MLflow input schema, or ModelSignatureError."""
+    if schema is None:
+        raise ModelSignatureError(
+            "the model has no input signature; log it with signature=... so the runtime can map requests"
+        )
+    specs = schema.inputs
+    named = schema.has_input_names()
+    if schema.is_tensor_spec():
+        return tuple(
+            Input(
+                name=spec.name if named else f"input-{i}",
+                key=spec.name if named else None,
+                dtype=spec.type,
+                shape=tuple(spec.shape),
+                mlflow_type=f"{spec.type} tensor",
+                column=False,
+                binary=spec.type.kind == "S",
+            )
+            for i, spec in enumerate(specs)
+        )
+    inputs = []
+    for i, spec in enumerate(specs):
+        name = spec.name if named else f"input-{i}"
+        dtype = _column_dtype(spec, f"input column '{name}'")
+        type_name = spec.type.name
+        key = spec.name if named else i
+        inputs.append(
+            Input(name, key, dtype, (-1,), type_name, required=spec.required, binary=type_name == "binary")
+        )
+    return tuple(inputs)
+
+
+def plan_outputs(schema) -> tuple[Output, ...]:
+    """The declared outputs (empty without an output schema); unnamed ones are output-<i>."""
+    if schema is None:
+        return ()
+    specs = schema.inputs
+    outputs = []
+    for i, spec in enumerate(specs):
+        name = spec.name or f"output-{i}"
+        if schema.is_tensor_spec():
+            dtype = np.dtype(object) if spec.type.kind in "OUS" else spec.type
+            outputs.append(Output(name, dtype, tuple(spec.shape), column=False))
+        else:
+            known = isinstance(spec.type, DataType) and spec.type.name in COLUMN_TYPES
+            dtype = np.dtype(spec.type.to_numpy()) if known else None
+            outputs.append(Output(name, dtype, required=bool(spec.required)))
+    return tuple(outputs)
+
+
+def plan_params(schema) -> dict[str, ParamSpec]:
+    return {spec.name: spec for spec in schema.params} if schema is not None else {}
+
+
+# ------------------------------------------------------------------ requests -> arrays
+
+
+def accepts(datatype: str, target: np.dtype) -> bool:
+    """Whether a V2 datatype converts to ``target`` without loss (numpy's safe casts)."""
+    source = to_np_dtype(datatype)
+    if source is None:
+        return False
+    source = np.dtype(source)
+    if source.kind in "OUS" or target.kind in "OUS":
+        return source.kind == "O" and target.kind in "OUS"
+    if source.kind == "b" or target.kind == "b":
+        return source.kind == target.kind
+    return np.can_cast(source, target, "safe")
+
+
+def check_shape(spec: Input, where: str, shape) -> tuple[int, ...]:
+    """The request's shape for ``spec`` as a tuple, or InvalidInput."""
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape
+    ):
+        raise InvalidInput(f"{where}: shape must be a list of integers")
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
+    if spec.column:
+        if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+            return shape
+        raise InvalidInput(
+            f"{where}: bad shape {list(shape)}: expected [n] or [n, 1] (rank 1, or rank 2 with one column)"
+        )
+    if len(shape) != len(spec.shape) or any(s not in (-1, d) for s, d in zip(spec.shape, shape)):
+        raise InvalidInput(
+            f"{where}: bad shape {list(shape)}: the model takes {list(spec.shape)} (-1: any size)"
+        )
+    return shape
+
+
+def decode_tensor(spec: Input, tensor: InferInput) -> np.ndarray:
+    """A V2 input as the array the pyfunc gets for ``spec`` (1-D for a column)."""
+    where = f"input '{spec.name}'"
+    if not accepts(tensor.datatype, spec.dtype):
+        accepted = ", ".join(d for d in V2_DATATYPES if accepts(d, spec.dtype))
+        raise InvalidInput(
+            f"{where} has datatype {tensor.datatype}, which cannot be safely cast to the "
+            f"{spec.mlflow_type}{' column' if spec.column else ''} (accepted: {accepted})"
+        )
+    shape = check_shape(spec, where, tensor.shape)
+    size = math.prod(shape)
+    if tensor.data is not None and len(tensor.data):
+        values = tensor.data
+    else:  # gRPC raw contents (REST binary data reach here already decoded by kserve), or no data
+        try:
+            values = tensor.as_numpy()
+        except ValueError:
+            raise InvalidInput(f"{where}: data do not match shape {list(shape)} ({size} elements)") from None
+    arr = decode_values(spec, where, values, tensor.datatype)
+    if arr.size != size:
+        raise InvalidInput(f"{where}: data has {arr.size} elements but shape {list(shape)} needs {size}")
+    return arr.reshape(shape[:1] if spec.column else shape)
+
+
+def decode_values(spec: Input, where: str, values, datatype: str | None = None) -> np.ndarray:
+    """JSON-style values (nested lists) or an array as ``spec.dtype``, keeping their shape.
+
+    ``datatype`` is what the request declared; V1 bodies declare none and get the column's own.
+    """
+    if spec.dtype.kind in "OUS":
+        return _strings(spec, where, values)
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{where}: data are ragged or nested deeper than the shape") from None
+    nulls = None
+    if arr.dtype == object:  # null, out-of-range integers or mixed values
+        nulls = np.fromiter((v is None for v in arr.flat), bool, arr.size).reshape(arr.shape)
+        if nulls.any() and not spec.nullable:
+            raise InvalidInput(_null_message(spec, where, int(np.flatnonzero(nulls)[0])))
+        try:
+            arr = np.asarray(arr[~nulls].tolist())
+        except (ValueError, TypeError, OverflowError):
+            arr = np.empty(0, dtype=object)
+    kinds = _value_kinds(datatype or spec.datatype)
+    if arr.dtype == object:
+        raise InvalidInput(
+            f"{where}: expected {_WORDS[kinds]} within the range of the {spec.mlflow_type} type"
+        )
+    if arr.dtype.kind not in kinds:
+        raise InvalidInput(
+            f"{where}: expected {_WORDS[kinds]}, got {_KIND_WORDS.get(arr.dtype.kind, 'non-numeric')} values"
+        )
+    arr = _cast(spec, where, arr)
+    if nulls is not None and nulls.any():
+        filled = np.full(nulls.shape, np.nan, dtype=spec.dtype)
+        filled[~nulls] = arr
+        return filled
+    return arr
+
+
+def _value_kinds(datatype: str) -> str:
+    if datatype == "BOOL":
+        return "b"
+    return "iu" if datatype.startswith(("INT", "UINT")) else "fiu"
+
+
+def _null_message(spec: Input, where: str, index: int) -> str:
+    # Null is a missing value: only optional float (NaN) and string (None) columns take it.
+    if not spec.column:
+        return f"{where}: null at element {index}; a {spec.mlflow_type} takes no nulls"
+    if spec.required:
+        return f"{where}: null at row {index} of a required column"
+    return f"{where}: null at row {index}; a {spec.mlflow_type} column cannot hold null"
+
+
+def _cast(spec: Input, where: str, arr: np.ndarray) -> np.ndarray:
+    target = spec.dtype
+    if target.kind == "f" and arr.dtype.kind in "iu" and arr.size:
+        limit = 2 ** (np.finfo(target).nmant + 1)  # largest integer the float type holds exactly
+        if max(abs(int(arr.max())), abs(int(arr.min()))) > limit:
+            raise InvalidInput(
+                f"{where}: integer value exceeds {limit}, beyond what {spec.mlflow_type} holds exactly"
+            )
+    elif target.kind in "iu" and arr.size:
+        info = np.iinfo(target)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise InvalidInput(f"{where}: integer value out of range for the {spec.mlflow_type} type")
+    return arr.astype(target, copy=False)
+
+
+def _strings(spec: Input, where: str, values) -> np.ndarray:
+    arr = np.asarray(values, dtype=object)
+    out = np.empty(arr.size, dtype=object)
+    for i, value in enumerate(arr.flat):
+        if isinstance(value, bytes):
+            if not spec.binary:
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidInput(f"{where}: element {i} is not valid UTF-8") from None
+        elif isinstance(value, str):
+            if spec.binary:
+                value = value.encode("utf-8")
+        elif value is None:
+            if not spec.nullable:
+                raise InvalidInput(_null_message(spec, where, i))
+        else:
+            raise InvalidInput(f"{where}: element {i} is a {type(value).__name__}, expected a string")
+        out[i] = value
+    out = out.reshape(arr.shape)
+    return out if spec.dtype.kind == "O" else out.astype(spec.dtype)
+
+
+def model_input(inputs: tuple[Input, ...], arrays: dict[str, np.ndarray]):
+    """What the pyfunc's predict gets: a DataFrame (columns), an array or a dict of arrays (tensors)."""
+    if inputs[0].column:
+        return pd.DataFrame({i.key: arrays[i.name] for i in inputs if i.name in arrays}, copy=False)
+    if inputs[0].key is None:
+        return arrays[inputs[0].name]
+    return {i.key: arrays[i.name] for i in inputs if i.name in arrays}
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def decode_params(parameters, specs: dict[str, ParamSpec]) -> dict:
+    """The request parameters the model's ParamSchema declares, as their declared types.
+
+    Others (kserve's and tritonclient's own, such as ``binary_data_output``) are ignored, as
+    MLflow's scoring server ignores parameters a model does not declare.
+    """
+    params = {}
+    for name, value in (parameters or {}).items():
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        value = parameter_value(value)
+        try:
+            params[name] = ParamSpec.validate_param_spec(value, spec)
+        except MlflowException:
+            kind = f"list of {spec.dtype.name}" if spec.shape else spec.dtype.name
+            raise InvalidInput(f"parameter '{name}' must be a {kind}, got a {type(value).__name__}") from None
+    return params
+
+
+def parameter_value(value):
+    """A plain value from a gRPC ``InferParameter`` (REST values pass through).
+
+    kserve's protobuf has bool, int64 and string values only; tritonclient.grpc sends floats as
+    Triton's ``double_param`` (field 4) and may send ``uint64_param`` (field 5), which kserve's
+    message keeps as unknown fields: they are read from there.
+    """
+    if not hasattr(value, "WhichOneof"):
+        return value
+    choice = value.WhichOneof("parameter_choice")
+    if choice is not None:
+        return getattr(value, choice)
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    for field in UnknownFieldSet(value):
+        if field.field_number == 4 and field.wire_type == 1:  # double_param: 64 bits, little-endian
+            return float(np.array([field.data], dtype=np.uint64).view(np.float64)[0])
+        if field.field_number == 5 and field.wire_type == 0:  # uint64_param: varint
+            return int(field.data)
+    return None
+
+
+# ------------------------------------------------------------------ results -> outputs
+
+
+def encode_result(result, outputs: tuple[Output, ...], rows: int) -> list[tuple[str, np.ndarray]]:
+    """A pyfunc result as ``[(output name, array)]``.
+
+    A DataFrame gives one output per column, a dict one per key; a Series, list or array gives
+    the single declared output (``output-0`` without one), or the declared columns in order
+    when it is ``(n, k)`` with ``k`` declared column outputs. Declared column outputs are cast
+    to their type and must have one value per row; InferenceError (500) otherwise: the model's fault.
+    """
+    single = outputs[0].name if len(outputs) == 1 else DEFAULT_OUTPUT_NAME
+    if isinstance(result, pd.DataFrame):
+        pairs = [(str(c), result[c].to_numpy()) for c in result.columns]
+    elif isinstance(result, pd.Series):
+        pairs = [(single, result.to_numpy())]
+    elif isinstance(result, dict):
+        pairs = [(str(k), np.asarray(v)) for k, v in result.items()]
+    else:
+        arr = np.asarray(result)
+        columns = all(o.column for o in outputs)
+        if len(outputs) > 1 and columns and arr.ndim == 2 and arr.shape[1] == len(outputs):
+            pairs = [(o.name, arr[:, i]) for i, o in enumerate(outputs)]
+        elif arr.ndim == 2 and arr.shape[1] == 1 and columns:
+            pairs = [(single, arr[:, 0])]
+        else:
+            pairs = [(single, arr)]
+    declared = {o.name: o for o in outputs}
+    return [(name, _output_array(name, arr, declared.get(name), rows)) for name, arr in pairs]
+
+
+def _output_array(name: str, arr: np.ndarray, spec: Output | None, rows: int) -> np.ndarray:
+    if spec is not None and spec.column and (arr.ndim != 1 or arr.shape[0] != rows):
+        raise InferenceError(
+            f"model returned {list(arr.shape)} values for output '{name}' but the batch has {rows} rows"
+        )
+    try:
+        if spec is not None and spec.dtype is not None and spec.dtype.kind not in "OUS":
+            return arr.astype(spec.dtype, copy=False)
+        if arr.dtype.kind in "OUSMm" or (spec is not None and spec.dtype is not None):
+            flat = [v if isinstance(v, (str, bytes)) else str(v) for v in arr.reshape(-1)]
+            return np.array(flat, dtype=object).reshape(arr.shape)
+    except (TypeError, ValueError):
+        raise InferenceError(f"model output '{name}' cannot be converted to its signature type") from None
+    if from_np_dtype(arr.dtype) is None:
+        raise InferenceError(f"model output '{name}' of dtype {arr.dtype} has no V2 datatype")
+    return arr

@@ -1,0 +1,369 @@
+"""kserve's model server, with what the runtime changes in it (see docs/codebase/kserve-runtime.md).
+
+Everything here is kserve's own server (its FastAPI app, data plane, gRPC servicer and
+interceptors), extended through public classes and hooks where kserve 0.21 deviates from the
+Open Inference Protocol or from a loopback default:
+
+* ``MLflowDataPlane``: a V2 body without the binary-extension header is a JSON InferenceRequest
+  whatever its Content-Type (kserve answers 400 without ``application/json``); malformed binary
+  requests are 400s; ``/v2`` lists the extensions the runtime implements.
+* ``ServedModelRepository``: loading an unknown model is 404 (kserve: 503); unloading the served
+  model is refused (kserve removes it for good: one request would take the server out of service).
+* ``RefuseModelVersions`` / ``VersionlessServicer``: a model version in a request is 404 naming
+  model and version (kserve: 501 over REST, silently ignored over gRPC): models are unversioned.
+* ``OmitNulls``: V2 responses omit ``model_version``, ``versions`` and ``parameters`` when the
+  server has none, as the spec says, instead of sending ``null``.
+* ``BoundGRPCServer``: kserve's gRPC service on the configured host (kserve binds ``[::]``).
+* ``MLflowModelServer``: all of the above, with REST on the configured host too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from concurrent import futures
+from urllib.parse import parse_qs
+
+import kserve
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from grpc import aio
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from kserve.logging import logger
+from kserve.model_server import app as kserve_app
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from pydantic import ValidationError
+
+# What /v2 lists: Triton's names for the binary tensor data and request parameters extensions.
+EXTENSIONS = ("binary_tensor_data", "parameters")
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------ request bodies
+
+
+def describe_validation_errors(errors) -> str:
+    """Where and why a body is not an InferenceRequest, without the body's values."""
+    errors = list(errors)
+    # The V2 route accepts Union[InferenceRequest, bytes]: the "bytes" branch error is noise.
+    relevant = [e for e in errors if "bytes" not in (e.get("loc") or ())[1:2]] or errors
+    problems = []
+    for err in relevant[:5]:
+        loc = [str(p) for p in (err.get("loc") or ()) if p not in ("body", "InferenceRequest")]
+        if err.get("type") == "json_invalid":
+            cause = (err.get("ctx") or {}).get("error")
+            where = loc[0] if loc else "?"
+            problems.append(f"malformed JSON at position {where}" + (f" ({cause})" if cause else ""))
+        else:
+            problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
+    return "invalid request body: " + "; ".join(problems)
+
+
+async def request_validation_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 for a V2 body that is not JSON or not an InferenceRequest (FastAPI: 422 echoing the body)."""
+    return JSONResponse(status_code=400, content={"error": describe_validation_errors(exc.errors())})
+
+
+def json_request(body: bytes) -> InferenceRequest:
+    """A JSON body as an InferenceRequest, parsed as FastAPI parses one sent as application/json."""
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"invalid request body: malformed JSON at position {exc.pos} ({exc.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidInput("invalid request body: not UTF-8 text") from None
+    try:
+        return InferenceRequest.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_errors(exc.errors())) from None
+
+
+def binary_request(body: bytes, json_length: str, model_name: str) -> InferRequest:
+    """A binary-extension body (JSON part, then tensor bytes) through kserve's parser; 400 if malformed."""
+    try:
+        length = int(json_length)
+    except ValueError:
+        length = -1
+    if not 0 < length <= len(body):
+        raise InvalidInput(
+            f"the {INFERENCE_CONTENT_LENGTH_HEADER} header must be the length of the JSON part "
+            f"(1 to {len(body)} bytes), got '{_short(json_length)}'"
+        )
+    try:
+        return InferRequest.from_bytes(body, length, model_name)
+    except InferenceError:  # kserve's UTF-8 failure message quotes the value
+        raise InvalidInput("binary request: BYTES data are not valid UTF-8") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput(
+            "binary request: the JSON part must be an InferenceRequest whose inputs' "
+            "binary_data_size, datatype and shape match the binary data"
+        ) from None
+
+
+class MLflowDataPlane(DataPlane):
+    def metadata(self) -> dict:
+        return {**super().metadata(), "extensions": list(EXTENSIONS)}
+
+    def decode_inference_request(self, body, headers, model_name: str) -> InferRequest:
+        if isinstance(body, bytes):
+            # Triton's rule: only the Inference-Header-Content-Length header makes a body binary;
+            # tritonclient's JSON mode, curl -d and most hand-written clients send no JSON Content-Type.
+            json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
+            if json_length is not None:
+                return binary_request(body, json_length, model_name)
+            body = json_request(body)
+        return super().decode_inference_request(body, headers, model_name)
+
+
+# ------------------------------------------------------------------ repository and versions
+
+
+class ModelVersionNotFound(ModelNotFound):
+    def __init__(self, model_name: str, version: str):
+        self.reason = (
+            f"model '{_short(model_name)}' has no version '{_short(version)}': "
+            "this server serves unversioned models; leave the version out"
+        )
+
+
+def refuse_version(model_name: str, version: str | None) -> None:
+    if version:
+        raise ModelVersionNotFound(model_name, version)
+
+
+class ServedModelRepository(ModelRepositoryExtension):
+    """The repository extension for a server whose models are fixed at start."""
+
+    def __init__(self, model_registry):
+        super().__init__(model_registry)
+        self.models = model_registry
+
+    async def load(self, model_name: str) -> dict:
+        if self.models.get_model(model_name) is None:
+            raise ModelNotFound(model_name)
+        # Already loaded. gRPC's servicer reads this dict (kserve's load returns None and fails there).
+        return {"name": model_name, "load": True}
+
+    async def unload(self, model_name: str) -> None:
+        if self.models.get_model(model_name) is None:
+            raise ModelNotFound(model_name)
+        raise InvalidInput(
+            f"model '{model_name}' cannot be unloaded: this server serves the models it was started with"
+        )
+
+
+class VersionlessServicer(InferenceServicer):
+    """kserve's gRPC servicer; a request naming a model version gets NOT_FOUND."""
+
+    async def ModelReady(self, request, context):
+        refuse_version(request.name, request.version)
+        return await super().ModelReady(request, context)
+
+    async def ModelMetadata(self, request, context):
+        refuse_version(request.name, request.version)
+        return await super().ModelMetadata(request, context)
+
+    async def ModelInfer(self, request, context):
+        refuse_version(request.model_name, request.model_version)
+        return await super().ModelInfer(request, context)
+
+
+# ------------------------------------------------------------------ REST middleware
+
+_MODEL_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/ready|/infer)?$")
+
+
+class RefuseModelVersions:
+    """ASGI middleware: a V2 model path or query naming a version gets 404 (kserve answers 501)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        match = _MODEL_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            version = match["version"] or query.get("model_version", [""])[0]
+            if version:
+                reason = ModelVersionNotFound(match["name"], version).reason
+                return await JSONResponse({"error": reason}, status_code=404)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class OmitNulls:
+    """ASGI middleware: V2 model responses leave out optional fields the server does not fill.
+
+    kserve serializes them as ``null`` (``model_version``, metadata ``versions``, ``parameters``
+    at the top and in each output); the spec marks them optional, to be omitted.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v2/models/"):
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def buffered(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body" or not start:
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            headers, body = start["headers"], b"".join(chunks)
+            if start["status"] == 200:
+                headers, body = without_nulls(headers, body)
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, buffered)
+
+
+def without_nulls(headers: list, body: bytes) -> tuple[list, bytes]:
+    """The response with null optional fields removed from its JSON part (binary data kept)."""
+    names = {name.lower(): value for name, value in headers}
+    binary_length = names.get(INFERENCE_CONTENT_LENGTH_HEADER.encode())
+    length = int(binary_length) if binary_length else len(body)
+    try:
+        document = orjson.loads(body[:length])
+    except orjson.JSONDecodeError:
+        return headers, body
+    if not isinstance(document, dict):
+        return headers, body
+    parts = [document, *(o for o in document.get("outputs") or () if isinstance(o, dict))]
+    nulls = [
+        (part, key)
+        for part in parts
+        for key in ("model_version", "versions", "parameters")
+        if part.get(key, 0) is None
+    ]
+    if not nulls:
+        return headers, body
+    for part, key in nulls:
+        del part[key]
+    head = orjson.dumps(document)
+    body = head + body[length:]
+    kept = [
+        (k, v)
+        for k, v in headers
+        if k.lower() not in (b"content-length", INFERENCE_CONTENT_LENGTH_HEADER.encode())
+    ]
+    kept.append((b"content-length", str(len(body)).encode()))
+    if binary_length:
+        kept.append((INFERENCE_CONTENT_LENGTH_HEADER.encode(), str(len(head)).encode()))
+    return kept, body
+
+
+def install_rest_extensions(app: FastAPI) -> None:
+    """The runtime's handler and middleware on kserve's FastAPI app (before it starts)."""
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_middleware(OmitNulls)
+    app.add_middleware(RefuseModelVersions)
+
+
+# ------------------------------------------------------------------ servers
+
+
+def listen_address(host: str, port: int) -> str:
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class BoundGRPCServer:
+    """kserve's gRPC inference service (its servicer and interceptors) on ``host:port``.
+
+    kserve 0.21's ``GRPCServer`` always binds ``[::]`` (every interface); this assembles the same
+    server from kserve's public pieces with the address as a parameter.
+    """
+
+    def __init__(self, address: str, dataplane, repository, max_workers: int, options: list):
+        self.address = address
+        self.dataplane = dataplane
+        self.repository = repository
+        self.max_workers = max_workers
+        self.options = options
+        self._server = None
+
+    async def start(self) -> None:
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers),
+            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            options=self.options,
+        )
+        add_GRPCInferenceServiceServicer_to_server(
+            VersionlessServicer(self.dataplane, self.repository), self._server
+        )
+        self._server.add_insecure_port(self.address)
+        logger.info("Starting gRPC server on %s", self.address)
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+
+
+class MLflowModelServer(kserve.ModelServer):
+    """``kserve.ModelServer`` with the runtime's data plane and repository, REST and gRPC on ``host``.
+
+    kserve 0.21's ``RESTServer`` builds its ``uvicorn.Config`` with ``host="0.0.0.0"`` and offers no
+    option; ``ModelServer.start()`` creates it and then calls ``setup_event_loop()`` before serving,
+    so the host is set on that config there (uvicorn reads ``config.host`` only when it binds).
+    That reads kserve's private ``_rest_server``: kserve is pinned in requirements.lock and
+    tests/integration/test_mlflowserver_server.py checks the address the process listens on.
+    """
+
+    def __init__(self, host: str, enable_grpc: bool, grpc_options: list, **kwargs):
+        super().__init__(enable_grpc=False, **kwargs)
+        self.host = host
+        self.dataplane = MLflowDataPlane(model_registry=self.registered_models)
+        self.model_repository_extension = ServedModelRepository(self.registered_models)
+        self.grpc_server = None
+        if enable_grpc:
+            self.grpc_server = BoundGRPCServer(
+                listen_address(host, self.grpc_port),
+                self.dataplane,
+                self.model_repository_extension,
+                self.max_threads,
+                grpc_options,
+            )
+
+    def start(self, models) -> None:
+        install_rest_extensions(kserve_app)
+        if self.grpc_server is not None:
+            self.servers.append(self.grpc_server.start())
+        super().start(models)
+
+    def setup_event_loop(self) -> None:
+        config = getattr(self._rest_server, "config", None)
+        if config is None or not hasattr(config, "host"):
+            raise RuntimeError("cannot set the listen address: unexpected kserve version internals")
+        config.host = self.host.strip("[]")
+        super().setup_event_loop()
+
+    def stop(self, sig: int) -> None:
+        if self.grpc_server is not None:
+            asyncio.get_event_loop().create_task(self.grpc_server.stop())
+        super().stop(sig)

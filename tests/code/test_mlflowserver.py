@@ -1,42 +1,69 @@
-"""Unit tests of mlflowserver.model: request -> DataFrame mapping, outputs, error mapping.
+"""Unit tests of mlflowserver: signature plans, request -> pyfunc input, outputs, parameters, errors.
 
-Uses a real tiny MLflow pyfunc saved into a temp dir (inputs a: double, s: string, b: optional
-double; output y = a*2 + len(s) (+ b)) and real kserve InferRequest / InferInput objects.
+In process, against real MLflow pyfuncs saved into temp dirs and real kserve InferRequest /
+InferInput objects: the tiny pyfunc (inputs a: double, s: string, b: optional double; output
+y = a*2 + len(s) (+ b)) and the foreign pyfuncs of tests/foreign_models.py (a tensor signature,
+a string column with an optional column, a ParamSchema with optional outputs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import struct
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import numpy as np
 import pandas as pd
 import pytest
-from kserve.errors import InferenceError, InvalidInput
-from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
+from kserve.model_repository import ModelRepository
 from mlflow.exceptions import MlflowException
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, Schema, TensorSpec
 
-from mlflowserver.model import (
-    MLflowModel,
-    ModelSignatureError,
-    OutputColumn,
-    outputs_from_result,
+from mlflowserver.codecs import (
+    Output,
+    accepts,
+    decode_values,
+    encode_result,
+    parameter_value,
     plan_inputs,
     plan_outputs,
-    to_column_array,
+    ModelSignatureError,
 )
+from mlflowserver.model import ExplainerNotFound, MLflowModel
+from mlflowserver.server import (
+    MLflowDataPlane,
+    ServedModelRepository,
+    binary_request,
+    json_request,
+    listen_address,
+    without_nulls,
+)
+from tests import foreign_models
 from tests.integration.servers import write_tiny_pyfunc
+
+
+def served(path, name: str) -> MLflowModel:
+    model = MLflowModel(name, str(path))
+    assert model.load() is True
+    return model
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> MLflowModel:
-    path = write_tiny_pyfunc(tmp_path_factory.mktemp("tiny") / "model")
-    m = MLflowModel("tiny", str(path))
-    assert m.load() is True
-    return m
+    return served(write_tiny_pyfunc(tmp_path_factory.mktemp("tiny") / "model"), "tiny")
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """The foreign pyfuncs, served in process: name -> (MLflowModel, ForeignModel)."""
+    directory = tmp_path_factory.mktemp("foreign")
+    built = {name: foreign_models.build(name, directory) for name in ("tensor", "text", "params")}
+    return {name: (served(m.path, name), m) for name, m in built.items()}
 
 
 def predict(model: MLflowModel, payload):
@@ -48,25 +75,27 @@ def inp(name, datatype, data, shape=None):
     return InferInput(name=name, shape=shape if shape is not None else [len(data)], datatype=datatype, data=data)
 
 
-def req(*inputs, request_id="r1"):
-    return InferRequest(model_name="tiny", infer_inputs=list(inputs), request_id=request_id)
+def req(*inputs, request_id="r1", parameters=None, outputs=None):
+    requested = [RequestedOutput(name) for name in outputs] if outputs else None
+    return InferRequest("m", list(inputs), request_id=request_id, parameters=parameters, request_outputs=requested)
+
+
+def outputs_of(response: InferResponse) -> dict:
+    return {o.name: (o.datatype, o.shape, list(o.data)) for o in response.outputs}
 
 
 def predict_y(model, *inputs):
-    resp = predict(model, req(*inputs))
-    assert isinstance(resp, InferResponse)
-    assert [o.name for o in resp.outputs] == ["y"]
-    out = resp.outputs[0]
-    assert out.datatype == "FP64"
-    return out.shape, list(out.data)
+    (datatype, shape, data) = outputs_of(predict(model, req(*inputs)))["y"]
+    assert datatype == "FP64"
+    return shape, data
 
 
-# ------------------------------------------------------------------ load / metadata
+# ------------------------------------------------------------------ plans and metadata
 
 
-def test_load_builds_plan_and_v2_metadata(model):
+def test_load_plans_inputs_and_v2_metadata(model):
     assert model.ready
-    assert [(c.name, c.mlflow_type, c.required) for c in model.columns] == [
+    assert [(i.name, i.mlflow_type, i.required) for i in model.inputs] == [
         ("a", "double", True),
         ("s", "string", True),
         ("b", "double", False),
@@ -84,74 +113,115 @@ def test_load_missing_model_raises(tmp_path):
         MLflowModel("x", str(tmp_path / "nope")).load()
 
 
-def test_plan_rejects_unusable_signatures():
+def test_plans_column_tensor_and_unnamed_signatures():
     with pytest.raises(ModelSignatureError, match="no input signature"):
         plan_inputs(None)
-    from mlflow.types import TensorSpec
-
-    with pytest.raises(ModelSignatureError, match="tensor-based"):
-        plan_inputs(Schema([TensorSpec(np.dtype("float64"), (-1, 2))]))
-    with pytest.raises(ModelSignatureError, match="unnamed"):
-        plan_inputs(Schema([ColSpec("double")]))
     with pytest.raises(ModelSignatureError, match="'when'.*does not support"):
         plan_inputs(Schema([ColSpec("datetime", "when")]))
+    types = ("double", "float", "long", "integer", "boolean", "string", "binary")
+    assert [i.datatype for i in plan_inputs(Schema([ColSpec(t, t) for t in types]))] == [
+        "FP64", "FP32", "INT64", "INT32", "BOOL", "BYTES", "BYTES",
+    ]  # fmt: skip
+    (tensor,) = plan_inputs(Schema([TensorSpec(np.dtype("float32"), (-1, 4))]))
+    assert tensor.metadata() == {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]} and tensor.key is None
+    named = plan_inputs(Schema([TensorSpec(np.dtype("int64"), (-1,), "ids"), TensorSpec(np.dtype("bool"), (-1, 2), "m")]))
+    assert [(i.name, i.key, i.datatype) for i in named] == [("ids", "ids", "INT64"), ("m", "m", "BOOL")]
+    unnamed_columns = plan_inputs(Schema([ColSpec("double"), ColSpec("string")]))
+    assert [(i.name, i.key) for i in unnamed_columns] == [("input-0", 0), ("input-1", 1)]
 
 
-def test_plan_all_supported_types():
-    cols = plan_inputs(
-        Schema([ColSpec(t, t) for t in ("double", "float", "long", "integer", "boolean", "string", "binary")])
-    )
-    assert [c.rule.v2_datatype for c in cols] == ["FP64", "FP32", "INT64", "INT32", "BOOL", "BYTES", "BYTES"]
+def test_output_plans_name_unnamed_outputs_and_keep_tensor_shapes():
     assert plan_outputs(None) == ()
-    assert [o.name for o in plan_outputs(Schema([ColSpec("double")]))] == ["output-0"]
-
-
-def _col(mlflow_type):
-    (col,) = plan_inputs(Schema([ColSpec(mlflow_type, "c")]))
-    return col
+    assert [o.metadata() for o in plan_outputs(Schema([TensorSpec(np.dtype("float64"), (-1,))]))] == [
+        {"name": "output-0", "datatype": "FP64", "shape": [-1]}
+    ]
+    assert [o.metadata() for o in plan_outputs(Schema([TensorSpec(np.dtype("float64"), (-1, 3))]))] == [
+        {"name": "output-0", "datatype": "FP64", "shape": [-1, 3]}
+    ]
+    assert plan_outputs(Schema([TensorSpec(np.dtype(str), (-1,))]))[0].metadata()["datatype"] == "BYTES"
+    optional = plan_outputs(Schema([ColSpec("double", "y"), ColSpec("double", "lower", required=False)]))
+    assert [(o.name, o.required) for o in optional] == [("y", True), ("lower", False)]
 
 
 @pytest.mark.parametrize(
-    "mlflow_type,value_class,values,expected,dtype",
+    "target,accepted",
     [
-        ("long", "int", [1, -2], [1, -2], np.int64),
-        ("integer", "int", [7], [7], np.int32),
-        ("float", "float", [1.5, None], [1.5, np.nan], np.float32),
-        ("double", "int", [1, None], [1.0, np.nan], np.float64),
-        ("boolean", "bool", [True, False], [True, False], np.bool_),
-        ("binary", "bytes", ["ab", b"c"], [b"ab", b"c"], object),
+        ("float64", ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]),
+        ("float32", ["UINT8", "UINT16", "INT8", "INT16", "FP16", "FP32"]),
+        ("int64", ["UINT8", "UINT16", "UINT32", "INT8", "INT16", "INT32", "INT64"]),
+        ("int32", ["UINT8", "UINT16", "INT8", "INT16", "INT32"]),
+        ("bool", ["BOOL"]),
+        ("object", ["BYTES"]),
     ],
 )
-def test_to_column_array_types(mlflow_type, value_class, values, expected, dtype):
-    arr = to_column_array(_col(mlflow_type), "input 'c'", values, value_class)
+def test_accepted_datatypes_are_numpys_safe_casts(target, accepted):
+    from mlflowserver.codecs import V2_DATATYPES
+
+    assert [d for d in V2_DATATYPES if accepts(d, np.dtype(target))] == accepted
+    assert not accepts("FP128", np.dtype(target))
+
+
+def _column(mlflow_type, required=True):
+    (spec,) = plan_inputs(Schema([ColSpec(mlflow_type, "c", required=required)]))
+    return spec
+
+
+@pytest.mark.parametrize(
+    "mlflow_type,datatype,values,expected,dtype",
+    [
+        ("long", "INT64", [1, -2], [1, -2], np.int64),
+        ("integer", "INT32", [7], [7], np.int32),
+        ("float", "FP32", [1.5, 2.0], [1.5, 2.0], np.float32),
+        ("double", "INT64", [1, 2], [1.0, 2.0], np.float64),
+        ("boolean", "BOOL", [True, False], [True, False], np.bool_),
+        ("binary", "BYTES", ["ab", b"c"], [b"ab", b"c"], object),
+        ("string", "BYTES", [b"ab", "c"], ["ab", "c"], object),
+    ],
+)
+def test_decode_values_types(mlflow_type, datatype, values, expected, dtype):
+    arr = decode_values(_column(mlflow_type), "input 'c'", values, datatype)
     assert arr.dtype == dtype
     np.testing.assert_array_equal(arr, np.array(expected, dtype=dtype))
 
 
+def test_null_is_a_missing_value_only_in_optional_float_and_string_columns():
+    arr = decode_values(_column("double", required=False), "input 'c'", [1.0, None], "FP64")
+    assert np.isnan(arr[1]) and arr[0] == 1.0
+    assert decode_values(_column("string", required=False), "input 'c'", ["x", None], "BYTES").tolist() == ["x", None]
+    with pytest.raises(InvalidInput, match=r"input 'c': null at row 1 of a required column"):
+        decode_values(_column("double"), "input 'c'", [1.0, None], "FP64")
+    with pytest.raises(InvalidInput, match=r"null at row 0; a long column cannot hold null"):
+        decode_values(_column("long", required=False), "input 'c'", [None], "INT64")
+    with pytest.raises(InvalidInput, match=r"null at row 0 of a required column"):
+        decode_values(_column("string"), "input 'c'", [None], "BYTES")
+
+
 @pytest.mark.parametrize(
-    "mlflow_type,value_class,values,message",
+    "mlflow_type,datatype,values,message",
     [
-        ("integer", "int", [2**31], "out of range"),
-        ("long", "int", [1, None], "null values are not allowed for a long column"),
-        ("long", "int", [2**70], "out of range"),
-        ("boolean", "bool", [1, 0], "expected booleans"),
-        ("float", "int", [2**25], "cannot be converted exactly"),
-        ("string", "bytes", [None], "null values are not allowed"),
-        ("string", "bytes", [b"\xff"], "not valid UTF-8"),
+        ("integer", "INT32", [2**31], "out of range"),
+        ("long", "INT64", [2**70], "within the range"),
+        ("long", "INT64", [1.5], "expected integers, got floating-point values"),
+        ("boolean", "BOOL", [1, 0], "expected booleans"),
+        ("float", "INT16", [2**25], "exceeds 16777216"),
+        ("double", "INT64", [2**60], "exceeds 9007199254740992"),
+        ("double", "FP64", ["1.5"], "expected numbers, got string values"),
+        ("double", "FP64", [True], "expected numbers, got boolean values"),
+        ("double", "FP64", [[1.0, 2.0], [3.0]], "ragged"),
+        ("string", "BYTES", [b"\xff"], "not valid UTF-8"),
+        ("string", "BYTES", [5], "element 0 is a int, expected a string"),
     ],
 )
-def test_to_column_array_rejects(mlflow_type, value_class, values, message):
+def test_decode_values_rejects(mlflow_type, datatype, values, message):
     with pytest.raises(InvalidInput, match=message):
-        to_column_array(_col(mlflow_type), "input 'c'", values, value_class)
+        decode_values(_column(mlflow_type), "input 'c'", values, datatype)
 
 
-# ------------------------------------------------------------------ V2 happy paths
+# ------------------------------------------------------------------ V2, column signature (tiny)
 
 
 def test_v2_predict_basic(model):
-    shape, y = predict_y(model, inp("a", "FP64", [1.0, 2.5]), inp("s", "BYTES", ["ab", "c"]))
-    assert shape == [2]
-    assert y == [4.0, 6.0]
+    assert predict_y(model, inp("a", "FP64", [1.0, 2.5]), inp("s", "BYTES", ["ab", "c"])) == ([2], [4.0, 6.0])
 
 
 def test_v2_response_keeps_request_id(model):
@@ -159,27 +229,20 @@ def test_v2_response_keeps_request_id(model):
     assert resp.id == "abc" and resp.model_name == "tiny"
 
 
-def test_v2_input_order_free_and_optional_column(model):
+def test_v2_input_order_free_and_null_in_optional_column(model):
     _, y = predict_y(model, inp("b", "FP64", [10.0, None]), inp("s", "BYTES", ["x", "yy"]), inp("a", "FP64", [1, 2]))
     assert y == [13.0, 6.0]  # null in optional double -> NaN -> model fills 0
 
 
-@pytest.mark.parametrize("datatype", ["INT64", "INT32", "FP32"])
+@pytest.mark.parametrize("datatype", ["INT64", "INT32", "FP32", "UINT8"])
 def test_v2_safe_casts_to_double(model, datatype):
-    _, y = predict_y(model, inp("a", datatype, [3, 4]), inp("s", "BYTES", ["", "z"]))
-    assert y == [6.0, 9.0]
+    assert predict_y(model, inp("a", datatype, [3, 4]), inp("s", "BYTES", ["", "z"]))[1] == [6.0, 9.0]
 
 
 def test_v2_shape_n_by_1_nested_and_flat(model):
     a = inp("a", "FP64", [[1.0], [2.0]], shape=[2, 1])
     s = inp("s", "BYTES", ["a", "bb"], shape=[2, 1])
-    shape, y = predict_y(model, a, s)
-    assert shape == [2] and y == [3.0, 6.0]
-
-
-def test_v2_bytes_values_are_decoded(model):
-    _, y = predict_y(model, inp("a", "FP64", [0.0]), inp("s", "BYTES", [b"abc"]))
-    assert y == [3.0]
+    assert predict_y(model, a, s) == ([2], [3.0, 6.0])
 
 
 def test_v2_binary_numpy_input(model):
@@ -187,14 +250,13 @@ def test_v2_binary_numpy_input(model):
     a.set_data_from_numpy(np.array([1.0, 2.0, 3.0]), binary_data=True)
     s = InferInput("s", [3], "BYTES")
     s.set_data_from_numpy(np.array(["a", "b", "c"], dtype=object), binary_data=True)
-    _, y = predict_y(model, a, s)
-    assert y == [3.0, 5.0, 7.0]
+    assert predict_y(model, a, s)[1] == [3.0, 5.0, 7.0]
 
 
 def test_v2_frame_is_in_signature_order_with_target_dtypes(model):
-    df = model.v2_to_frame(req(inp("s", "BYTES", ["q"]), inp("b", "INT32", [1]), inp("a", "INT64", [2])))
-    assert list(df.columns) == ["a", "s", "b"]
-    assert df.dtypes.tolist() == [np.float64, object, np.float64]
+    frame, rows = model.v2_input(req(inp("s", "BYTES", ["q"]), inp("b", "INT32", [1]), inp("a", "INT64", [2])))
+    assert list(frame.columns) == ["a", "s", "b"] and rows == 1
+    assert frame.dtypes.tolist() == [np.float64, object, np.float64]
 
 
 def test_call_goes_through_kserve_model_call(model):
@@ -202,27 +264,27 @@ def test_call_goes_through_kserve_model_call(model):
     assert list(resp.outputs[0].data) == [3.0] and headers == {}
 
 
-# ------------------------------------------------------------------ V2 errors -> InvalidInput (400)
-
 BAD_V2 = [
-    pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp("zz", "FP64", [1.0])], "unknown input 'zz'", id="unknown-input"),
+    pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp("zz", "FP64", [1.0])], "unknown input 'zz'; the model's inputs are: a, s, b", id="unknown-input"),
     pytest.param([inp("a", "FP64", [1.0])], "missing required input 's'", id="missing-required"),
-    pytest.param([inp("a", "BYTES", ["1"]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BYTES", id="bytes-for-double"),
+    pytest.param([inp("a", "BYTES", ["1"]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BYTES, which cannot be safely cast to the double column (accepted: UINT8", id="bytes-for-double"),
     pytest.param([inp("a", "FP64", [1.0]), inp("s", "FP64", [1.0])], "input 's' has datatype FP64", id="fp64-for-string"),
     pytest.param([inp("a", "BOOL", [True]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BOOL", id="bool-for-double"),
-    pytest.param([inp("a", "FP64", ["1.5"]), inp("s", "BYTES", ["x"])], "input 'a': expected numbers", id="strings-in-fp64"),
+    pytest.param([inp("a", "FP64", ["1.5"]), inp("s", "BYTES", ["x"])], "input 'a': expected numbers, got string values", id="strings-in-fp64"),
     pytest.param([inp("a", "INT64", [1.5]), inp("s", "BYTES", ["x"])], "input 'a': expected integers", id="floats-in-int64"),
-    pytest.param([inp("a", "FP64", [1.0, None, "x"]), inp("s", "BYTES", ["x", "y", "z"])], "input 'a': element 2", id="mixed-values"),
+    pytest.param([inp("a", "FP64", [1.0, None]), inp("s", "BYTES", ["x", "y"])], "input 'a': null at row 1 of a required column", id="null-in-required"),
     pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", [5])], "input 's': element 0 is a int", id="number-in-bytes"),
     pytest.param([inp("a", "FP64", [1.0, 2.0], shape=[3]), inp("s", "BYTES", ["x", "y", "z"])], "input 'a': data has 2 elements but shape [3] needs 3", id="length-ne-shape"),
-    pytest.param([inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x"])], "different lengths", id="different-lengths"),
+    pytest.param([inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x"])], "inputs have different lengths: 'a' has 2 rows, 's' has 1", id="different-lengths"),
     pytest.param([inp("a", "FP64", []), inp("s", "BYTES", [])], "empty batch", id="empty-batch"),
     pytest.param([inp("a", "FP64", [1.0, 2.0], shape=[1, 2]), inp("s", "BYTES", ["x"])], "input 'a': bad shape [1, 2]: expected [n] or [n, 1]", id="shape-1x2"),
     pytest.param([inp("a", "FP64", [1.0], shape=[1, 1, 1]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-3"),
     pytest.param([inp("a", "FP64", [1.0], shape=[]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-0"),
+    pytest.param([inp("a", "FP64", [1.0], shape=[-1]), inp("s", "BYTES", ["x"])], "negative dimension", id="negative-shape"),
     pytest.param([inp("a", "FP64", [[1.0, 2.0]], shape=[1, 1]), inp("s", "BYTES", ["x"])], "data has 2 elements", id="nested-too-long"),
     pytest.param([inp("a", "FP64", [1.0]), inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"])], "given more than once", id="duplicate"),
-    pytest.param([inp("a", "INT64", [2**60]), inp("s", "BYTES", ["x"])], "cannot be converted exactly", id="int-too-big-for-double"),
+    pytest.param([inp("a", "INT64", [2**60]), inp("s", "BYTES", ["x"])], "exceeds", id="int-too-big-for-double"),
+    pytest.param([inp("a", "FP128", [1.0]), inp("s", "BYTES", ["x"])], "input 'a' has datatype FP128", id="unknown-datatype"),
     pytest.param([], "missing required input 'a'", id="no-inputs"),
 ]
 
@@ -235,8 +297,9 @@ def test_v2_bad_requests_raise_invalid_input(model, inputs, message):
 
 
 def test_model_invalid_parameter_value_is_400(model):
+    # NaN is a number (not a null): it reaches the model, whose own validation refuses it
     with pytest.raises(InvalidInput, match="model rejected the input: a must not be missing"):
-        predict(model, req(inp("a", "FP64", [None]), inp("s", "BYTES", ["x"])))
+        predict(model, req(inp("a", "FP64", [float("nan")]), inp("s", "BYTES", ["x"])))
 
 
 def test_other_model_errors_are_500_without_details(model):
@@ -246,12 +309,157 @@ def test_other_model_errors_are_500_without_details(model):
     assert "RuntimeError" in text and "secret" not in text and "boom" not in text
 
 
+def test_requested_outputs(model):
+    assert list(outputs_of(predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=["y"])))) == ["y"]
+    with pytest.raises(InvalidInput, match="unknown output 'zz'; the model's outputs are: y"):
+        predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=["zz"]))
+
+
+def test_explain_is_404_not_501(model):
+    with pytest.raises(ExplainerNotFound, match="model 'tiny' has no explainer"):
+        asyncio.run(model.explain({"instances": []}))
+
+
+# ------------------------------------------------------------------ V2, tensor signature
+
+
+def test_tensor_signature_flat_or_nested_data(foreign):
+    model, built = foreign["tensor"]
+    x = built.model_input
+    expected = built.predict()["output-0"]
+    for data in (x.reshape(-1).tolist(), x.tolist()):
+        (datatype, shape, values) = outputs_of(predict(model, req(inp("input-0", "FP32", data, shape=list(x.shape)))))["output-0"]
+        assert (datatype, shape) == ("FP64", [len(x), 3])
+        np.testing.assert_allclose(np.array(values).reshape(shape), expected, rtol=1e-9, atol=1e-9)
+    int16 = predict(model, req(inp("input-0", "INT16", [1, 2, 3, 4], shape=[1, 4])))
+    assert outputs_of(int16)["output-0"][1] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "tensor,message",
+    [
+        (inp("x", "FP32", [1.0] * 4, shape=[1, 4]), "unknown input 'x'; the model's inputs are: input-0"),
+        (inp("input-0", "FP32", [1.0] * 4, shape=[4]), "bad shape [4]: the model takes [-1, 4]"),
+        (inp("input-0", "FP32", [1.0] * 3, shape=[1, 3]), "bad shape [1, 3]: the model takes [-1, 4]"),
+        (inp("input-0", "FP32", [1.0] * 4, shape=[1, 4, 1]), "bad shape"),
+        (inp("input-0", "FP64", [1.0] * 4, shape=[1, 4]), "datatype FP64, which cannot be safely cast to the float32 tensor"),
+        (inp("input-0", "FP32", [1.0, 2.0, None, 4.0], shape=[1, 4]), "null at element 2; a float32 tensor takes no nulls"),
+        (inp("input-0", "FP32", [1.0] * 3, shape=[1, 4]), "data has 3 elements but shape [1, 4] needs 4"),
+        (inp("input-0", "FP32", [], shape=[0, 4]), "empty batch"),
+    ],
+)
+def test_tensor_signature_rejects(foreign, tensor, message):
+    with pytest.raises(InvalidInput) as info:
+        predict(foreign["tensor"][0], req(tensor))
+    assert message in str(info.value)
+
+
+def test_named_tensors_reach_the_pyfunc_as_a_dict(tmp_path):
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+
+    code = tmp_path / "sum_code.py"
+    code.write_text(
+        "import mlflow, numpy as np\n"
+        "class Sum(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return {'total': model_input['x'].sum(axis=1) + model_input['k']}\n"
+        "mlflow.models.set_model(Sum())\n"
+    )
+    schema = Schema([TensorSpec(np.dtype("float64"), (-1, 2), "x"), TensorSpec(np.dtype("int64"), (-1,), "k")])
+    mlflow.pyfunc.save_model(str(tmp_path / "sum"), python_model=str(code), signature=ModelSignature(inputs=schema), pip_requirements=["mlflow"])
+    model = served(tmp_path / "sum", "sum")
+    resp = predict(model, req(inp("x", "FP64", [[1.0, 2.0], [3.0, 4.0]], shape=[2, 2]), inp("k", "INT32", [10, 20])))
+    assert outputs_of(resp) == {"total": ("FP64", [2], [13.0, 27.0])}
+
+
+# ------------------------------------------------------------------ parameters and optional outputs
+
+
+def test_params_reach_the_pyfunc_converted_to_their_declared_types(foreign):
+    model, built = foreign["params"]
+    x = inp("x", "FP64", built.model_input["x"].tolist())
+    expected = built.predict({"scale": 2.0, "intervals": True, "width": 3})
+    got = outputs_of(predict(model, req(x, parameters={"scale": 2, "intervals": True, "width": 3})))
+    assert list(got) == ["y", "lower", "upper"]
+    for name, (_, _, values) in got.items():
+        np.testing.assert_allclose(values, expected[name], rtol=1e-9, atol=1e-9)
+    assert list(outputs_of(predict(model, req(x)))) == ["y"]  # defaults: no intervals
+
+
+def test_undeclared_params_are_ignored_and_wrong_types_named(foreign):
+    model, built = foreign["params"]
+    x = inp("x", "FP64", built.model_input["x"].tolist())
+    defaults = outputs_of(predict(model, req(x)))
+    assert outputs_of(predict(model, req(x, parameters={"binary_data_output": False, "other": "z"}))) == defaults
+    for params, message in [
+        ({"scale": "big"}, "parameter 'scale' must be a double, got a str"),
+        ({"intervals": 1}, "parameter 'intervals' must be a boolean, got a int"),
+        ({"width": 1.5}, "parameter 'width' must be a long, got a float"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            predict(model, req(x, parameters=params))
+
+
+def test_grpc_parameter_values_including_tritons_double_and_uint64():
+    assert parameter_value(pb.InferParameter(bool_param=True)) is True
+    assert parameter_value(pb.InferParameter(int64_param=-3)) == -3
+    assert parameter_value(pb.InferParameter(string_param="s")) == "s"
+    # tritonclient.grpc's double_param (field 4) and uint64_param (field 5): unknown to kserve's proto
+    assert parameter_value(pb.InferParameter.FromString(b"\x21" + struct.pack("<d", 0.25))) == 0.25
+    assert parameter_value(pb.InferParameter.FromString(b"\x28\x07")) == 7
+    assert parameter_value(pb.InferParameter()) is None
+    assert parameter_value(1.5) == 1.5
+
+
+def test_optional_outputs_are_returned_when_produced(foreign):
+    model, built = foreign["params"]
+    x = inp("x", "FP64", built.model_input["x"].tolist())
+    assert [o["name"] for o in model.get_output_types()] == ["y", "lower", "upper"]
+    only_lower = predict(model, req(x, parameters={"intervals": True}, outputs=["lower"]))
+    assert list(outputs_of(only_lower)) == ["lower"]
+    with pytest.raises(InvalidInput, match=r"output 'lower' was not produced for this request \(the model returned: y\)"):
+        predict(model, req(x, outputs=["lower"]))
+
+
+def test_optional_string_column_and_null_in_optional_double(foreign):
+    model, built = foreign["text"]
+    got = outputs_of(predict(model, req(inp("text", "BYTES", ["a b", "abc"]), inp("weight", "FP64", [None, 2.0]))))
+    assert got == {"score": ("FP64", [2], [3.0, 6.0]), "words": ("INT64", [2], [2, 1])}
+    with pytest.raises(InvalidInput, match="input 'text': null at row 1 of a required column"):
+        predict(model, req(inp("text", "BYTES", ["a", None])))
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def test_encode_result_shapes():
+    y = (Output("median_house_value", np.dtype("float64")),)
+    ((name, arr),) = encode_result(pd.Series([1, 2]), y, 2)
+    assert name == "median_house_value" and arr.dtype == np.float64
+    ((name, arr),) = encode_result(np.array([[1.0], [2.0]]), y, 2)
+    assert name == "median_house_value" and arr.tolist() == [1.0, 2.0]
+    ((name, arr),) = encode_result([1.0, 2.0], (), 2)
+    assert name == "output-0"
+    ((name, arr),) = encode_result(np.array(["a", "b"]), (), 2)
+    assert arr.dtype == object and arr.tolist() == ["a", "b"]
+    proba = (Output("output-0", np.dtype("float64"), (-1, 3), column=False),)
+    ((name, arr),) = encode_result(np.zeros((2, 3)), proba, 2)
+    assert arr.shape == (2, 3)
+    two = (Output("p", np.dtype("float64")), Output("label", np.dtype(object)))
+    pairs = encode_result(np.array([[0.1, 1], [0.9, 0]]), two, 2)
+    assert [p[0] for p in pairs] == ["p", "label"] and pairs[1][1].tolist() == ["1.0", "0.0"]
+    pairs = encode_result(pd.DataFrame({"q": [1, 2], "r": ["a", "b"]}), y, 2)
+    assert [(n, a.dtype.kind) for n, a in pairs] == [("q", "i"), ("r", "O")]
+    with pytest.raises(InferenceError, match="batch has 2 rows"):
+        encode_result(np.array([1.0, 2.0, 3.0]), y, 2)
+
+
 # ------------------------------------------------------------------ V1
 
 
 def test_v1_instances_records(model):
-    out = predict(model, {"instances": [{"a": 1, "s": "xy"}, {"a": 2.5, "s": "z", "b": 10}]})
-    assert out == {"predictions": [4.0, 16.0]}
+    assert predict(model, {"instances": [{"a": 1, "s": "xy"}, {"a": 2.5, "s": "z", "b": 10}]}) == {"predictions": [4.0, 16.0]}
 
 
 def test_v1_inputs_columnar_and_records(model):
@@ -263,6 +471,14 @@ def test_v1_raw_json_bytes(model):
     assert predict(model, b'{"instances": [{"a": 1, "s": ""}]}') == {"predictions": [2.0]}
 
 
+def test_v1_rows_of_a_tensor(foreign):
+    model, built = foreign["tensor"]
+    got = predict(model, {"instances": built.model_input.tolist()})["predictions"]
+    np.testing.assert_allclose(got, built.predict()["output-0"], rtol=1e-9, atol=1e-9)
+    with pytest.raises(InvalidInput, match=r"bad shape \[1, 3\]"):
+        predict(model, {"instances": [[1.0, 2.0, 3.0]]})
+
+
 @pytest.mark.parametrize(
     "body,message",
     [
@@ -270,12 +486,12 @@ def test_v1_raw_json_bytes(model):
         ({"instances": [{"a": 1, "s": "x"}, {"s": "y"}]}, "record 1 is missing required input 'a'"),
         ({"instances": [{"a": "1", "s": "x"}]}, "input 'a': expected numbers"),
         ({"instances": [{"a": 1, "s": 2}]}, "input 's': element 0 is a int"),
-        ({"instances": []}, "empty batch"),
+        ({"instances": []}, "non-empty list of records"),
         ({"instances": [[1, "x"]]}, "list of records"),
         ({"inputs": {"a": [1, 2], "s": ["x"]}}, "different lengths"),
         ({"inputs": {"a": [], "s": []}}, "empty batch"),
         ({"rows": []}, '"instances"'),
-        (b"not json", "not JSON"),
+        (b"not json", "request body is not JSON"),
     ],
 )
 def test_v1_bad_requests(model, body, message):
@@ -284,26 +500,68 @@ def test_v1_bad_requests(model, body, message):
     assert message in str(info.value)
 
 
-# ------------------------------------------------------------------ output mapping
+# ------------------------------------------------------------------ server pieces (no server started)
 
 
-def test_outputs_from_result_shapes():
-    y = [OutputColumn("median_house_value", "double", "FP64", np.float64)]
-    (name, arr), = outputs_from_result(pd.Series([1, 2]), y, 2)
-    assert name == "median_house_value" and arr.dtype == np.float64
-    (name, arr), = outputs_from_result(np.array([[1.0], [2.0]]), y, 2)
-    assert name == "median_house_value" and arr.tolist() == [1.0, 2.0]
-    (name, _), = outputs_from_result([1.0, 2.0], (), 2)
-    assert name == "output-0"
-    two = [OutputColumn("p", "double", "FP64", np.float64), OutputColumn("label", "string", "BYTES", object)]
-    pairs = outputs_from_result(np.array([[0.1, 1], [0.9, 0]]), two, 2)
-    assert [p[0] for p in pairs] == ["p", "label"] and pairs[1][1].tolist() == ["1.0", "0.0"]
-    pairs = outputs_from_result(pd.DataFrame({"q": [1, 2], "r": ["a", "b"]}), y, 2)
-    assert [(n, a.dtype.kind) for n, a in pairs] == [("q", "i"), ("r", "O")]
-    with pytest.raises(InferenceError, match="3 values"):
-        outputs_from_result(np.array([1.0, 2.0, 3.0]), y, 2)
-    with pytest.raises(InferenceError, match="cannot be mapped"):
-        outputs_from_result(np.zeros((2, 3)), y, 2)
+def test_json_body_without_content_type_is_an_inference_request():
+    body = b'{"id": "7", "inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [NaN]}]}'
+    plane = MLflowDataPlane(ModelRepository())
+    request = plane.decode_inference_request(body, {}, "m")
+    assert request.id == "7" and request.inputs[0].name == "a" and np.isnan(request.inputs[0].data[0])
+    with pytest.raises(InvalidInput, match=r"invalid request body: malformed JSON at position 11 \(Expecting"):
+        json_request(b'{"inputs": ')
+    with pytest.raises(InvalidInput, match="invalid request body: inputs: Field required"):
+        json_request(b'{"rows": []}')
+    assert plane.metadata()["extensions"] == ["binary_tensor_data", "parameters"]
+
+
+def test_binary_requests_are_parsed_by_kserve_and_malformed_ones_are_400():
+    a = InferInput("a", [2], "FP64")
+    a.set_data_from_numpy(np.array([1.0, 2.0]), binary_data=True)
+    body, json_length = InferRequest("m", [a]).to_rest()
+    request = binary_request(body, str(json_length), "m")
+    assert request.inputs[0].data == [1.0, 2.0]
+    for header in ("x", "0", str(len(body) + 1)):
+        with pytest.raises(InvalidInput, match="inference-header-content-length header must be the length"):
+            binary_request(body, header, "m")
+    with pytest.raises(InvalidInput, match="binary_data_size, datatype and shape match"):
+        binary_request(body[:-4], str(json_length), "m")
+    bad_utf8 = InferInput("s", [1], "BYTES")
+    bad_utf8.set_data_from_numpy(np.array([b"\xff"], dtype=object), binary_data=True)
+    body, json_length = InferRequest("m", [bad_utf8]).to_rest()
+    with pytest.raises(InvalidInput, match="BYTES data are not valid UTF-8"):
+        binary_request(body, str(json_length), "m")
+
+
+def test_without_nulls_drops_null_optional_fields_from_json_and_binary_responses():
+    doc = b'{"model_name":"m","model_version":null,"id":"1","parameters":null,"outputs":[{"name":"y","parameters":null,"data":[null]}]}'
+    headers, body = without_nulls([(b"content-type", b"application/json"), (b"content-length", b"999")], doc)
+    assert body == b'{"model_name":"m","id":"1","outputs":[{"name":"y","data":[null]}]}'
+    assert (b"content-length", str(len(body)).encode()) in headers and (b"content-length", b"999") not in headers
+    head = b'{"model_version":null,"outputs":[{"name":"y","parameters":{"binary_data_size":8}}]}'
+    headers, body = without_nulls([(b"inference-header-content-length", str(len(head)).encode())], head + b"\x00" * 8)
+    new_head = b'{"outputs":[{"name":"y","parameters":{"binary_data_size":8}}]}'
+    assert body == new_head + b"\x00" * 8
+    assert (b"inference-header-content-length", str(len(new_head)).encode()) in headers
+    untouched = [(b"content-length", b"2")]
+    assert without_nulls(untouched, b"[]") == (untouched, b"[]")
+
+
+def test_served_model_repository_loads_nothing_new_and_unloads_nothing():
+    registry = ModelRepository()
+    registry.update(MLflowModel("m", "unused"))
+    repository = ServedModelRepository(registry)
+    assert asyncio.run(repository.load("m")) == {"name": "m", "load": True}
+    with pytest.raises(ModelNotFound, match="nope"):
+        asyncio.run(repository.load("nope"))
+    with pytest.raises(InvalidInput, match="model 'm' cannot be unloaded"):
+        asyncio.run(repository.unload("m"))
+    assert registry.get_model("m") is not None
+
+
+def test_listen_address():
+    assert listen_address("127.0.0.1", 81) == "127.0.0.1:81"
+    assert listen_address("::", 81) == "[::]:81" and listen_address("[::1]", 81) == "[::1]:81"
 
 
 # ------------------------------------------------------------------ CLI (in-process; no server started)
@@ -321,8 +579,6 @@ def test_cli_defaults_and_refusals(tmp_path, capsys, monkeypatch):
 
     assert cli.main(["--model_dir=x", "--workers=2"]) == 2
     assert "--workers must be 1" in capsys.readouterr().err
-    assert cli.main(["--model_dir=x", "--enable_grpc=true"]) == 2
-    assert "--enable_grpc=true" in capsys.readouterr().err
     assert cli.main(["--model_dir", str(tmp_path / "missing"), "--configure_logging=false"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mlflowserver: cannot load model ") and "\n" not in err

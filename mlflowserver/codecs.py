@@ -96,7 +96,8 @@ def _column_dtype(spec, where: str) -> np.dtype:
             f"{where} has type {spec.type!r}, which this runtime does not support "
             f"(supported: {', '.join(COLUMN_TYPES)}, and tensors)"
         )
-    return np.dtype(spec.type.to_numpy())
+    # strings and bytes reach the pyfunc as Python objects in an object column, as pandas holds them
+    return np.dtype(object) if type_name in ("string", "binary") else np.dtype(spec.type.to_numpy())
 
 
 def plan_inputs(schema) -> tuple[Input, ...]:

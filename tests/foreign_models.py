@@ -163,7 +163,9 @@ def _save_pyfunc(path: Path, code: str, signature) -> None:
     code_file.write_text(textwrap.dedent(code))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlflow.pyfunc.save_model(str(path), python_model=str(code_file), signature=signature, pip_requirements=["mlflow"])
+        mlflow.pyfunc.save_model(
+            str(path), python_model=str(code_file), signature=signature, pip_requirements=["mlflow"]
+        )
 
 
 def build_tensor(path: Path) -> ForeignModel:
@@ -202,10 +204,18 @@ def build_params(path: Path) -> ForeignModel:
     signature = ModelSignature(
         inputs=Schema([ColSpec("double", "x")]),
         outputs=Schema(
-            [ColSpec("double", "y"), ColSpec("double", "lower", required=False), ColSpec("double", "upper", required=False)]
+            [
+                ColSpec("double", "y"),
+                ColSpec("double", "lower", required=False),
+                ColSpec("double", "upper", required=False),
+            ]
         ),
         params=ParamSchema(
-            [ParamSpec("scale", "double", 1.0), ParamSpec("intervals", "boolean", False), ParamSpec("width", "long", 1)]
+            [
+                ParamSpec("scale", "double", 1.0),
+                ParamSpec("intervals", "boolean", False),
+                ParamSpec("width", "long", 1),
+            ]
         ),
     )
     _save_pyfunc(path, PARAMS_CODE, signature)

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
-from kserve.model_repository import ModelRepository
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from mlflowserver.codecs import (
+    ModelSignatureError,
     Output,
     accepts,
     decode_values,
@@ -32,7 +33,6 @@ from mlflowserver.codecs import (
     parameter_value,
     plan_inputs,
     plan_outputs,
-    ModelSignatureError,
 )
 from mlflowserver.model import ExplainerNotFound, MLflowModel
 from mlflowserver.server import (
@@ -72,12 +72,16 @@ def predict(model: MLflowModel, payload):
 
 
 def inp(name, datatype, data, shape=None):
-    return InferInput(name=name, shape=shape if shape is not None else [len(data)], datatype=datatype, data=data)
+    return InferInput(
+        name=name, shape=shape if shape is not None else [len(data)], datatype=datatype, data=data
+    )
 
 
 def req(*inputs, request_id="r1", parameters=None, outputs=None):
     requested = [RequestedOutput(name) for name in outputs] if outputs else None
-    return InferRequest("m", list(inputs), request_id=request_id, parameters=parameters, request_outputs=requested)
+    return InferRequest(
+        "m", list(inputs), request_id=request_id, parameters=parameters, request_outputs=requested
+    )
 
 
 def outputs_of(response: InferResponse) -> dict:
@@ -123,8 +127,12 @@ def test_plans_column_tensor_and_unnamed_signatures():
         "FP64", "FP32", "INT64", "INT32", "BOOL", "BYTES", "BYTES",
     ]  # fmt: skip
     (tensor,) = plan_inputs(Schema([TensorSpec(np.dtype("float32"), (-1, 4))]))
-    assert tensor.metadata() == {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]} and tensor.key is None
-    named = plan_inputs(Schema([TensorSpec(np.dtype("int64"), (-1,), "ids"), TensorSpec(np.dtype("bool"), (-1, 2), "m")]))
+    assert (
+        tensor.metadata() == {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]} and tensor.key is None
+    )
+    named = plan_inputs(
+        Schema([TensorSpec(np.dtype("int64"), (-1,), "ids"), TensorSpec(np.dtype("bool"), (-1, 2), "m")])
+    )
     assert [(i.name, i.key, i.datatype) for i in named] == [("ids", "ids", "INT64"), ("m", "m", "BOOL")]
     unnamed_columns = plan_inputs(Schema([ColSpec("double"), ColSpec("string")]))
     assert [(i.name, i.key) for i in unnamed_columns] == [("input-0", 0), ("input-1", 1)]
@@ -146,7 +154,22 @@ def test_output_plans_name_unnamed_outputs_and_keep_tensor_shapes():
 @pytest.mark.parametrize(
     "target,accepted",
     [
-        ("float64", ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]),
+        (
+            "float64",
+            [
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+            ],
+        ),
         ("float32", ["UINT8", "UINT16", "INT8", "INT16", "FP16", "FP32"]),
         ("int64", ["UINT8", "UINT16", "UINT32", "INT8", "INT16", "INT32", "INT64"]),
         ("int32", ["UINT8", "UINT16", "INT8", "INT16", "INT32"]),
@@ -187,7 +210,10 @@ def test_decode_values_types(mlflow_type, datatype, values, expected, dtype):
 def test_null_is_a_missing_value_only_in_optional_float_and_string_columns():
     arr = decode_values(_column("double", required=False), "input 'c'", [1.0, None], "FP64")
     assert np.isnan(arr[1]) and arr[0] == 1.0
-    assert decode_values(_column("string", required=False), "input 'c'", ["x", None], "BYTES").tolist() == ["x", None]
+    assert decode_values(_column("string", required=False), "input 'c'", ["x", None], "BYTES").tolist() == [
+        "x",
+        None,
+    ]
     with pytest.raises(InvalidInput, match=r"input 'c': null at row 1 of a required column"):
         decode_values(_column("double"), "input 'c'", [1.0, None], "FP64")
     with pytest.raises(InvalidInput, match=r"null at row 0; a long column cannot hold null"):
@@ -230,7 +256,9 @@ def test_v2_response_keeps_request_id(model):
 
 
 def test_v2_input_order_free_and_null_in_optional_column(model):
-    _, y = predict_y(model, inp("b", "FP64", [10.0, None]), inp("s", "BYTES", ["x", "yy"]), inp("a", "FP64", [1, 2]))
+    _, y = predict_y(
+        model, inp("b", "FP64", [10.0, None]), inp("s", "BYTES", ["x", "yy"]), inp("a", "FP64", [1, 2])
+    )
     assert y == [13.0, 6.0]  # null in optional double -> NaN -> model fills 0
 
 
@@ -254,7 +282,9 @@ def test_v2_binary_numpy_input(model):
 
 
 def test_v2_frame_is_in_signature_order_with_target_dtypes(model):
-    frame, rows = model.v2_input(req(inp("s", "BYTES", ["q"]), inp("b", "INT32", [1]), inp("a", "INT64", [2])))
+    frame, rows = model.v2_input(
+        req(inp("s", "BYTES", ["q"]), inp("b", "INT32", [1]), inp("a", "INT64", [2]))
+    )
     assert list(frame.columns) == ["a", "s", "b"] and rows == 1
     assert frame.dtypes.tolist() == [np.float64, object, np.float64]
 
@@ -265,26 +295,90 @@ def test_call_goes_through_kserve_model_call(model):
 
 
 BAD_V2 = [
-    pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp("zz", "FP64", [1.0])], "unknown input 'zz'; the model's inputs are: a, s, b", id="unknown-input"),
+    pytest.param(
+        [inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp("zz", "FP64", [1.0])],
+        "unknown input 'zz'; the model's inputs are: a, s, b",
+        id="unknown-input",
+    ),
     pytest.param([inp("a", "FP64", [1.0])], "missing required input 's'", id="missing-required"),
-    pytest.param([inp("a", "BYTES", ["1"]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BYTES, which cannot be safely cast to the double column (accepted: UINT8", id="bytes-for-double"),
-    pytest.param([inp("a", "FP64", [1.0]), inp("s", "FP64", [1.0])], "input 's' has datatype FP64", id="fp64-for-string"),
-    pytest.param([inp("a", "BOOL", [True]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BOOL", id="bool-for-double"),
-    pytest.param([inp("a", "FP64", ["1.5"]), inp("s", "BYTES", ["x"])], "input 'a': expected numbers, got string values", id="strings-in-fp64"),
-    pytest.param([inp("a", "INT64", [1.5]), inp("s", "BYTES", ["x"])], "input 'a': expected integers", id="floats-in-int64"),
-    pytest.param([inp("a", "FP64", [1.0, None]), inp("s", "BYTES", ["x", "y"])], "input 'a': null at row 1 of a required column", id="null-in-required"),
-    pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", [5])], "input 's': element 0 is a int", id="number-in-bytes"),
-    pytest.param([inp("a", "FP64", [1.0, 2.0], shape=[3]), inp("s", "BYTES", ["x", "y", "z"])], "input 'a': data has 2 elements but shape [3] needs 3", id="length-ne-shape"),
-    pytest.param([inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x"])], "inputs have different lengths: 'a' has 2 rows, 's' has 1", id="different-lengths"),
+    pytest.param(
+        [inp("a", "BYTES", ["1"]), inp("s", "BYTES", ["x"])],
+        "input 'a' has datatype BYTES, which cannot be safely cast to the double column (accepted: UINT8",
+        id="bytes-for-double",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0]), inp("s", "FP64", [1.0])],
+        "input 's' has datatype FP64",
+        id="fp64-for-string",
+    ),
+    pytest.param(
+        [inp("a", "BOOL", [True]), inp("s", "BYTES", ["x"])],
+        "input 'a' has datatype BOOL",
+        id="bool-for-double",
+    ),
+    pytest.param(
+        [inp("a", "FP64", ["1.5"]), inp("s", "BYTES", ["x"])],
+        "input 'a': expected numbers, got string values",
+        id="strings-in-fp64",
+    ),
+    pytest.param(
+        [inp("a", "INT64", [1.5]), inp("s", "BYTES", ["x"])],
+        "input 'a': expected integers",
+        id="floats-in-int64",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0, None]), inp("s", "BYTES", ["x", "y"])],
+        "input 'a': null at row 1 of a required column",
+        id="null-in-required",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0]), inp("s", "BYTES", [5])],
+        "input 's': element 0 is a int",
+        id="number-in-bytes",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0, 2.0], shape=[3]), inp("s", "BYTES", ["x", "y", "z"])],
+        "input 'a': data has 2 elements but shape [3] needs 3",
+        id="length-ne-shape",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x"])],
+        "inputs have different lengths: 'a' has 2 rows, 's' has 1",
+        id="different-lengths",
+    ),
     pytest.param([inp("a", "FP64", []), inp("s", "BYTES", [])], "empty batch", id="empty-batch"),
-    pytest.param([inp("a", "FP64", [1.0, 2.0], shape=[1, 2]), inp("s", "BYTES", ["x"])], "input 'a': bad shape [1, 2]: expected [n] or [n, 1]", id="shape-1x2"),
-    pytest.param([inp("a", "FP64", [1.0], shape=[1, 1, 1]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-3"),
+    pytest.param(
+        [inp("a", "FP64", [1.0, 2.0], shape=[1, 2]), inp("s", "BYTES", ["x"])],
+        "input 'a': bad shape [1, 2]: expected [n] or [n, 1]",
+        id="shape-1x2",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0], shape=[1, 1, 1]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-3"
+    ),
     pytest.param([inp("a", "FP64", [1.0], shape=[]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-0"),
-    pytest.param([inp("a", "FP64", [1.0], shape=[-1]), inp("s", "BYTES", ["x"])], "negative dimension", id="negative-shape"),
-    pytest.param([inp("a", "FP64", [[1.0, 2.0]], shape=[1, 1]), inp("s", "BYTES", ["x"])], "data has 2 elements", id="nested-too-long"),
-    pytest.param([inp("a", "FP64", [1.0]), inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"])], "given more than once", id="duplicate"),
-    pytest.param([inp("a", "INT64", [2**60]), inp("s", "BYTES", ["x"])], "exceeds", id="int-too-big-for-double"),
-    pytest.param([inp("a", "FP128", [1.0]), inp("s", "BYTES", ["x"])], "input 'a' has datatype FP128", id="unknown-datatype"),
+    pytest.param(
+        [inp("a", "FP64", [1.0], shape=[-1]), inp("s", "BYTES", ["x"])],
+        "negative dimension",
+        id="negative-shape",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [[1.0, 2.0]], shape=[1, 1]), inp("s", "BYTES", ["x"])],
+        "data has 2 elements",
+        id="nested-too-long",
+    ),
+    pytest.param(
+        [inp("a", "FP64", [1.0]), inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"])],
+        "given more than once",
+        id="duplicate",
+    ),
+    pytest.param(
+        [inp("a", "INT64", [2**60]), inp("s", "BYTES", ["x"])], "exceeds", id="int-too-big-for-double"
+    ),
+    pytest.param(
+        [inp("a", "FP128", [1.0]), inp("s", "BYTES", ["x"])],
+        "input 'a' has datatype FP128",
+        id="unknown-datatype",
+    ),
     pytest.param([], "missing required input 'a'", id="no-inputs"),
 ]
 
@@ -310,7 +404,9 @@ def test_other_model_errors_are_500_without_details(model):
 
 
 def test_requested_outputs(model):
-    assert list(outputs_of(predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=["y"])))) == ["y"]
+    assert list(
+        outputs_of(predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=["y"])))
+    ) == ["y"]
     with pytest.raises(InvalidInput, match="unknown output 'zz'; the model's outputs are: y"):
         predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=["zz"]))
 
@@ -328,7 +424,9 @@ def test_tensor_signature_flat_or_nested_data(foreign):
     x = built.model_input
     expected = built.predict()["output-0"]
     for data in (x.reshape(-1).tolist(), x.tolist()):
-        (datatype, shape, values) = outputs_of(predict(model, req(inp("input-0", "FP32", data, shape=list(x.shape)))))["output-0"]
+        (datatype, shape, values) = outputs_of(
+            predict(model, req(inp("input-0", "FP32", data, shape=list(x.shape))))
+        )["output-0"]
         assert (datatype, shape) == ("FP64", [len(x), 3])
         np.testing.assert_allclose(np.array(values).reshape(shape), expected, rtol=1e-9, atol=1e-9)
     int16 = predict(model, req(inp("input-0", "INT16", [1, 2, 3, 4], shape=[1, 4])))
@@ -342,8 +440,14 @@ def test_tensor_signature_flat_or_nested_data(foreign):
         (inp("input-0", "FP32", [1.0] * 4, shape=[4]), "bad shape [4]: the model takes [-1, 4]"),
         (inp("input-0", "FP32", [1.0] * 3, shape=[1, 3]), "bad shape [1, 3]: the model takes [-1, 4]"),
         (inp("input-0", "FP32", [1.0] * 4, shape=[1, 4, 1]), "bad shape"),
-        (inp("input-0", "FP64", [1.0] * 4, shape=[1, 4]), "datatype FP64, which cannot be safely cast to the float32 tensor"),
-        (inp("input-0", "FP32", [1.0, 2.0, None, 4.0], shape=[1, 4]), "null at element 2; a float32 tensor takes no nulls"),
+        (
+            inp("input-0", "FP64", [1.0] * 4, shape=[1, 4]),
+            "datatype FP64, which cannot be safely cast to the float32 tensor",
+        ),
+        (
+            inp("input-0", "FP32", [1.0, 2.0, None, 4.0], shape=[1, 4]),
+            "null at element 2; a float32 tensor takes no nulls",
+        ),
         (inp("input-0", "FP32", [1.0] * 3, shape=[1, 4]), "data has 3 elements but shape [1, 4] needs 4"),
         (inp("input-0", "FP32", [], shape=[0, 4]), "empty batch"),
     ],
@@ -366,10 +470,19 @@ def test_named_tensors_reach_the_pyfunc_as_a_dict(tmp_path):
         "        return {'total': model_input['x'].sum(axis=1) + model_input['k']}\n"
         "mlflow.models.set_model(Sum())\n"
     )
-    schema = Schema([TensorSpec(np.dtype("float64"), (-1, 2), "x"), TensorSpec(np.dtype("int64"), (-1,), "k")])
-    mlflow.pyfunc.save_model(str(tmp_path / "sum"), python_model=str(code), signature=ModelSignature(inputs=schema), pip_requirements=["mlflow"])
+    schema = Schema(
+        [TensorSpec(np.dtype("float64"), (-1, 2), "x"), TensorSpec(np.dtype("int64"), (-1,), "k")]
+    )
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "sum"),
+        python_model=str(code),
+        signature=ModelSignature(inputs=schema),
+        pip_requirements=["mlflow"],
+    )
     model = served(tmp_path / "sum", "sum")
-    resp = predict(model, req(inp("x", "FP64", [[1.0, 2.0], [3.0, 4.0]], shape=[2, 2]), inp("k", "INT32", [10, 20])))
+    resp = predict(
+        model, req(inp("x", "FP64", [[1.0, 2.0], [3.0, 4.0]], shape=[2, 2]), inp("k", "INT32", [10, 20]))
+    )
     assert outputs_of(resp) == {"total": ("FP64", [2], [13.0, 27.0])}
 
 
@@ -391,7 +504,9 @@ def test_undeclared_params_are_ignored_and_wrong_types_named(foreign):
     model, built = foreign["params"]
     x = inp("x", "FP64", built.model_input["x"].tolist())
     defaults = outputs_of(predict(model, req(x)))
-    assert outputs_of(predict(model, req(x, parameters={"binary_data_output": False, "other": "z"}))) == defaults
+    assert (
+        outputs_of(predict(model, req(x, parameters={"binary_data_output": False, "other": "z"}))) == defaults
+    )
     for params, message in [
         ({"scale": "big"}, "parameter 'scale' must be a double, got a str"),
         ({"intervals": 1}, "parameter 'intervals' must be a boolean, got a int"),
@@ -418,13 +533,17 @@ def test_optional_outputs_are_returned_when_produced(foreign):
     assert [o["name"] for o in model.get_output_types()] == ["y", "lower", "upper"]
     only_lower = predict(model, req(x, parameters={"intervals": True}, outputs=["lower"]))
     assert list(outputs_of(only_lower)) == ["lower"]
-    with pytest.raises(InvalidInput, match=r"output 'lower' was not produced for this request \(the model returned: y\)"):
+    with pytest.raises(
+        InvalidInput, match=r"output 'lower' was not produced for this request \(the model returned: y\)"
+    ):
         predict(model, req(x, outputs=["lower"]))
 
 
 def test_optional_string_column_and_null_in_optional_double(foreign):
     model, built = foreign["text"]
-    got = outputs_of(predict(model, req(inp("text", "BYTES", ["a b", "abc"]), inp("weight", "FP64", [None, 2.0]))))
+    got = outputs_of(
+        predict(model, req(inp("text", "BYTES", ["a b", "abc"]), inp("weight", "FP64", [None, 2.0])))
+    )
     assert got == {"score": ("FP64", [2], [3.0, 6.0]), "words": ("INT64", [2], [2, 1])}
     with pytest.raises(InvalidInput, match="input 'text': null at row 1 of a required column"):
         predict(model, req(inp("text", "BYTES", ["a", None])))
@@ -459,7 +578,9 @@ def test_encode_result_shapes():
 
 
 def test_v1_instances_records(model):
-    assert predict(model, {"instances": [{"a": 1, "s": "xy"}, {"a": 2.5, "s": "z", "b": 10}]}) == {"predictions": [4.0, 16.0]}
+    assert predict(model, {"instances": [{"a": 1, "s": "xy"}, {"a": 2.5, "s": "z", "b": 10}]}) == {
+        "predictions": [4.0, 16.0]
+    }
 
 
 def test_v1_inputs_columnar_and_records(model):
@@ -508,7 +629,9 @@ def test_json_body_without_content_type_is_an_inference_request():
     plane = MLflowDataPlane(ModelRepository())
     request = plane.decode_inference_request(body, {}, "m")
     assert request.id == "7" and request.inputs[0].name == "a" and np.isnan(request.inputs[0].data[0])
-    with pytest.raises(InvalidInput, match=r"invalid request body: malformed JSON at position 11 \(Expecting"):
+    with pytest.raises(
+        InvalidInput, match=r"invalid request body: malformed JSON at position 11 \(Expecting"
+    ):
         json_request(b'{"inputs": ')
     with pytest.raises(InvalidInput, match="invalid request body: inputs: Field required"):
         json_request(b'{"rows": []}')
@@ -537,9 +660,14 @@ def test_without_nulls_drops_null_optional_fields_from_json_and_binary_responses
     doc = b'{"model_name":"m","model_version":null,"id":"1","parameters":null,"outputs":[{"name":"y","parameters":null,"data":[null]}]}'
     headers, body = without_nulls([(b"content-type", b"application/json"), (b"content-length", b"999")], doc)
     assert body == b'{"model_name":"m","id":"1","outputs":[{"name":"y","data":[null]}]}'
-    assert (b"content-length", str(len(body)).encode()) in headers and (b"content-length", b"999") not in headers
+    assert (b"content-length", str(len(body)).encode()) in headers and (
+        b"content-length",
+        b"999",
+    ) not in headers
     head = b'{"model_version":null,"outputs":[{"name":"y","parameters":{"binary_data_size":8}}]}'
-    headers, body = without_nulls([(b"inference-header-content-length", str(len(head)).encode())], head + b"\x00" * 8)
+    headers, body = without_nulls(
+        [(b"inference-header-content-length", str(len(head)).encode())], head + b"\x00" * 8
+    )
     new_head = b'{"outputs":[{"name":"y","parameters":{"binary_data_size":8}}]}'
     assert body == new_head + b"\x00" * 8
     assert (b"inference-header-content-length", str(len(new_head)).encode()) in headers
@@ -574,7 +702,12 @@ def test_cli_defaults_and_refusals(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(key, os.environ.get(key, cli._MLFLOW_HTTP_DEFAULTS[key]))
 
     args, _ = cli.parser.parse_known_args(["--model_dir=/mnt/models"])
-    assert (args.http_host, args.enable_grpc, args.workers, args.model_name) == ("127.0.0.1", False, 1, "model")
+    assert (args.http_host, args.enable_grpc, args.workers, args.model_name) == (
+        "127.0.0.1",
+        False,
+        1,
+        "model",
+    )
     assert cli.parser.parse_known_args(["--model_dir=x", "--http_host=0.0.0.0"])[0].http_host == "0.0.0.0"
 
     assert cli.main(["--model_dir=x", "--workers=2"]) == 2

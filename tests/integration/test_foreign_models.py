@@ -74,7 +74,9 @@ def served(tmp_path_factory) -> dict[str, Served]:
                 f"--http_port={port}", "--enable_grpc=true", f"--grpc_port={grpc_port}",
             ]  # fmt: skip
             health = f"http://127.0.0.1:{port}/v2/models/{model.name}/ready"
-            server = stack.enter_context(running_server(cmd, port, health, env=server_env(), timeout=240, cwd=str(REPO)))
+            server = stack.enter_context(
+                running_server(cmd, port, health, env=server_env(), timeout=240, cwd=str(REPO))
+            )
             return Served(model, server.base_url, grpc_port, model.predict())
 
         with ThreadPoolExecutor(len(built)) as pool:
@@ -91,7 +93,9 @@ def json_data(values: np.ndarray) -> list:
 
 
 def v2_body(model: ForeignModel) -> dict:
-    inputs = [{"name": n, "shape": list(v.shape), "datatype": d, "data": json_data(v)} for n, d, v in model.inputs]
+    inputs = [
+        {"name": n, "shape": list(v.shape), "datatype": d, "data": json_data(v)} for n, d, v in model.inputs
+    ]
     body = {"id": "req-1", "inputs": inputs}
     if model.params:
         body["parameters"] = model.params
@@ -111,10 +115,14 @@ def assert_equal_to_in_process(got: dict, expected: dict) -> None:
         values = np.asarray(data, dtype=object).reshape(-1)
         if want.dtype.kind in "OUS":
             assert datatype == "BYTES"
-            assert [v.decode() if isinstance(v, bytes) else v for v in values] == [str(v) for v in want.reshape(-1)]
+            assert [v.decode() if isinstance(v, bytes) else v for v in values] == [
+                str(v) for v in want.reshape(-1)
+            ]
         else:
             assert datatype == {"f": "FP64", "i": "INT64"}[want.dtype.kind], name
-            np.testing.assert_allclose(values.astype(float), want.reshape(-1).astype(float), rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(
+                values.astype(float), want.reshape(-1).astype(float), rtol=1e-9, atol=1e-9
+            )
 
 
 def post(url: str, body, content_type: str | None = "application/json") -> requests.Response:
@@ -176,7 +184,10 @@ def triton_inputs(model: ForeignModel, binary: bool) -> list:
 
 
 def triton_outputs(result) -> dict:
-    return {o["name"]: (o["datatype"], o["shape"], result.as_numpy(o["name"])) for o in result.get_response()["outputs"]}
+    return {
+        o["name"]: (o["datatype"], o["shape"], result.as_numpy(o["name"]))
+        for o in result.get_response()["outputs"]
+    }
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -185,7 +196,9 @@ def test_tritonclient_http_json_mode_sends_no_content_type(served, name, capsys)
     with triton_http.InferenceServerClient(url=s.base_url.removeprefix("http://"), verbose=True) as client:
         requested = [triton_http.InferRequestedOutput(o, binary_data=False) for o in s.expected]
         capsys.readouterr()
-        result = client.infer(name, triton_inputs(s.model, binary=False), outputs=requested, parameters=s.model.params or None)
+        result = client.infer(
+            name, triton_inputs(s.model, binary=False), outputs=requested, parameters=s.model.params or None
+        )
         sent = capsys.readouterr().out
     # verbose prints "POST <uri>, headers <dict>": tritonclient's JSON mode sends no Content-Type
     assert "headers" in sent and "content-type" not in sent.split("\n", 1)[0].lower()
@@ -219,7 +232,10 @@ def test_kserve_sdk_rest_client(served, name):
     async def both_modes():
         async with InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
             assert await client.is_model_ready(s.base_url, name)
-            return [await client.infer(s.base_url, kserve_request(s.model, b), model_name=name) for b in (False, True)]
+            return [
+                await client.infer(s.base_url, kserve_request(s.model, b), model_name=name)
+                for b in (False, True)
+            ]
 
     for response in asyncio.run(both_modes()):
         assert response.id == "sdk-1"
@@ -249,10 +265,15 @@ def grpc_calls(s: Served) -> dict[str, dict]:
         "unknown-input": {**infer, "inputs": valid + [grpc_input("no-such-input", first_type, first)]},
         "missing-input": {**infer, "inputs": valid[1:]},
         "wrong-datatype": {**infer, "inputs": [grpc_input(first_name, other_type, retyped)] + valid[1:]},
-        "wrong-rank": {**infer, "inputs": [grpc_input(first_name, first_type, first[..., None, None])] + valid[1:]},
+        "wrong-rank": {
+            **infer,
+            "inputs": [grpc_input(first_name, first_type, first[..., None, None])] + valid[1:],
+        },
         "data-shorter-than-shape": {
             **infer,
-            "inputs": [grpc_input(first_name, first_type, first, send_shape=[first.shape[0] + 1, *first.shape[1:]])]
+            "inputs": [
+                grpc_input(first_name, first_type, first, send_shape=[first.shape[0] + 1, *first.shape[1:]])
+            ]
             + valid[1:],
         },
         "unknown-output": {**infer, "outputs": ["no-such-output"]},
@@ -344,7 +365,9 @@ def malformed(model: ForeignModel) -> dict[str, tuple]:
     }  # fmt: skip
 
 
-MALFORMED_IDS = list(malformed(foreign_models.ForeignModel("m", Path("."), [("x", "FP64", np.zeros(2))], None)))
+MALFORMED_IDS = list(
+    malformed(foreign_models.ForeignModel("m", Path("."), [("x", "FP64", np.zeros(2))], None))
+)
 
 
 @pytest.mark.parametrize("case", MALFORMED_IDS)
@@ -352,7 +375,9 @@ MALFORMED_IDS = list(malformed(foreign_models.ForeignModel("m", Path("."), [("x"
 def test_malformed_requests_are_4xx_naming_the_problem(served, name, case):
     s = served[name]
     path, body, status, mention = malformed(s.model)[case]
-    response = post(s.base_url + path, body, content_type=None if case == "empty-body" else "application/json")
+    response = post(
+        s.base_url + path, body, content_type=None if case == "empty-body" else "application/json"
+    )
     assert response.status_code == status, response.text
     assert mention in response.json()["error"]
     assert post(s.infer_url, v2_body(s.model)).status_code == 200  # the server still answers
@@ -393,7 +418,9 @@ def test_requesting_an_optional_output_the_model_did_not_produce_is_400(served):
     body = {k: v for k, v in v2_body(s.model).items() if k != "parameters"}
     response = post(s.infer_url, {**body, "outputs": [{"name": "lower"}]})
     assert response.status_code == 400
-    assert response.json()["error"] == "output 'lower' was not produced for this request (the model returned: y)"
+    assert (
+        response.json()["error"] == "output 'lower' was not produced for this request (the model returned: y)"
+    )
     response = post(s.infer_url, {**v2_body(s.model), "outputs": [{"name": "upper"}]})
     assert response.status_code == 200 and list(rest_outputs(response.json())) == ["upper"]
 
@@ -401,6 +428,8 @@ def test_requesting_an_optional_output_the_model_did_not_produce_is_400(served):
 def test_v1_protocol_on_a_foreign_model(served):
     s = served["iris-int"]
     frame = s.model.model_input
-    response = requests.post(f"{s.base_url}/v1/models/iris-int:predict", json={"instances": frame.to_dict("records")}, timeout=60)
+    response = requests.post(
+        f"{s.base_url}/v1/models/iris-int:predict", json={"instances": frame.to_dict("records")}, timeout=60
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": s.expected["output-0"].tolist()}

@@ -2,7 +2,8 @@
 
 One server per module, on the tiny pyfunc from tests.integration.servers (inputs a: double,
 s: string, b: optional double; output y = a*2 + len(s) (+ b)). Calls go through raw HTTP
-(requests) and through the kserve SDK's own REST client (kserve.InferenceRESTClient).
+(requests) and through the kserve SDK's own REST client (kserve.InferenceRESTClient). Models this
+project did not write, every client and gRPC: tests/integration/test_foreign_models.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tests.integration.servers import (
     server_env,
     write_tiny_pyfunc,
 )
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
@@ -87,13 +90,40 @@ def test_health_and_model_endpoints(server):
     r = requests.get(f"{base}/v2/models/{MODEL}/ready", timeout=10)
     assert r.status_code == 200 and r.json() == {"name": MODEL, "ready": True}
     meta = requests.get(f"{base}/v2/models/{MODEL}", timeout=10).json()
-    assert meta["name"] == MODEL
+    assert meta["name"] == MODEL and "versions" not in meta
     assert meta["inputs"] == [
         {"name": "a", "datatype": "FP64", "shape": [-1]},
         {"name": "s", "datatype": "BYTES", "shape": [-1]},
         {"name": "b", "datatype": "FP64", "shape": [-1]},
     ]
     assert meta["outputs"] == [{"name": "y", "datatype": "FP64", "shape": [-1]}]
+
+
+def test_model_versions_are_404_naming_model_and_version(server):
+    base = server.base_url
+    for url in (f"{base}/v2/models/{MODEL}/versions/3", f"{base}/v2/models/{MODEL}/versions/3/ready",
+                f"{base}/v2/models/{MODEL}?model_version=3", f"{base}/v2/models/{MODEL}/ready?model_version=3"):
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 404 and r.json()["error"].startswith(f"model '{MODEL}' has no version '3'"), url
+    r = infer(server, v2_body([1.0], ["x"]), params={"model_version": "3"})
+    assert r.status_code == 404
+    assert requests.get(f"{base}/v2/models/{MODEL}?model_version=", timeout=10).status_code == 200
+
+
+def test_repository_load_is_404_for_unknown_models_and_unload_is_refused(server):
+    base = f"{server.base_url}/v2/repository/models"
+    r = requests.post(f"{base}/nope/load", timeout=10)
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    assert requests.post(f"{base}/{MODEL}/load", timeout=10).json() == {"name": MODEL, "load": True}
+    r = requests.post(f"{base}/{MODEL}/unload", timeout=10)
+    assert r.status_code == 400 and "cannot be unloaded" in r.json()["error"]
+    assert requests.post(f"{base}/nope/unload", timeout=10).status_code == 404
+    assert_valid_request_works(server)
+
+
+def test_v1_explain_is_404(server):
+    r = requests.post(f"{server.base_url}/v1/models/{MODEL}:explain", json={"instances": []}, timeout=10)
+    assert r.status_code == 404 and r.json() == {"error": f"model '{MODEL}' has no explainer"}
 
 
 def test_unknown_model_is_404(server):
@@ -118,9 +148,18 @@ def test_v2_infer_raw_http(server):
     r = infer(server, v2_body([1.0, 2.5], ["ab", "c"], b=("FP64", [10.0, None])))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_name"] == MODEL
+    assert body["model_name"] == MODEL and "model_version" not in body and "parameters" not in body
     (out,) = body["outputs"]
-    assert out == {"name": "y", "shape": [2], "datatype": "FP64", "parameters": None, "data": [14.0, 6.0]}
+    assert out == {"name": "y", "shape": [2], "datatype": "FP64", "data": [14.0, 6.0]}
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_v2_json_without_a_json_content_type(server, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    r = requests.post(f"{server.base_url}/v2/models/{MODEL}/infer", data=json.dumps(v2_body([1.0], ["ab"])),
+                      headers=headers, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [4.0]
 
 
 def test_v2_infer_int_and_n_by_1(server):
@@ -208,7 +247,8 @@ BAD = [
     ("bad-rank", {"inputs": [
         {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]},
         {"name": "s", "shape": [1], "datatype": "BYTES", "data": [MARKER]}]}, 400, "bad shape [1, 2]: expected [n] or [n, 1]"),
-    ("model-rejects-input", v2_body([None], [MARKER]), 400, "model rejected the input: a must not be missing"),
+    ("null-in-required-input", v2_body([1.0, None], ["x", MARKER]), 400, "input 'a': null at row 1 of a required column"),
+    ("model-rejects-input", v2_body([float("nan")], [MARKER]), 400, "model rejected the input: a must not be missing"),
     ("model-fails", v2_body([1.0], ["boom"]), 500, "model prediction failed (RuntimeError)"),
 ]
 

@@ -35,7 +35,9 @@ def _input(spec: dict) -> grpcclient.InferInput:
 
 
 def _infer(client: grpcclient.InferenceServerClient, call: dict) -> dict:
-    outputs = [grpcclient.InferRequestedOutput(name) for name in call["outputs"]] if call.get("outputs") else None
+    outputs = (
+        [grpcclient.InferRequestedOutput(name) for name in call["outputs"]] if call.get("outputs") else None
+    )
     result = client.infer(
         call["model"],
         [_input(spec) for spec in call["inputs"]],
@@ -62,7 +64,9 @@ def main() -> int:
         client = clients.setdefault(call["url"], grpcclient.InferenceServerClient(url=call["url"]))
         try:
             if call["kind"] == "metadata":
-                results.append({"ok": client.get_model_metadata(call["model"], call.get("version", ""), as_json=True)})
+                results.append(
+                    {"ok": client.get_model_metadata(call["model"], call.get("version", ""), as_json=True)}
+                )
             else:
                 results.append({"ok": _infer(client, call)})
         except InferenceServerException as exc:

@@ -1,20 +1,13 @@
-"""Codecs between V2 tensors and an MLflow pyfunc's input, output and parameters.
+"""Codecs between V2 tensors and an MLflow pyfunc's input, output and parameters (MLServer-style:
+this module knows MLflow signatures and numpy/pandas; ``model.py`` is the kserve runtime around it).
 
-Everything is planned once from the model's MLflow signature (``plan_inputs``, ``plan_outputs``,
-``plan_params``); per request the functions here only check and convert arrays. The split follows
-MLServer's: this module knows MLflow signatures and numpy/pandas, ``model.py`` is the kserve
-runtime around it, and neither knows HTTP or gRPC.
-
-* Column signatures (``ColSpec``): one V2 tensor per column, shape ``[n]`` or ``[n, 1]``; the
-  pyfunc gets a ``pandas.DataFrame`` in signature order.
-* Tensor signatures (``TensorSpec``): one V2 tensor per spec, of the spec's rank and fixed
-  dimensions (``-1`` takes any size); the pyfunc gets the array (one unnamed spec) or a dict of
-  arrays (named specs).
-
-Request data are checked against the tensor's declared datatype (no silent casts: strings are
-not numbers, ``1.5`` is not an integer) and the declared datatype against the signature
-(``accepts``: safe numpy casts only, integers checked to fit exactly). A problem raises
-``kserve.errors.InvalidInput`` (HTTP 400) naming the input and, where it applies, the row.
+Everything is planned once from the signature (``plan_inputs``, ``plan_outputs``, ``plan_params``):
+a column signature takes one V2 tensor per column, shape ``[n]`` or ``[n, 1]``, and the pyfunc gets
+a DataFrame; a tensor signature takes one V2 tensor per spec, of the spec's rank and fixed
+dimensions, and the pyfunc gets the array (one unnamed spec) or a dict of arrays. Request data must
+match the datatype they declare (strings are not numbers, 1.5 is not an integer) and that datatype
+must cast safely to the signature's; any problem raises ``kserve.errors.InvalidInput`` (HTTP 400)
+naming the input and, where it applies, the row.
 """
 
 from __future__ import annotations
@@ -79,7 +72,6 @@ class Output:
     dtype: np.dtype | None
     shape: tuple[int, ...] = (-1,)
     column: bool = True
-    required: bool = True
 
     def metadata(self) -> dict:
         datatype = from_np_dtype(self.dtype) if self.dtype is not None else "BYTES"
@@ -107,7 +99,7 @@ def plan_inputs(schema) -> tuple[Input, ...]:
             "the model has no input signature; log it with signature=... so the runtime can map requests"
         )
     specs = schema.inputs
-    named = schema.has_input_names()
+    named = schema.has_input_names()  # MLflow allows one unnamed tensor at most
     if schema.is_tensor_spec():
         return tuple(
             Input(
@@ -147,7 +139,7 @@ def plan_outputs(schema) -> tuple[Output, ...]:
         else:
             known = isinstance(spec.type, DataType) and spec.type.name in COLUMN_TYPES
             dtype = np.dtype(spec.type.to_numpy()) if known else None
-            outputs.append(Output(name, dtype, required=bool(spec.required)))
+            outputs.append(Output(name, dtype))
     return tuple(outputs)
 
 

@@ -154,6 +154,27 @@ def test_rest_and_grpc_listen_on_loopback_only(served):
         assert set(addresses) <= LOOPBACK, (port, addresses)
 
 
+def test_grpc_repository_and_readiness_with_kserves_own_stub(served):
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    with grpc.insecure_channel(f"127.0.0.1:{served['text'].grpc_port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        assert stub.ModelReady(pb.ModelReadyRequest(name="text")).ready
+        assert stub.ServerMetadata(pb.ServerMetadataRequest()).extensions == ["binary_tensor_data", "parameters"]
+        assert stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="text")).isLoaded
+        for call, status in [
+            (lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope")), grpc.StatusCode.NOT_FOUND),
+            (lambda: stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="text")), grpc.StatusCode.INVALID_ARGUMENT),
+            (lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="text", version="7")), grpc.StatusCode.NOT_FOUND),
+        ]:
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == status
+        assert stub.ModelReady(pb.ModelReadyRequest(name="text")).ready  # still loaded
+
+
 def test_server_metadata_lists_the_extensions_it_implements(served):
     meta = requests.get(f"{served['diabetes'].base_url}/v2", timeout=30).json()
     assert meta["extensions"] == ["binary_tensor_data", "parameters"]

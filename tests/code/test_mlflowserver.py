@@ -294,93 +294,31 @@ def test_call_goes_through_kserve_model_call(model):
     assert list(resp.outputs[0].data) == [3.0] and headers == {}
 
 
+# fmt: off
 BAD_V2 = [
-    pytest.param(
-        [inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp("zz", "FP64", [1.0])],
-        "unknown input 'zz'; the model's inputs are: a, s, b",
-        id="unknown-input",
-    ),
+    pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp("zz", "FP64", [1.0])], "unknown input 'zz'; the model's inputs are: a, s, b", id="unknown-input"),
     pytest.param([inp("a", "FP64", [1.0])], "missing required input 's'", id="missing-required"),
-    pytest.param(
-        [inp("a", "BYTES", ["1"]), inp("s", "BYTES", ["x"])],
-        "input 'a' has datatype BYTES, which cannot be safely cast to the double column (accepted: UINT8",
-        id="bytes-for-double",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0]), inp("s", "FP64", [1.0])],
-        "input 's' has datatype FP64",
-        id="fp64-for-string",
-    ),
-    pytest.param(
-        [inp("a", "BOOL", [True]), inp("s", "BYTES", ["x"])],
-        "input 'a' has datatype BOOL",
-        id="bool-for-double",
-    ),
-    pytest.param(
-        [inp("a", "FP64", ["1.5"]), inp("s", "BYTES", ["x"])],
-        "input 'a': expected numbers, got string values",
-        id="strings-in-fp64",
-    ),
-    pytest.param(
-        [inp("a", "INT64", [1.5]), inp("s", "BYTES", ["x"])],
-        "input 'a': expected integers",
-        id="floats-in-int64",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0, None]), inp("s", "BYTES", ["x", "y"])],
-        "input 'a': null at row 1 of a required column",
-        id="null-in-required",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0]), inp("s", "BYTES", [5])],
-        "input 's': element 0 is a int",
-        id="number-in-bytes",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0, 2.0], shape=[3]), inp("s", "BYTES", ["x", "y", "z"])],
-        "input 'a': data has 2 elements but shape [3] needs 3",
-        id="length-ne-shape",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x"])],
-        "inputs have different lengths: 'a' has 2 rows, 's' has 1",
-        id="different-lengths",
-    ),
+    pytest.param([inp("a", "BYTES", ["1"]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BYTES, which cannot be safely cast to the double column (accepted: UINT8", id="bytes-for-double"),
+    pytest.param([inp("a", "FP64", [1.0]), inp("s", "FP64", [1.0])], "input 's' has datatype FP64", id="fp64-for-string"),
+    pytest.param([inp("a", "BOOL", [True]), inp("s", "BYTES", ["x"])], "input 'a' has datatype BOOL", id="bool-for-double"),
+    pytest.param([inp("a", "FP64", ["1.5"]), inp("s", "BYTES", ["x"])], "input 'a': expected numbers, got string values", id="strings-in-fp64"),
+    pytest.param([inp("a", "INT64", [1.5]), inp("s", "BYTES", ["x"])], "input 'a': expected integers", id="floats-in-int64"),
+    pytest.param([inp("a", "FP64", [1.0, None]), inp("s", "BYTES", ["x", "y"])], "input 'a': null at row 1 of a required column", id="null-in-required"),
+    pytest.param([inp("a", "FP64", [1.0]), inp("s", "BYTES", [5])], "input 's': element 0 is a int", id="number-in-bytes"),
+    pytest.param([inp("a", "FP64", [1.0, 2.0], shape=[3]), inp("s", "BYTES", ["x", "y", "z"])], "input 'a': data has 2 elements but shape [3] needs 3", id="length-ne-shape"),
+    pytest.param([inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x"])], "inputs have different lengths: 'a' has 2 rows, 's' has 1", id="different-lengths"),
     pytest.param([inp("a", "FP64", []), inp("s", "BYTES", [])], "empty batch", id="empty-batch"),
-    pytest.param(
-        [inp("a", "FP64", [1.0, 2.0], shape=[1, 2]), inp("s", "BYTES", ["x"])],
-        "input 'a': bad shape [1, 2]: expected [n] or [n, 1]",
-        id="shape-1x2",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0], shape=[1, 1, 1]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-3"
-    ),
+    pytest.param([inp("a", "FP64", [1.0, 2.0], shape=[1, 2]), inp("s", "BYTES", ["x"])], "input 'a': bad shape [1, 2]: expected [n] or [n, 1]", id="shape-1x2"),
+    pytest.param([inp("a", "FP64", [1.0], shape=[1, 1, 1]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-3"),
     pytest.param([inp("a", "FP64", [1.0], shape=[]), inp("s", "BYTES", ["x"])], "bad shape", id="rank-0"),
-    pytest.param(
-        [inp("a", "FP64", [1.0], shape=[-1]), inp("s", "BYTES", ["x"])],
-        "negative dimension",
-        id="negative-shape",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [[1.0, 2.0]], shape=[1, 1]), inp("s", "BYTES", ["x"])],
-        "data has 2 elements",
-        id="nested-too-long",
-    ),
-    pytest.param(
-        [inp("a", "FP64", [1.0]), inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"])],
-        "given more than once",
-        id="duplicate",
-    ),
-    pytest.param(
-        [inp("a", "INT64", [2**60]), inp("s", "BYTES", ["x"])], "exceeds", id="int-too-big-for-double"
-    ),
-    pytest.param(
-        [inp("a", "FP128", [1.0]), inp("s", "BYTES", ["x"])],
-        "input 'a' has datatype FP128",
-        id="unknown-datatype",
-    ),
+    pytest.param([inp("a", "FP64", [1.0], shape=[-1]), inp("s", "BYTES", ["x"])], "negative dimension", id="negative-shape"),
+    pytest.param([inp("a", "FP64", [[1.0, 2.0]], shape=[1, 1]), inp("s", "BYTES", ["x"])], "data has 2 elements", id="nested-too-long"),
+    pytest.param([inp("a", "FP64", [1.0]), inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"])], "given more than once", id="duplicate"),
+    pytest.param([inp("a", "INT64", [2**60]), inp("s", "BYTES", ["x"])], "exceeds", id="int-too-big-for-double"),
+    pytest.param([inp("a", "FP128", [1.0]), inp("s", "BYTES", ["x"])], "input 'a' has datatype FP128", id="unknown-datatype"),
     pytest.param([], "missing required input 'a'", id="no-inputs"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("inputs,message", BAD_V2)

@@ -9,16 +9,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from model.batch import (  # noqa: E402
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MODEL_URI,
-    ENGINES,
-    ON_ERROR,
-    SPARK_ENV_MANAGERS,
-    BatchError,
-    BatchJob,
-    run,
-)
+from model.batch import BatchError, BatchJob, run  # noqa: E402
+from model.batch.job import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL_URI, ENGINES, ON_ERROR, SPARK_ENV_MANAGERS  # noqa: E402
 
 
 def parse_args(argv=None) -> BatchJob:

@@ -15,6 +15,16 @@ from model.train import TrainingConfig, fit_model
 SHARED_DATA_PATH = PROJECT_ROOT.parent / "shared" / "data" / "housing.csv"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make test` (xdist's ``--dist loadgroup``) a test file is one unit, so its
+    module-scoped servers start once; a test that names its own ``xdist_group`` (each
+    `mlflow models predict` case of the bad-input matrix) is a unit of its own."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def raw_data_path() -> Path:
     for candidate in (os.environ.get("HOUSING_CSV"), SHARED_DATA_PATH, RAW_DATA_PATH):

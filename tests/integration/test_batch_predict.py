@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from harness.processes import process_env
 from model import batch
 from model.batch import BatchError, BatchJob
 from model.batch.output import partial_path
@@ -25,7 +26,6 @@ from model.batch.spark import score_spark, spark_session
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.registry import CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import server_env
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def store(tmp_path_factory, split):
         model = fit_model(split[0], TrainingConfig(n_estimators=200, cv_folds=0))
         with mlflow.start_run(experiment_id=experiment):
             assert CHAMPION in log_and_register(model, *split).aliases
-        env = server_env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
+        env = process_env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
         yield {"env": env, "model": model, "experiment": experiment}
     mlflow.set_tracking_uri(previous)
 

@@ -22,8 +22,8 @@ import requests
 
 from harness.processes import VENV_BIN, process_env, stop_process_group
 from model.data import TARGET
+from tests.integration.bad_input.bodies import FINGERPRINTS
 from tests.integration.bad_input.cases import (
-    FINGERPRINTS,
     TRACE_SIGNS,
     Accepted,
     Deviation,

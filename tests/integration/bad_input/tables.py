@@ -35,7 +35,14 @@ from tests.integration.bad_input.cases import (
 
 DOCS = PROJECT_ROOT / "docs" / "reliability.md"
 BLOCK = re.compile(r"(<!-- generated: (\S+) -->\n).*?(<!-- end generated: \2 -->)", re.S)
-HEADINGS = {"split": "split", "records": "records", "inputs": "inputs", "csv": "CSV", "v2": "V2", "cli": "CLI"}
+HEADINGS = {
+    "split": "split",
+    "records": "records",
+    "inputs": "inputs",
+    "csv": "CSV",
+    "v2": "V2",
+    "cli": "CLI",
+}
 DEVIATIONS = {Echo: "echoes input", Vague: "vague message", StackTrace: "stack trace"}
 
 
@@ -119,7 +126,9 @@ def targets_table() -> str:
     v2_known += sum(case.known is not None for case in V2_RAW)
     cli_known = sum(case.known.get("cli") is not None for case in DATA_CASES if sent(case, "cli"))
     cli_known += sum(case.known is not None for case in CLI_RAW)
-    others = ", ".join(f"{forms[form]} as {HEADINGS[form] if form == 'csv' else f'`{form}`'}" for form in OTHER_SERVE_FORMS)
+    others = ", ".join(
+        f"{forms[form]} as {HEADINGS[form] if form == 'csv' else f'`{form}`'}" for form in OTHER_SERVE_FORMS
+    )
     rows = [
         ("`mlflow models serve`",
          f"every data case ({forms['split']}) as JSON `dataframe_split`; {others} (`OTHER_SERVE_FORMS`: the cases "
@@ -134,7 +143,10 @@ def targets_table() -> str:
          "as CSV; each a fresh process, shared out over the test workers",
          forms["cli"] + len(CLI_RAW) + 1, cli_known),
     ]  # fmt: skip
-    lines = ["| target | how the cases are sent | cases | of which MLflow's known deviations |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| target | how the cases are sent | cases | of which MLflow's known deviations |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| {target} | {how} | {count} | {known} |" for target, how, count, known in rows]
     total, known = sum(row[2] for row in rows), sum(row[3] for row in rows)
     lines += ["", f"A green run: {total - known} passed, {known} xfailed (strict)."]

@@ -51,7 +51,9 @@ def test_readme_layout_lists_every_package_and_only_paths_that_exist():
 
 def test_readme_layout_names_every_module_of_the_model_package():
     named = set(re.findall(r"`([\w/]+(?:\.py|/))`", layout_table()["model/"]))
-    top_level = {module for module in modules(PROJECT_ROOT / "model") if module.count("/") <= int(module.endswith("/"))}
+    top_level = {
+        module for module in modules(PROJECT_ROOT / "model") if module.count("/") <= int(module.endswith("/"))
+    }
     assert named == top_level
 
 
@@ -83,4 +85,6 @@ def test_overview_module_map_lists_every_module_and_only_modules_that_exist():
 def test_reliability_md_tables_are_generated_from_the_bad_input_cases():
     text = tables.DOCS.read_text()
     assert set(re.findall(r"<!-- generated: (\S+) -->", text)) == set(tables.render())
-    assert tables.rendered(text) == text, "docs/reliability.md differs from the bad-input cases: run `make docs`"
+    assert tables.rendered(text) == text, (
+        "docs/reliability.md differs from the bad-input cases: run `make docs`"
+    )

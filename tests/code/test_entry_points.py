@@ -111,5 +111,8 @@ def docs_table(path: str) -> dict[str, str | None]:
 
 @pytest.mark.parametrize("entry_point", sorted(DOCS_TABLES))
 def test_the_docs_parameter_table_is_mlproject(entry_point):
-    declared = {name: str(spec["default"]) if "default" in spec else None for name, spec in parameters(entry_point).items()}
+    declared = {
+        name: str(spec["default"]) if "default" in spec else None
+        for name, spec in parameters(entry_point).items()
+    }
     assert docs_table(DOCS_TABLES[entry_point]) == declared

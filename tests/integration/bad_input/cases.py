@@ -182,25 +182,44 @@ def _null_case(column: str) -> DataCase:
         return DataCase(f"null-{column}", table(total_bedrooms=None), ACCEPT, cli=True, family="null-")
     if column == CATEGORICAL_COLUMN:
         return DataCase(
-            f"null-{column}", table(ocean_proximity=None), reject(column, "non-empty string"),
+            f"null-{column}",
+            table(ocean_proximity=None),
+            reject(column, "non-empty string"),
             expect={"v2": reject(column, "null")},
-            known={"inputs": Known(Accepted, MLFLOW_INPUTS_STR.format("None -> 'None'"))}, cli=True, family="null-",
-        )  # fmt: skip
-    return DataCase(f"null-{column}", table(**{column: None}), reject(column, "row 0", "must not be missing"),
-                    cli=column == "longitude", family="null-")  # fmt: skip
+            known={"inputs": Known(Accepted, MLFLOW_INPUTS_STR.format("None -> 'None'"))},
+            cli=True,
+            family="null-",
+        )
+    return DataCase(
+        f"null-{column}",
+        table(**{column: None}),
+        reject(column, "row 0", "must not be missing"),
+        cli=column == "longitude",
+        family="null-",
+    )
 
 
 def _nan_case(column: str) -> DataCase:
     if column == "total_bedrooms":
         return DataCase(f"nan-{column}", table(total_bedrooms=math.nan), ACCEPT, family="nan-")
-    return DataCase(f"nan-{column}", table(**{column: math.nan}), reject(column, "row 0", "must not be missing"),
-                    cli=column == "households", family="nan-")  # fmt: skip
+    return DataCase(
+        f"nan-{column}",
+        table(**{column: math.nan}),
+        reject(column, "row 0", "must not be missing"),
+        cli=column == "households",
+        family="nan-",
+    )
 
 
 def _inf_case(column: str, sign: int) -> DataCase:
     prefix = f"{'+' if sign > 0 else '-'}inf-"
-    return DataCase(f"{prefix}{column}", table(**{column: sign * math.inf}), reject(column, "row 0", "must be finite"),
-                    cli=(column, sign) in (("total_rooms", 1), ("median_income", -1)), family=prefix)  # fmt: skip
+    return DataCase(
+        f"{prefix}{column}",
+        table(**{column: sign * math.inf}),
+        reject(column, "row 0", "must be finite"),
+        cli=(column, sign) in (("total_rooms", 1), ("median_income", -1)),
+        family=prefix,
+    )
 
 
 # One case per line: the table reads as the matrix it is.

@@ -137,11 +137,31 @@ def mlflow_models_predict(model: str, content: bytes, content_type: str, workdir
     """``mlflow models predict`` on ``content`` as a ``-t content_type`` file, in its own process group."""
     input_path, output_path = workdir / f"input.{content_type}", workdir / "out.json"
     input_path.write_bytes(content)
-    argv = [str(VENV_BIN / "mlflow"), "models", "predict", "-m", model, "-i", str(input_path),
-            "-o", str(output_path), "-t", content_type, "--env-manager", "local"]  # fmt: skip
+    argv = [
+        str(VENV_BIN / "mlflow"),
+        "models",
+        "predict",
+        "-m",
+        model,
+        "-i",
+        str(input_path),
+        "-o",
+        str(output_path),
+        "-t",
+        content_type,
+        "--env-manager",
+        "local",
+    ]
     with open(workdir / "stderr", "wb") as stderr:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL,
-                                env=process_env(), cwd=workdir, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=process_env(),
+            cwd=workdir,
+            start_new_session=True,
+        )
     try:
         returncode = proc.wait(timeout=CLI_TIMEOUT)
     finally:

@@ -130,19 +130,29 @@ def targets_table() -> str:
         f"{forms[form]} as {HEADINGS[form] if form == 'csv' else f'`{form}`'}" for form in OTHER_SERVE_FORMS
     )
     rows = [
-        ("`mlflow models serve`",
-         f"every data case ({forms['split']}) as JSON `dataframe_split`; {others} (`OTHER_SERVE_FORMS`: the cases "
-         f"MLflow treats differently in that form, plus a refusal and an acceptance); {len(SERVE_RAW)} format "
-         "cases; 100,000 rows (`dataframe_split`)",
-         len(serve_cases()) + len(SERVE_RAW) + 1, serve_known),
-        ("KServe V2 runtime (`python -m mlflowserver`)",
-         f"every data case V2 can express ({forms['v2']}) as a V2 `InferRequest`, {len(V2_RAW)} format cases, "
-         "100,000 rows", forms["v2"] + len(V2_RAW) + 1, v2_known),
-        ("`mlflow models predict`",
-         f"{forms['cli']} data cases as a `dataframe_split` JSON file, {len(CLI_RAW)} format cases, 100,000 rows "
-         "as CSV; each a fresh process, shared out over the test workers",
-         forms["cli"] + len(CLI_RAW) + 1, cli_known),
-    ]  # fmt: skip
+        (
+            "`mlflow models serve`",
+            f"every data case ({forms['split']}) as JSON `dataframe_split`; {others} (`OTHER_SERVE_FORMS`: the cases "
+            f"MLflow treats differently in that form, plus a refusal and an acceptance); {len(SERVE_RAW)} format "
+            "cases; 100,000 rows (`dataframe_split`)",
+            len(serve_cases()) + len(SERVE_RAW) + 1,
+            serve_known,
+        ),
+        (
+            "KServe V2 runtime (`python -m mlflowserver`)",
+            f"every data case V2 can express ({forms['v2']}) as a V2 `InferRequest`, {len(V2_RAW)} format cases, "
+            "100,000 rows",
+            forms["v2"] + len(V2_RAW) + 1,
+            v2_known,
+        ),
+        (
+            "`mlflow models predict`",
+            f"{forms['cli']} data cases as a `dataframe_split` JSON file, {len(CLI_RAW)} format cases, 100,000 rows "
+            "as CSV; each a fresh process, shared out over the test workers",
+            forms["cli"] + len(CLI_RAW) + 1,
+            cli_known,
+        ),
+    ]
     lines = [
         "| target | how the cases are sent | cases | of which MLflow's known deviations |",
         "| --- | --- | --- | --- |",

@@ -25,8 +25,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def serve_url(model_dir) -> str:
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        str(model_dir),
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with running_server(command, port, "/ping", timeout=240) as server:
         yield server.base_url
 

@@ -31,8 +31,14 @@ INFER = f"/v2/models/{V2_MODEL}/infer"
 @pytest.fixture(scope="module")
 def v2_url(model_dir) -> str:
     port = free_port()
-    command = [sys.executable, "-m", "mlflowserver", f"--model_name={V2_MODEL}", f"--model_dir={model_dir}",
-               f"--http_port={port}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflowserver",
+        f"--model_name={V2_MODEL}",
+        f"--model_dir={model_dir}",
+        f"--http_port={port}",
+    ]
     with running_server(command, port, "/v2/health/ready", timeout=240, cwd=PROJECT_ROOT) as server:
         yield server.base_url
 
@@ -63,10 +69,14 @@ def test_format(v2_url, expected, case: RawCase):
 
 def test_100k_rows_get_100k_correct_predictions(v2_url, expected, big_batch, big_expected):
     inputs = [
-        {"name": c, "shape": [len(big_batch)], "datatype": "BYTES" if c == CATEGORICAL_COLUMN else "FP64",
-         "data": json.loads(big_batch[c].to_json(orient="values"))}
+        {
+            "name": c,
+            "shape": [len(big_batch)],
+            "datatype": "BYTES" if c == CATEGORICAL_COLUMN else "FP64",
+            "data": json.loads(big_batch[c].to_json(orient="values")),
+        }
         for c in big_batch.columns
-    ]  # fmt: skip
+    ]
     response = post(v2_url + INFER, dumps({"inputs": inputs}), "application/json")
     assert response.status_code == 200, short(response.text)
     predictions = v2_predictions(response)

@@ -2,7 +2,7 @@
 
 Each command runs as its own process with the harness's ``OMP_NUM_THREADS``; its rows/s is
 input rows over the process's wall time (start-up, reading, predicting and writing
-included), its peak memory is sampled while it runs (``harness.processes.PeakSampler``). The reference is the bare regressor's
+included), its peak memory is sampled while it runs (``testbed.processes.PeakSampler``). The reference is the bare regressor's
 own rows/s, measured right before each command, in this process with the same thread
 count, on the same rows already transformed: the file's first rows, at most ``reference_rows_cap`` (100 k) of them — its
 cost per row does not depend on the batch size, and 10 M rows would take as long again.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
-from harness.processes import VENV_BIN, run_measured
 from model.data import PROJECT_ROOT, TARGET
+from testbed.processes import VENV_BIN, run_measured
 
 THROUGHPUT_BOUND = 0.8  # × the bare regressor's rows/s
 RSS_LIMIT = 2**30  # bytes, at the largest size

@@ -16,8 +16,8 @@ import pandas as pd
 from benchmarks.artifacts import Resampled
 from benchmarks.options import Options
 from benchmarks.report import Figure
-from harness.processes import process_env
 from model.data import PROJECT_ROOT
+from testbed.processes import process_env
 
 
 def time_calls(call: Callable, inputs: Sequence, repeats: int) -> list[float]:

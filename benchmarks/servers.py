@@ -23,8 +23,8 @@ import pandas as pd
 from benchmarks import load
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
-from harness.processes import VENV_BIN, RssSampler, free_port, running_server, running_servers, wait_settled
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, TARGET
+from testbed.processes import VENV_BIN, RssSampler, free_port, running_server, running_servers, wait_settled
 
 THROUGHPUT_BOUND = 0.7  # × the trivial model's req/s on the same server
 LATENCY_BOUND = 1.5  # × the trivial model's 1-row p50 on the same server

@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
-from harness.processes import VENV_BIN, run_measured
 from model.data import PROJECT_ROOT
 from model.registry import MODEL_NAME
+from testbed.processes import VENV_BIN, run_measured
 
 TRAIN_LIMIT = 120.0  # seconds, wall time of the default `train`
 RMSE_LIMIT = 37_500.0  # USD, test RMSE of the default model

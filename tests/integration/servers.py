@@ -1,4 +1,4 @@
-"""What server tests need besides the processes themselves (those are ``harness.processes``).
+"""What server tests need besides the processes themselves (those are ``testbed.processes``).
 
 * ``temporary_database(prefix)``: a fresh PostgreSQL database on 127.0.0.1:5432 (SQLAlchemy URI), dropped after.
 * ``write_tiny_pyfunc(path)``: saves a tiny MLflow pyfunc model used to test model servers.

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from harness.processes import process_env
 from model import batch
 from model.batch import BatchError, BatchJob
 from model.batch.output import partial_path
@@ -26,6 +25,7 @@ from model.batch.spark import score_spark, spark_session
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.registry import CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
+from testbed.processes import process_env
 
 pytestmark = pytest.mark.integration
 

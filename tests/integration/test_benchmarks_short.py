@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from harness.processes import process_env
 from model.data import PROJECT_ROOT
+from testbed.processes import process_env
 
 pytestmark = pytest.mark.integration
 

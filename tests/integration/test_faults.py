@@ -23,11 +23,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from harness.processes import free_port, process_env, running_server, stop_process_group
 from model import registry
 from model.data import PROJECT_ROOT
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
+from testbed.processes import free_port, process_env, running_server, stop_process_group
 from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration

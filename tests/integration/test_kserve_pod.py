@@ -21,9 +21,9 @@ import requests
 import yaml
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from harness.processes import free_port, process_env, running_server
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.registry import CHAMPION, MODEL_NAME
+from testbed.processes import free_port, process_env, running_server
 from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,12 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from harness.processes import free_port, process_env, running_server
 from model import registry
 from model.data import PROJECT_ROOT, load_raw, split_train_test
 from model.evaluate import PLOTS
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
+from testbed.processes import free_port, process_env, running_server
 from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ import pytest
 import requests
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from harness.processes import free_port, listening_addresses, process_env, running_server
+from testbed.processes import free_port, listening_addresses, process_env, running_server
 from tests.integration.servers import write_tiny_pyfunc
 
 REPO = Path(__file__).resolve().parents[2]

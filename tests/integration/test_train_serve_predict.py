@@ -14,10 +14,10 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from harness.processes import free_port, process_env, running_server
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, file_md5, split_train_test
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
+from testbed.processes import free_port, process_env, running_server
 
 pytestmark = pytest.mark.integration
 

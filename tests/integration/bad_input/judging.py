@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import requests
 
-from harness.processes import VENV_BIN, process_env, stop_process_group
 from model.data import TARGET
+from testbed.processes import VENV_BIN, process_env, stop_process_group
 from tests.integration.bad_input.bodies import FINGERPRINTS
 from tests.integration.bad_input.cases import (
     TRACE_SIGNS,

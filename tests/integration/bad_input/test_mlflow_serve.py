@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.processes import free_port, running_server
+from testbed.processes import free_port, running_server
 from tests.integration.bad_input.bodies import ENCODERS, table
 from tests.integration.bad_input.cases import BIG_ROWS, SERVE_RAW, DataCase, RawCase, serve_cases
 from tests.integration.bad_input.judging import (

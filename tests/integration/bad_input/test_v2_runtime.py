@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from harness.processes import free_port, running_server
 from model.data import CATEGORICAL_COLUMN, PROJECT_ROOT
+from testbed.processes import free_port, running_server
 from tests.integration.bad_input.bodies import dumps, encode_v2, table
 from tests.integration.bad_input.cases import BIG_ROWS, DATA_CASES, V2_MODEL, V2_RAW, DataCase, RawCase, sent
 from tests.integration.bad_input.judging import (

@@ -11,7 +11,7 @@ server answers, measure their memory, and always stop the whole group.
   process and its descendants (psutil); a command's peak also reads each process's ``VmHWM``
   (its own high-water mark since ``exec``) from ``/proc``, which psutil does not expose. Not
   ``wait4``'s ``ru_maxrss``: Linux records the parent's high-water mark into a child's
-  ``maxrss`` when the child execs, so every command would report at least the harness's RSS.
+  ``maxrss`` when the child execs, so every command would report at least the caller's RSS.
 * :func:`listening_addresses`: the local addresses listening on a port (psutil).
 """
 

@@ -2,5 +2,5 @@
 
 Neither ``tests/`` nor ``benchmarks/`` owns these helpers, and ``model/`` must not carry
 them (it travels inside the artifact), so they live in a package of their own that both
-import: ``harness.processes``.
+import: ``testbed.processes``.
 """

@@ -74,18 +74,24 @@ batch-predict: venv
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-predict INPUT=in.parquet OUTPUT=out.parquet [MLFLOW_PARAMS='-P id_column=…']" >&2; exit 2; }
 	mlflow run . -e batch_predict --env-manager local --experiment-name $(BATCH_EXPERIMENT) -P input="$(INPUT)" -P output="$(OUTPUT)" -P model_uri="$(MODEL_URI)" $(MLFLOW_PARAMS)
 
-# Two pytest workers, a test file each (module-scoped servers stay in one process), one
-# OpenMP thread per process: two workers × LightGBM's default threads oversubscribed the
-# two cores and made a LightGBM fit tens of times slower here.
+# Two pytest workers, a test file each (module-scoped servers stay in one process; xdist's
+# loadgroup cannot group under pytest 9.2, which ignores the item._nodeid xdist 3.8 rewrites), one OpenMP thread
+# per process: two workers × LightGBM's default threads oversubscribed the two cores and made
+# a LightGBM fit tens of times slower here.
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# Ruff's rules in pyproject.toml everywhere; its formatting on the shipped code (tests and
-# benchmarks keep their one-case-per-line tables).
+# Ruff's rules in pyproject.toml everywhere; its formatting on the shipped code and on testbed
+# (tests and benchmarks keep their one-case-per-line tables).
 .PHONY: lint
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check model projects mlflowserver
+	$(VENV)/bin/ruff format --check model projects mlflowserver testbed
+
+# The generated tables of docs/reliability.md (the bad-input matrix), from tests/integration/bad_input/cases.py.
+.PHONY: docs
+docs: venv
+	$(PY) -m tests.integration.bad_input.tables --write
 
 # Offline checks of k8s/, docker-compose.yml and the Dockerfile (no cluster or Docker engine needed).
 validate-deploy: venv

@@ -2,7 +2,7 @@
 
 Each command runs as its own process with the harness's ``OMP_NUM_THREADS``; its rows/s is
 input rows over the process's wall time (start-up, reading, predicting and writing
-included), its peak RSS is sampled from ``/proc`` (``benchmarks.procs.PeakSampler``). The reference is the bare regressor's
+included), its peak memory is sampled while it runs (``testbed.processes.PeakSampler``). The reference is the bare regressor's
 own rows/s, measured right before each command, in this process with the same thread
 count, on the same rows already transformed: the file's first rows, at most ``reference_rows_cap`` (100 k) of them — its
 cost per row does not depend on the batch size, and 10 M rows would take as long again.
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from benchmarks.bench import Bench
-from benchmarks.procs import VENV_BIN, process_env, run_measured
 from benchmarks.report import Figure
 from model.data import PROJECT_ROOT, TARGET
+from testbed.processes import VENV_BIN, run_measured
 
 THROUGHPUT_BOUND = 0.8  # × the bare regressor's rows/s
 RSS_LIMIT = 2**30  # bytes, at the largest size
@@ -83,7 +83,8 @@ def run(bench: Bench) -> None:
             reference = reference_rows / bench.regressor_seconds_now(reference_frame)
             print(f"  {label}", flush=True)
             cap = int(options.rss_cap_gib * 2**30)
-            completed = run_measured(command, process_env(options.threads), timeout=options.batch_timeout, rss_cap=cap)
+            completed = run_measured(command, bench.process_env(), timeout=options.batch_timeout, rss_cap=cap,
+                                     cwd=PROJECT_ROOT)
             written = count_predictions(output) if completed.returncode == 0 and output.exists() else 0
             ok = completed.returncode == 0 and written == rows
             outcome = ""

@@ -16,6 +16,8 @@ import pandas as pd
 from benchmarks.artifacts import Resampled
 from benchmarks.options import Options
 from benchmarks.report import Figure
+from model.data import PROJECT_ROOT
+from testbed.processes import process_env
 
 
 def time_calls(call: Callable, inputs: Sequence, repeats: int) -> list[float]:
@@ -59,6 +61,11 @@ class Bench:
 
     def figure(self, key: str) -> Figure | None:
         return next((f for f in self.figures if f.key == key), None)
+
+    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of every measured process: ``options.threads`` OpenMP threads and the
+        project importable (the trivial model and ``benchmarks.noop_server`` live here)."""
+        return process_env(extra, threads=self.options.threads, pythonpath=[PROJECT_ROOT])
 
     # ---------------------------------------------------------------- the loaded model, shared
 

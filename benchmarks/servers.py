@@ -9,12 +9,11 @@ overlap) and are measured one after the other, the idle one costing memory only:
 * throughput: ``clients`` concurrent clients sending ``body_rows``-row bodies back to back;
 * load test (project model): ``load_clients`` clients for ``load_duration`` seconds, bodies
   of 1, 10 and 100 rows in rotation; errors, p50/p99, and the server's process-group RSS
-  (``/proc``) averaged over the first and over the last 10 s of the window.
+  (psutil) averaged over the first and over the last 10 s of the window.
 """
 
 from __future__ import annotations
 
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -23,9 +22,9 @@ import pandas as pd
 
 from benchmarks import load
 from benchmarks.bench import Bench
-from benchmarks.procs import VENV_BIN, RssSampler, process_env, running_server, running_servers, wait_settled
 from benchmarks.report import Figure
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, TARGET
+from testbed.processes import VENV_BIN, RssSampler, free_port, running_server, running_servers, wait_settled
 
 THROUGHPUT_BOUND = 0.7  # × the trivial model's req/s on the same server
 LATENCY_BOUND = 1.5  # × the trivial model's 1-row p50 on the same server
@@ -76,12 +75,6 @@ MLFLOWSERVER = Kind("mlflowserver", "V2 runtime (python -m mlflowserver)", f"/v2
                     f"/v2/models/{V2_MODEL_NAME}/infer", b'"outputs"', v2_body)  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bodies(bench: Bench, kind: Kind, rows: int, count: int) -> list[bytes]:
     frame = bench.resampled.frame(max(SAMPLE_ROWS, rows * count))
     return [kind.body(frame.iloc[i * rows : (i + 1) * rows]) for i in range(count)]
@@ -96,7 +89,7 @@ def noop_ceiling(bench: Bench) -> None:
     """The load generator against a server that does nothing: the most this client can drive."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.noop_server", f"--port={port}"]
-    with running_server(command, port, "/", process_env(bench.options.threads), timeout=60):
+    with running_server(command, port, "/", bench.process_env(), timeout=60):
         target = load.Target(port, "/invocations", marker=b"predictions")
         result = load.closed_loop(target, bodies(bench, mlflow_serve(1), bench.options.body_rows, 16),
                                   bench.options.clients, min(5.0, bench.options.duration), warmup=0.5)  # fmt: skip
@@ -149,10 +142,10 @@ def measure_kind(bench: Bench, kind: Kind, measure: bool, load_test: bool, clien
         specs.append((kind.command(model_dir, port), port, kind.health))
     print(f"- {kind.label} on the {' and the '.join(name for name, _ in models)} model", flush=True)
     results: dict[str, dict] = {}
-    with running_servers(specs, process_env(options.threads)) as started:
+    with running_servers(specs, bench.process_env()) as started:
         for (model_name, _), server in zip(models, started):
             if kind.workers > 1:
-                wait_settled(server.pgid)
+                wait_settled(server.pid)
             target = load.Target(server.port, kind.path, marker=kind.marker)
             if measure:
                 sequential = load.sequential(target, bodies(bench, kind, 1, 64), options.sequential_requests)
@@ -203,7 +196,7 @@ def load_run(bench: Bench, kind: Kind, server, target: load.Target) -> tuple:
     window = min(10.0, options.load_duration / 4)
     mixed = mixed_bodies(bench, kind)
     print(f"  load test: {options.load_clients} clients for {options.load_duration:g} s", flush=True)
-    with RssSampler(server.pgid, interval=min(0.5, window / 5)) as rss:
+    with RssSampler(server.pid, interval=min(0.5, window / 5)) as rss:
         result = load.closed_loop(target, mixed, options.load_clients, options.load_duration, warmup=2.0)
     return kind, result, rss, window
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from mlflow import MlflowClient
 
 from benchmarks.bench import Bench
-from benchmarks.procs import VENV_BIN, process_env, run_measured
 from benchmarks.report import Figure
 from model.data import PROJECT_ROOT
 from model.registry import MODEL_NAME
+from testbed.processes import VENV_BIN, run_measured
 
 TRAIN_LIMIT = 120.0  # seconds, wall time of the default `train`
 RMSE_LIMIT = 37_500.0  # USD, test RMSE of the default model
@@ -32,10 +32,10 @@ def run(bench: Bench) -> None:
     for parameter in bench.options.train_params:  # not the default any more: the label says so
         command += ["-P", parameter]
     # Training uses every core, as `make train` does: OMP_NUM_THREADS is left to LightGBM.
-    env = process_env(bench.options.threads, {"MLFLOW_TRACKING_URI": tracking_uri})
+    env = bench.process_env({"MLFLOW_TRACKING_URI": tracking_uri})
     env.pop("OMP_NUM_THREADS")
     print("- mlflow run . -e train (defaults)", flush=True)
-    completed = run_measured(command, env, timeout=3600)
+    completed = run_measured(command, env, timeout=3600, cwd=PROJECT_ROOT)
     runs = client.search_runs([experiment])
     seconds = runs[0].data.metrics.get("training_seconds") if runs else None
     if completed.returncode != 0 or seconds is None:

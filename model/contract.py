@@ -35,6 +35,7 @@ NULLABLE_COLUMNS = frozenset({"total_bedrooms"})
 POSITIVE_COLUMNS = frozenset({"total_rooms", "population", "households"})
 NON_NEGATIVE_COLUMNS = frozenset({"housing_median_age", "total_bedrooms", "median_income"})
 BOUNDED_COLUMNS = {"latitude": LATITUDE_RANGE, "longitude": LONGITUDE_RANGE}
+NOT_A_NUMBER = "must be a number"
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def _numeric_column(column: str, series: pd.Series, not_numbers: dict):
     not_a_number = ~(is_missing | is_number)
     if not_a_number.any():
         not_numbers[column] = not_a_number
-        yield Violation(column, "must be a number", not_a_number)
+        yield Violation(column, NOT_A_NUMBER, not_a_number)
     return np.where(is_number, values, np.nan).astype(float)
 
 

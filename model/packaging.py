@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import mlflow
@@ -10,6 +9,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET
 from model.pyfunc import CaliforniaHousingModel
@@ -30,12 +31,16 @@ SIGNATURE = ModelSignature(
 
 
 def locked_versions(lock_path: Path = LOCK_PATH) -> dict[str, str]:
-    """Package name → pinned version, from the project's lock file."""
+    """Package name (canonical: lower case, ``-`` for runs of ``-_.``) → pinned version, from the lock."""
     pins = {}
     for line in lock_path.read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
-        if match:
-            pins[match.group(1).lower()] = match.group(2)
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):  # comments, blank lines, pip options
+            continue
+        requirement = Requirement(text)
+        pinned = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if pinned:
+            pins[canonicalize_name(requirement.name)] = pinned[0]
     return pins
 
 

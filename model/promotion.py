@@ -28,6 +28,8 @@ from typing import Iterable, Mapping
 import mlflow
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from model import evaluate, packaging, registry
 
@@ -35,7 +37,6 @@ PROMOTION = "promotion."
 ROLLBACK = "rollback."
 PREVIOUS_CHAMPION_TAG = f"{PROMOTION}previous_champion"
 GATES = ("signature", "requirements", "smoke", "rmse")
-_REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)")
 
 
 class Refusal(Exception):
@@ -102,25 +103,33 @@ def check_signature(challenger: ModelSignature | None, champion: ModelSignature 
     raise Refusal("signature", "challenger differs from champion: " + "; ".join(differences))
 
 
-def _normalise(package: str) -> str:
-    return re.sub(r"[-_.]+", "-", package).lower()
+def _pinned(line: str) -> tuple[str, str] | None:
+    """(canonical name, version) of a ``package==version`` requirement, else None."""
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return None
+    specifiers = list(requirement.specifier)
+    if len(specifiers) != 1 or specifiers[0].operator != "==":
+        return None
+    return canonicalize_name(requirement.name), specifiers[0].version
 
 
 def check_requirements(lines: Iterable[str], pins: Mapping[str, str]) -> None:
     """Every logged requirement is ``package==version`` with the lock's version."""
-    locked = {_normalise(package): version for package, version in pins.items()}
+    locked = {canonicalize_name(package): version for package, version in pins.items()}
     requirements = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not requirements:
         raise Refusal("requirements", "challenger logged no requirements")
     wrong = []
     for line in requirements:
-        match = _REQUIREMENT.match(line)
-        if not match:
+        pinned = _pinned(line)
+        if pinned is None:
             wrong.append(f"{line} (not pinned with ==)")
-        elif _normalise(match.group(1)) not in locked:
+        elif pinned[0] not in locked:
             wrong.append(f"{line} (not in requirements.lock)")
-        elif match.group(2) != locked[_normalise(match.group(1))]:
-            wrong.append(f"{line} (lock: {locked[_normalise(match.group(1))]})")
+        elif pinned[1] != locked[pinned[0]]:
+            wrong.append(f"{line} (lock: {locked[pinned[0]]})")
     if wrong:
         differ = f"{len(wrong)} of {len(requirements)} requirements differ from requirements.lock"
         raise Refusal("requirements", f"{differ}: " + ", ".join(wrong))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from model import registry
@@ -133,49 +134,61 @@ def tune(data_path: Path, settings: TuneSettings) -> ModelVersion:
             ),
             context="tuning",
         )
-
-        def objective(trial: optuna.Trial) -> float:
-            config = suggest_config(trial, settings)
-            with mlflow.start_run(nested=True, run_name=f"trial-{trial.number}"):
-                mlflow.set_tags({"optuna.study": settings.study_name, "optuna.trial": trial.number})
-                mlflow.log_params(trial.params)
-                started = time.perf_counter()
-                scores = cross_validated_rmse(train_frame, config)
-                mlflow.log_metrics(
-                    {
-                        "cv_rmse_mean": float(scores.mean()),
-                        "cv_rmse_std": float(scores.std()),
-                        "trial_seconds": time.perf_counter() - started,
-                    }
-                )
-            return float(scores.mean())
-
         study.optimize(
-            objective,
+            _objective(train_frame, settings),
             n_trials=settings.n_trials or None,
             timeout=settings.budget_minutes * 60,
             callbacks=[_StopBeforeOverrun(settings.budget_minutes * 60)],
         )
-        best = study.best_trial  # across every worker of a shared study
-        config = config_from_params(best.params, settings)
-        best_params = {**asdict(config), "n_neighbors": ",".join(map(str, config.n_neighbors))}
-        mlflow.log_params({f"best_{key}": value for key, value in best_params.items()})
-        mlflow.log_metrics(
-            {
-                "best_cv_rmse": float(best.value),
-                "n_trials_in_study": float(len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))),
-            }
-        )
-        started = time.perf_counter()
-        model = fit_model(train_frame, config)
-        mlflow.log_metric("training_seconds", time.perf_counter() - started)
-        version = log_and_register(model, train_frame, test_frame)
-        registry.set_version_tags(
-            str(version.version),
-            {
-                "tune.study_name": settings.study_name,
-                "tune.best_trial": best.number,
-                "tune.best_cv_rmse": best.value,
-            },
-        )
-        return version
+        return _register_best(study, settings, train_frame, test_frame)
+
+
+def _objective(train_frame: pd.DataFrame, settings: TuneSettings):
+    """One trial: a nested run logging the suggested parameters and their cross-validated RMSE."""
+
+    def objective(trial: optuna.Trial) -> float:
+        config = suggest_config(trial, settings)
+        with mlflow.start_run(nested=True, run_name=f"trial-{trial.number}"):
+            mlflow.set_tags({"optuna.study": settings.study_name, "optuna.trial": trial.number})
+            mlflow.log_params(trial.params)
+            started = time.perf_counter()
+            scores = cross_validated_rmse(train_frame, config)
+            mlflow.log_metrics(
+                {
+                    "cv_rmse_mean": float(scores.mean()),
+                    "cv_rmse_std": float(scores.std()),
+                    "trial_seconds": time.perf_counter() - started,
+                }
+            )
+        return float(scores.mean())
+
+    return objective
+
+
+def _register_best(
+    study: optuna.Study, settings: TuneSettings, train_frame: pd.DataFrame, test_frame: pd.DataFrame
+) -> ModelVersion:
+    """Fit the study's best configuration (across every worker of a shared study) and register it."""
+    best = study.best_trial
+    config = config_from_params(best.params, settings)
+    best_params = {**asdict(config), "n_neighbors": ",".join(map(str, config.n_neighbors))}
+    mlflow.log_params({f"best_{key}": value for key, value in best_params.items()})
+    mlflow.log_metrics(
+        {
+            "best_cv_rmse": float(best.value),
+            "n_trials_in_study": float(len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))),
+        }
+    )
+    started = time.perf_counter()
+    model = fit_model(train_frame, config)
+    mlflow.log_metric("training_seconds", time.perf_counter() - started)
+    version = log_and_register(model, train_frame, test_frame)
+    registry.set_version_tags(
+        str(version.version),
+        {
+            "tune.study_name": settings.study_name,
+            "tune.best_trial": best.number,
+            "tune.best_cv_rmse": best.value,
+        },
+    )
+    return version

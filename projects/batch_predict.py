@@ -1,5 +1,7 @@
 """Entry point `batch_predict`: score a CSV or Parquet file with a registered model, written atomically."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
@@ -9,19 +11,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from model.batch import (  # noqa: E402
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MODEL_URI,
-    ENGINES,
-    ON_ERROR,
-    SPARK_ENV_MANAGERS,
-    BatchError,
-    BatchJob,
-    run,
-)
+from model.batch import BatchError, BatchJob, run  # noqa: E402
+from model.batch.job import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL_URI, ENGINES, ON_ERROR, SPARK_ENV_MANAGERS  # noqa: E402
 
 
-def parse_args(argv=None) -> BatchJob:
+def parse_args(argv: list[str] | None = None) -> BatchJob:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", required=True, help="a .csv (with a header) or .parquet file")
     parser.add_argument(

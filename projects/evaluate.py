@@ -1,5 +1,7 @@
 """Entry point `evaluate`: score a model URI on the frozen test split; log metrics, CI and plots."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
@@ -13,14 +15,19 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from model.data import DataContractError  # noqa: E402
 from model.evaluate import evaluate  # noqa: E402
 
-if __name__ == "__main__":
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", required=True, help="any MLflow model URI")
     parser.add_argument("--data-path", type=Path, required=True)
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples of the test RMSE")
     parser.add_argument("--permutation-repeats", type=int, default=3, help="shuffles per raw column")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the shuffles")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
     try:
         metrics = evaluate(
             args.model_uri, args.data_path, args.n_bootstrap, args.permutation_repeats, args.seed

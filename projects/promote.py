@@ -1,5 +1,7 @@
 """Entry point `promote`: move `champion` to the `challenger` only if every gate passes."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
@@ -13,7 +15,8 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from model.data import DataContractError  # noqa: E402
 from model.promotion import promote  # noqa: E402
 
-if __name__ == "__main__":
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-path", type=Path, required=True)
     parser.add_argument(
@@ -22,7 +25,11 @@ if __name__ == "__main__":
         default=0.0,
         help="promote only if challenger RMSE < champion RMSE - this (USD); 0 = strictly better",
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
     try:
         decision = promote(args.data_path, args.min_improvement)
     except (MlflowException, DataContractError, OSError) as error:

@@ -1,5 +1,7 @@
 """Entry point `rollback`: point `champion` back at the version the last promotion replaced."""
 
+from __future__ import annotations
+
 import argparse
 import sys
 
@@ -7,8 +9,13 @@ from mlflow.exceptions import MlflowException
 
 from model.promotion import rollback
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return argparse.ArgumentParser(description=__doc__).parse_args(argv)
+
+
 if __name__ == "__main__":
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    parse_args()
     try:
         decision = rollback()
     except MlflowException as error:

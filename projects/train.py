@@ -1,6 +1,13 @@
-"""Entry point `train`: fit, evaluate, log and register a CaliforniaHousingRegressor version."""
+"""Entry point `train`: fit, evaluate, log and register a CaliforniaHousingRegressor version.
+
+Every option but --data-path is a field of model.train.TrainingConfig, with its default
+(meanings in its docstring); tests/code/test_entry_points.py holds MLproject to them.
+"""
+
+from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -11,28 +18,22 @@ from model.registry import CHALLENGER
 from model.train import TrainingConfig, train
 
 
-def parse_args() -> tuple[Path, TrainingConfig]:
-    defaults = TrainingConfig()
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(k) for k in text.split(","))
+
+
+# How each TrainingConfig field type is spelled on the command line.
+PARSERS = {"int": int, "float": float, "tuple[int, ...]": _ints}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Path, TrainingConfig]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-path", type=Path, required=True)
-    parser.add_argument("--n-estimators", type=int, default=defaults.n_estimators)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--num-leaves", type=int, default=defaults.num_leaves)
-    parser.add_argument("--max-depth", type=int, default=defaults.max_depth, help="-1 = unlimited")
-    parser.add_argument("--min-child-samples", type=int, default=defaults.min_child_samples)
-    parser.add_argument("--subsample", type=float, default=defaults.subsample)
-    parser.add_argument("--colsample-bytree", type=float, default=defaults.colsample_bytree)
-    parser.add_argument("--reg-lambda", type=float, default=defaults.reg_lambda)
-    parser.add_argument("--n-models", type=int, default=defaults.n_models)
-    parser.add_argument(
-        "--n-neighbors",
-        type=lambda text: tuple(int(k) for k in text.split(",")),
-        default=defaults.n_neighbors,
-        help="comma-separated neighbourhood sizes, e.g. 5,15,50",
-    )
-    parser.add_argument("--cv-folds", type=int, default=defaults.cv_folds)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    args = vars(parser.parse_args())
+    for field in dataclasses.fields(TrainingConfig):
+        default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+        option = f"--{field.name.replace('_', '-')}"
+        parser.add_argument(option, type=PARSERS[field.type], default=default, help=f"default {default}")
+    args = vars(parser.parse_args(argv))
     data_path = args.pop("data_path")
     return data_path, TrainingConfig(**args)
 

@@ -1,5 +1,7 @@
 """Entry point `tune`: Optuna search within a time budget; the best configuration becomes challenger."""
 
+from __future__ import annotations
+
 import argparse
 import sys
 from pathlib import Path
@@ -9,7 +11,8 @@ from mlflow.exceptions import MlflowException
 from model.data import DataContractError
 from model.tune import TuneSettings, tune
 
-if __name__ == "__main__":
+
+def parse_args(argv: list[str] | None = None) -> tuple[Path, TuneSettings]:
     defaults = TuneSettings()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-path", type=Path, required=True)
@@ -20,10 +23,15 @@ if __name__ == "__main__":
     parser.add_argument("--cv-folds", type=int, default=defaults.cv_folds)
     parser.add_argument("--max-estimators", type=int, default=defaults.max_estimators)
     parser.add_argument("--sampler-seed", type=int, default=defaults.sampler_seed)
-    args = vars(parser.parse_args())
+    args = vars(parser.parse_args(argv))
     data_path = args.pop("data_path")
+    return data_path, TuneSettings(**args)
+
+
+if __name__ == "__main__":
+    data_path, settings = parse_args()
     try:
-        version = tune(data_path, TuneSettings(**args))
+        version = tune(data_path, settings)
     except (MlflowException, DataContractError, OSError) as error:
         sys.exit(f"error: {str(error).splitlines()[0]}")
     aliases = " and ".join(version.aliases) or "no alias"

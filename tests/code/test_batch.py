@@ -14,8 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from model import batch
-from model.batch import AtomicTableWriter, BatchError, BatchJob, Source
+from model import contract
+from model.batch import source as batch_source
+from model.batch.job import BatchError, BatchJob, check_columns, first_violation
+from model.batch.local import score_local, to_frame
+from model.batch.output import AtomicTableWriter, partial_path
+from model.batch.source import Source
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.packaging import SIGNATURE, pip_requirements
 from model.train import TrainingConfig, fit_model
@@ -105,15 +109,15 @@ def test_rejects_go_beside_the_output_in_its_format_unless_named():
 
 def test_columns_needed_are_checked_up_front():
     names = ["block_id", *FEATURE_COLUMNS, "extra"]
-    assert batch.check_columns(names, "block_id", "f.csv") == ["block_id", *FEATURE_COLUMNS]
+    assert check_columns(names, "block_id", "f.csv") == ["block_id", *FEATURE_COLUMNS]
     without_bedrooms = [name for name in names if name != "total_bedrooms"]
-    assert "total_bedrooms" not in batch.check_columns(without_bedrooms, None, "f.csv")
+    assert "total_bedrooms" not in check_columns(without_bedrooms, None, "f.csv")
     with pytest.raises(BatchError, match="input f.csv: column 'households': required column is missing"):
-        batch.check_columns([name for name in names if name != "households"], None, "f.csv")
+        check_columns([name for name in names if name != "households"], None, "f.csv")
     with pytest.raises(BatchError, match="id column 'id' is not in the file"):
-        batch.check_columns(names, "id", "f.csv")
+        check_columns(names, "id", "f.csv")
     with pytest.raises(BatchError, match="column 'latitude' given more than once"):
-        batch.check_columns([*names, "latitude"], None, "f.csv")
+        check_columns([*names, "latitude"], None, "f.csv")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +127,7 @@ def test_columns_needed_are_checked_up_front():
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_chunks_have_chunk_size_rows_in_file_order(rows, tmp_path, monkeypatch, suffix):
-    monkeypatch.setattr(batch, "CSV_BLOCK_BYTES", 1024)  # many small CSV blocks to re-cut
+    monkeypatch.setattr(batch_source, "CSV_BLOCK_BYTES", 1024)  # many small CSV blocks to re-cut
     path = write(rows, tmp_path / f"in{suffix}")
     source = Source.open(str(path), "block_id", chunk_size=7)
     chunks = list(source.chunks())
@@ -139,41 +143,44 @@ def test_numbers_stored_as_text_are_parsed_and_bad_ones_flagged_by_row():
         "population": [1.0] * 4, "households": [1.0] * 4, "median_income": [1.0] * 4,
         "ocean_proximity": pa.array(["INLAND", None, "NEAR BAY", ""]).dictionary_encode(),
     })
-    frame, problems = batch.to_frame(table, "in.parquet")
-    assert frame["longitude"].tolist()[0::2] == [-122.2, -121.5] and np.isnan(frame["longitude"][1])
-    assert frame["latitude"].dtype == float and np.isnan(frame["total_rooms"][2:]).all()
+    frame = to_frame(table, "in.parquet")
+    assert frame["longitude"].tolist()[0::2] == [-122.2, -121.5]
+    assert frame["latitude"].dtype == float and frame["total_rooms"].dtype == float
+    assert frame["total_rooms"].tolist()[:2] == [10.0, 20.0] and np.isnan(frame["total_rooms"][2:]).all()
     assert frame["ocean_proximity"].tolist() == ["INLAND", None, "NEAR BAY", ""]
-    [problem] = problems
-    assert (problem.column, problem.rule, problem.rows.tolist()) == ("longitude", "must be a number", [False, True, False, False])
+    # The text that is not a number goes on as text, for the contract to refuse on its row, once.
+    found = [(v.rule, v.rows.tolist()) for v in contract.find_violations(frame) if v.column == "longitude"]
+    assert found[0] == ("must be a number", [False, True, False, False])
+    assert "must not be missing" not in [rule for rule, _ in found]
 
 
 def test_an_integer_beyond_float_precision_becomes_the_nearest_float():
     table = pa.table({"population": pa.array([2**53 + 1], pa.int64()), "ocean_proximity": ["INLAND"]})
-    frame, problems = batch.to_frame(table, "in.parquet")
-    assert frame["population"].tolist() == [float(2**53)] and problems == []
+    frame = to_frame(table, "in.parquet")
+    assert frame["population"].tolist() == [float(2**53)] and frame["population"].dtype == float
 
 
 def test_a_column_of_the_wrong_type_fails_the_whole_job():
     table = pa.table({column: [1.0] for column in FEATURE_COLUMNS if column != "ocean_proximity"})
     table = table.append_column("ocean_proximity", pa.array(["INLAND"])).set_column(0, "longitude", pa.array([True]))
     with pytest.raises(BatchError, match="input in.parquet: column 'longitude': must be a number \\(the file stores it as bool\\)"):
-        batch.to_frame(table, "in.parquet")
+        to_frame(table, "in.parquet")
 
 
 def test_an_unparsable_cell_is_reported_once_and_the_first_row_wins():
     frame = pd.DataFrame([{c: 1.0 for c in FEATURE_COLUMNS} | {"longitude": -120.0, "latitude": 36.0,
                                                                   "ocean_proximity": "INLAND"}] * 4)
-    frame.loc[1, "households"] = np.nan  # unparsed text became NaN
+    frame["households"] = frame["households"].astype(object)
+    frame.loc[1, "households"] = f"x{SECRET}"  # text to_frame could not parse as a number
     frame.loc[3, "latitude"] = 50.0
     frame.loc[2, "ocean_proximity"] = ""
-    parsed = [batch.contract.Violation("households", "must be a number", np.array([False, True, False, False]))]
-    found = batch.violations(frame, parsed)
+    found = contract.find_violations(frame)
     assert [(v.column, v.rule) for v in found] == [
         ("households", "must be a number"),
         ("latitude", "must lie in California, between 32.0 and 42.5"),
         ("ocean_proximity", "must be a non-empty string"),
     ]
-    violation, row = batch.first_violation(found)
+    violation, row = first_violation(found)
     assert (violation.column, row) == ("households", 1)
 
 
@@ -208,8 +215,8 @@ def test_a_failure_while_writing_keeps_the_previous_output_and_no_partial(tmp_pa
 def test_partials_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
     final = tmp_path / "out.csv"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_partial = Path(batch.partial_path(str(final)).replace(f".{os.getpid()}.", f".{dead.stdout.strip()}."))
-    live_partial = Path(batch.partial_path(str(final)).replace(f".{os.getpid()}.", f".{os.getppid()}."))
+    dead_partial = Path(partial_path(str(final)).replace(f".{os.getpid()}.", f".{dead.stdout.strip()}."))
+    live_partial = Path(partial_path(str(final)).replace(f".{os.getpid()}.", f".{os.getppid()}."))
     other_output = tmp_path / f".other.csv.{dead_partial.name.split('.', 3)[3]}"
     for path in (dead_partial, live_partial, other_output):
         path.write_text("half")
@@ -238,7 +245,7 @@ def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(model_path, rows, 
     input_path = write(rows, tmp_path / f"in{source}")
     job = BatchJob(str(input_path), str(tmp_path / f"out{target}"), model_uri=model_path, id_column="block_id",
                    chunk_size=40)
-    result = batch.score_local(job, model_path, progress=False)
+    result = score_local(job, model_path, progress=False)
     scored = read(Path(job.output))
     assert list(scored.columns) == ["block_id", TARGET]
     assert scored["block_id"].tolist() == rows["block_id"].tolist()
@@ -250,7 +257,7 @@ def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(model_path, rows, 
 def test_without_an_id_column_the_output_is_the_predictions_only(model_path, rows, expected, tmp_path):
     input_path = write(rows.drop(columns=["block_id", "total_bedrooms"]), tmp_path / "in.parquet")
     job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path)
-    batch.score_local(job, model_path, progress=False)
+    score_local(job, model_path, progress=False)
     scored = read(Path(job.output))
     assert list(scored.columns) == [TARGET] and len(scored) == len(rows)
 
@@ -258,7 +265,7 @@ def test_without_an_id_column_the_output_is_the_predictions_only(model_path, row
 def test_an_empty_input_gives_an_empty_output_with_the_columns(model_path, rows, tmp_path):
     input_path = write(rows.head(0), tmp_path / "in.csv")
     job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path, id_column="block_id")
-    assert batch.score_local(job, model_path, progress=False).rows_read == 0
+    assert score_local(job, model_path, progress=False).rows_read == 0
     assert list(read(Path(job.output)).columns) == ["block_id", TARGET]
 
 
@@ -278,7 +285,7 @@ def test_a_bad_row_fails_the_job_with_its_row_number_and_no_output(model_path, r
     output = tmp_path / "out.parquet"
     job = BatchJob(str(input_path), str(output), model_uri=model_path, chunk_size=50)
     with pytest.raises(BatchError) as failure:
-        batch.score_local(job, model_path, progress=False)
+        score_local(job, model_path, progress=False)
     assert str(failure.value) == (
         f"input {input_path}, row 57: column 'households': must be greater than 0 "
         "(use -P on_error=reject to set bad rows aside)"
@@ -292,7 +299,7 @@ def test_text_in_a_numeric_column_fails_with_its_row_and_never_its_value(model_p
     input_path = write(broken, tmp_path / "in.csv")
     job = BatchJob(str(input_path), str(tmp_path / "out.csv"), model_uri=model_path, chunk_size=50)
     with pytest.raises(BatchError, match=r"row 78: column 'total_bedrooms': must be a number") as failure:
-        batch.score_local(job, model_path, progress=False)
+        score_local(job, model_path, progress=False)
     assert SECRET not in str(failure.value)
 
 
@@ -300,7 +307,7 @@ def test_reject_sets_bad_rows_aside_with_row_column_and_rule(model_path, rows, e
     input_path = write(broken_rows(rows), tmp_path / "in.csv")
     job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path, id_column="block_id",
                    chunk_size=50, on_error="reject")
-    result = batch.score_local(job, model_path, progress=False)
+    result = score_local(job, model_path, progress=False)
     assert (result.rows_read, result.rows_scored, result.rows_rejected) == (130, 127, 3)
     rejected = read(Path(job.rejects_path()))
     assert rejected.to_dict("records") == [
@@ -319,7 +326,7 @@ def test_reject_sets_bad_rows_aside_with_row_column_and_rule(model_path, rows, e
 def test_reject_with_a_clean_input_still_writes_an_empty_rejects_file(model_path, rows, tmp_path):
     input_path = write(rows, tmp_path / "in.parquet")
     job = BatchJob(str(input_path), str(tmp_path / "out.csv"), model_uri=model_path, on_error="reject")
-    assert batch.score_local(job, model_path, progress=False).rows_rejected == 0
+    assert score_local(job, model_path, progress=False).rows_rejected == 0
     rejected = read(Path(job.rejects_path()))
     assert list(rejected.columns) == ["row", "column", "rule"] and len(rejected) == 0
 
@@ -328,7 +335,7 @@ def test_a_missing_column_fails_even_when_rejecting(model_path, rows, tmp_path):
     input_path = write(rows.drop(columns="median_income"), tmp_path / "in.csv")
     job = BatchJob(str(input_path), str(tmp_path / "out.csv"), model_uri=model_path, on_error="reject")
     with pytest.raises(BatchError, match="column 'median_income': required column is missing"):
-        batch.score_local(job, model_path, progress=False)
+        score_local(job, model_path, progress=False)
     assert leftovers(tmp_path) == [] and not (tmp_path / "out.csv").exists()
 
 
@@ -339,7 +346,7 @@ def test_a_malformed_csv_fails_without_quoting_the_row(model_path, rows, tmp_pat
     path.write_text("\n".join(lines) + "\n")
     job = BatchJob(str(path), str(tmp_path / "out.csv"), model_uri=model_path, chunk_size=50)
     with pytest.raises(BatchError, match="row 60: malformed CSV: 11 fields where the header has 10") as failure:
-        batch.score_local(job, model_path, progress=False)
+        score_local(job, model_path, progress=False)
     assert SECRET not in str(failure.value) and leftovers(tmp_path) == []
 
 
@@ -349,7 +356,7 @@ def test_a_chunk_of_only_bad_rows_is_rejected_whole(model_path, rows, expected, 
     input_path = write(broken, tmp_path / "in.parquet")
     job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path, chunk_size=10,
                    on_error="reject")
-    result = batch.score_local(job, model_path, progress=False)
+    result = score_local(job, model_path, progress=False)
     assert (result.rows_scored, result.rows_rejected) == (120, 10)
     assert read(Path(job.rejects_path()))["row"].tolist() == list(range(1, 11))
     np.testing.assert_allclose(read(Path(job.output))[TARGET], expected[10:], rtol=0, atol=1e-9)

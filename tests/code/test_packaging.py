@@ -8,8 +8,11 @@ from model.packaging import RUNTIME_PACKAGES, SIGNATURE, input_example, locked_v
 
 def test_locked_versions_read_pins_with_extras(tmp_path: Path):
     lock = tmp_path / "requirements.lock"
-    lock.write_text("# comment\npsycopg[binary]==3.3.9\n    # via x\nNumPy==2.4.6 ; python_version >= '3.11'\n")
-    assert locked_versions(lock) == {"psycopg": "3.3.9", "numpy": "2.4.6"}
+    lock.write_text(
+        "# comment\npsycopg[binary]==3.3.9\n    # via x\nNumPy==2.4.6 ; python_version >= '3.11'\n"
+        "Scikit_Learn==1.9.1  # inline comment\n--index-url https://pypi.org/simple\n"
+    )
+    assert locked_versions(lock) == {"psycopg": "3.3.9", "numpy": "2.4.6", "scikit-learn": "1.9.1"}
 
 
 def test_artifact_requirements_are_the_locked_versions():

@@ -52,6 +52,8 @@ def test_requirements_equal_to_the_lock_pass():
     [
         ("numpy==1.0.0", r"numpy==1.0.0 \(lock: "),
         ("numpy>=1.0", r"numpy>=1.0 \(not pinned with ==\)"),
+        ("numpy==2.4.6,<3", r"numpy==2.4.6,<3 \(not pinned with ==\)"),
+        ("numpy @ https://example.com/numpy.whl", r"numpy @ https://example.com/numpy.whl \(not pinned with ==\)"),
         ("left-pad==1.3.0", r"left-pad==1.3.0 \(not in requirements.lock\)"),
     ],
 )

@@ -20,10 +20,12 @@ from mlflow import MlflowClient
 
 from model import batch
 from model.batch import BatchError, BatchJob
+from model.batch.output import partial_path
+from model.batch.spark import score_spark, spark_session
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.registry import CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import server_env
+from testbed.processes import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,7 @@ def store(tmp_path_factory, split):
         model = fit_model(split[0], TrainingConfig(n_estimators=200, cv_folds=0))
         with mlflow.start_run(experiment_id=experiment):
             assert CHAMPION in log_and_register(model, *split).aliases
-        env = server_env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
+        env = process_env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
         yield {"env": env, "model": model, "experiment": experiment}
     mlflow.set_tracking_uri(previous)
 
@@ -77,7 +79,7 @@ def latest_run(store) -> mlflow.entities.Run:
 def left_by_job(pid: int, final: str, suffix: str) -> Path:
     """What the job ``pid`` writing ``final`` names its partial (``.partial``) or the previous
     result it moved aside (``.old``)."""
-    return Path(batch.partial_path(final)[: -len(f"{os.getpid()}.partial")] + f"{pid}{suffix}")
+    return Path(partial_path(final)[: -len(f"{os.getpid()}.partial")] + f"{pid}{suffix}")
 
 
 def partials(directory: Path) -> list[Path]:
@@ -188,11 +190,11 @@ def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, r
 
 def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, tmp_path, monkeypatch):
     """One Spark session (local[*]): CSV → Parquet through the tracked job, Parquet → CSV over an
-    existing output, and a bad row failing with its column and rule."""
+    existing output, a bad row failing with its column and rule, and Spark's own refusals."""
     rows.to_csv(tmp_path / "in.csv", index=False)
     rows.to_parquet(tmp_path / "in.parquet", index=False)
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
-    spark = batch.spark_session(None)
+    spark = spark_session(None)
     try:
         spark.sparkContext.setLogLevel("ERROR")
         job = BatchJob(str(tmp_path / "in.csv"), str(tmp_path / "spark.parquet"), id_column="block_id", engine="spark")
@@ -216,7 +218,7 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         corpse = left_by_job(ended.pid, str(out / "spark.csv"), ".partial")
         corpse.mkdir()
         job = BatchJob(str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark")
-        batch.score_spark(job, VERSION_URI, spark)
+        score_spark(job, VERSION_URI, spark)
         assert partials(out) == []
         scored = pd.concat(pd.read_csv(part) for part in sorted((out / "spark.csv").glob("part-*.csv")))
         merged = rows.assign(local=expected).merge(scored, on="block_id")
@@ -228,7 +230,7 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         broken.to_parquet(tmp_path / "broken.parquet", index=False)
         job = BatchJob(str(tmp_path / "broken.parquet"), str(tmp_path / "broken-out.parquet"), engine="spark")
         with pytest.raises(BatchError, match="column 'median_income': must not be negative"):
-            batch.score_spark(job, VERSION_URI, spark)
+            score_spark(job, VERSION_URI, spark)
         assert not (tmp_path / "broken-out.parquet").exists() and partials(tmp_path) == []
 
         # A job killed between moving the previous result aside and renaming its own into
@@ -237,8 +239,21 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         aside.mkdir()
         (aside / "part-0.csv").write_text("the previous result\n")
         with pytest.raises(BatchError, match="must not be negative"):
-            batch.score_spark(job, VERSION_URI, spark)
+            score_spark(job, VERSION_URI, spark)
         assert (tmp_path / "broken-out.parquet" / "part-0.csv").read_text() == "the previous result\n"
         assert not aside.exists() and partials(tmp_path) == []
+
+        # Spark's own refusals, told apart by their error conditions.
+        broken = rows.astype({"households": str})
+        broken.loc[42, "households"] = "4242x"
+        broken.to_csv(tmp_path / "broken.csv", index=False)
+        job = BatchJob(str(tmp_path / "broken.csv"), str(tmp_path / "text-out.parquet"), engine="spark")
+        with pytest.raises(BatchError, match=r"a value does not parse as its column's type \(Spark FAILFAST\)$") as failure:
+            score_spark(job, VERSION_URI, spark)
+        assert "4242" not in str(failure.value) and not (tmp_path / "text-out.parquet").exists()
+        job = BatchJob(str(tmp_path / "absent.parquet"), str(tmp_path / "absent-out.parquet"), engine="spark")
+        with pytest.raises(BatchError, match=r"absent.parquet: no such file$"):
+            score_spark(job, VERSION_URI, spark)
+        assert partials(tmp_path) == []
     finally:
         spark.stop()

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from model.data import PROJECT_ROOT
-from tests.integration.servers import server_env
+from testbed.processes import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def report(tmp_path_factory, raw_data_path) -> dict:
     out = tmp_path_factory.mktemp("bench") / "short.json"
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--short", "--json", str(out), "--data", str(raw_data_path)],
-        cwd=PROJECT_ROOT, env=server_env(), capture_output=True, text=True, timeout=840,
+        cwd=PROJECT_ROOT, env=process_env(), capture_output=True, text=True, timeout=840,
     )  # fmt: skip
     print(completed.stdout[-6000:])
     assert out.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -27,13 +27,8 @@ from model import registry
 from model.data import PROJECT_ROOT
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import (
-    free_port,
-    running_server,
-    server_env,
-    stop_process_group,
-    temporary_database,
-)
+from testbed.processes import free_port, process_env, running_server, stop_process_group
+from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration
 
@@ -110,13 +105,13 @@ def test_training_when_the_tracking_server_is_killed_mid_run(database, tmp_path,
     base_url = f"http://127.0.0.1:{port}"
     server = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"),
               "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = server_env({"MLFLOW_TRACKING_URI": base_url, **TRAINER_HTTP})
+    env = process_env({"MLFLOW_TRACKING_URI": base_url, **TRAINER_HTTP})
     train_frame, test_frame = split
 
     with ThreadPoolExecutor(1) as pool:
         # The champion is fitted while the server migrates its fresh database.
         fitting = pool.submit(fit_model, train_frame, TrainingConfig(n_estimators=50, cv_folds=0))
-        with running_server(server, port, f"{base_url}/health", timeout=240) as first_life, \
+        with running_server(server, port, "/health", timeout=240) as first_life, \
                 tracking_uri(base_url) as client:
             clock("server up")
             experiment = client.create_experiment(EXPERIMENT)
@@ -145,7 +140,7 @@ def test_training_when_the_tracking_server_is_killed_mid_run(database, tmp_path,
     assert any(line.startswith("error: API request to ") for line in output.splitlines()), output[-3000:]
 
     # Same database, same artifact root, same address.
-    with running_server(server, port, f"{base_url}/health", timeout=240), tracking_uri(base_url) as client:
+    with running_server(server, port, "/health", timeout=240), tracking_uri(base_url) as client:
         clock("server restarted")
         assert registry.champion_version(client).version == "1"
         versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
@@ -217,7 +212,7 @@ def test_make_train_refuses_a_bad_raw_file_before_any_run(tmp_path, raw_data_pat
         truncated_root: (truncated_source, truncated_source),
         corrupted_root: (tmp_path / "offline.csv", corrupted_root / "data" / "raw" / "housing.csv"),
     }
-    env = server_env({"MLFLOW_TRACKING_URI": untouched_store})
+    env = process_env({"MLFLOW_TRACKING_URI": untouched_store})
     # -o: never rebuild the venv from the copy (its .venv is the repository's own, symlinked).
     makes = {root: subprocess.Popen(["make", "-C", str(root), "-o", str(root / ".venv" / ".installed"), "train",
                                      f"DATA_SOURCE={source}"], env=env,
@@ -245,7 +240,7 @@ def test_train_entry_point_refuses_a_bad_file_at_another_path_before_start_run(t
         "corrupted": (data[:header_end] + data[header_end:first_row].replace(b"122", b"1x2", 1) + data[first_row:],
                       "'longitude' is not numeric"),
     }
-    env = server_env({"MLFLOW_TRACKING_URI": untouched_store})
+    env = process_env({"MLFLOW_TRACKING_URI": untouched_store})
     processes = {}
     for name, (content, _) in faults.items():
         path = tmp_path / f"{name}.csv"
@@ -264,7 +259,7 @@ def test_train_entry_point_refuses_a_bad_file_at_another_path_before_start_run(t
 
 
 def make_serve(target: str, registry_uri: str, log: Path) -> tuple[subprocess.Popen, float]:
-    env = server_env({"MLFLOW_TRACKING_URI": registry_uri})
+    env = process_env({"MLFLOW_TRACKING_URI": registry_uri})
     for key in HTTP_SETTINGS:  # the Makefile's own settings, not the caller's
         env.pop(key, None)
     port = "PORT" if target == "serve" else "V2_PORT"

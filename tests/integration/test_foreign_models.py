@@ -13,12 +13,10 @@ never a 5xx.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +26,9 @@ import requests
 import tritonclient.http as triton_http
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
+from testbed.processes import free_port, listening_addresses, process_env, running_servers
 from tests import foreign_models
 from tests.foreign_models import ForeignModel
-from tests.integration.servers import free_port, listening_addresses, running_server, server_env
 
 pytestmark = pytest.mark.integration
 
@@ -65,23 +63,23 @@ class Served:
 def served(tmp_path_factory) -> dict[str, Served]:
     directory = tmp_path_factory.mktemp("foreign")
     built = [foreign_models.build(name, directory) for name in MODELS]
-    with contextlib.ExitStack() as stack:
-
-        def start(model: ForeignModel) -> Served:
-            port, grpc_port = free_port(), free_port()
-            cmd = [
+    ports = [(free_port(), free_port()) for _ in built]
+    specs = [
+        (
+            [
                 sys.executable, "-m", "mlflowserver", f"--model_name={model.name}", f"--model_dir={model.path}",
                 f"--http_port={port}", "--enable_grpc=true", f"--grpc_port={grpc_port}",
-            ]  # fmt: skip
-            health = f"http://127.0.0.1:{port}/v2/models/{model.name}/ready"
-            server = stack.enter_context(
-                running_server(cmd, port, health, env=server_env(), timeout=240, cwd=str(REPO))
-            )
-            return Served(model, server.base_url, grpc_port, model.predict())
-
-        with ThreadPoolExecutor(len(built)) as pool:
-            servers = list(pool.map(start, built))
-        yield {s.model.name: s for s in servers}
+            ],  # fmt: skip
+            port,
+            f"/v2/models/{model.name}/ready",
+        )
+        for model, (port, grpc_port) in zip(built, ports)
+    ]
+    with running_servers(specs, env=process_env(), timeout=240, cwd=REPO) as servers:
+        yield {
+            model.name: Served(model, server.base_url, grpc_port, model.predict())
+            for model, server, (_, grpc_port) in zip(built, servers, ports)
+        }
 
 
 # ------------------------------------------------------------------ request and answer helpers
@@ -325,7 +323,7 @@ def grpc_results(served) -> dict[str, dict[str, dict]]:
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.integration.triton_grpc_client"], input=json.dumps([c for _, _, c in calls]),
-        capture_output=True, text=True, timeout=300, cwd=str(REPO), env=server_env(),
+        capture_output=True, text=True, timeout=300, cwd=str(REPO), env=process_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results: dict[str, dict[str, dict]] = {}

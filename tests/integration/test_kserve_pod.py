@@ -23,7 +23,8 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.registry import CHAMPION, MODEL_NAME
-from tests.integration.servers import free_port, running_server, server_env, temporary_database
+from testbed.processes import free_port, process_env, running_server
+from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +52,13 @@ def tracking_server(database, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("artifacts")
     command = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(artifacts),
                "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with running_server(command, port, f"http://127.0.0.1:{port}/health", timeout=180) as server:
+    with running_server(command, port, "/health", timeout=180) as server:
         yield server.base_url
 
 
 @pytest.fixture(scope="module")
 def env(tracking_server) -> dict:
-    return server_env({"MLFLOW_TRACKING_URI": tracking_server})
+    return process_env({"MLFLOW_TRACKING_URI": tracking_server})
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def v2_server(mnt_models, env):
     args = [arg for arg in args if not arg.startswith(("--http_port", "--http_host"))]
     args = [arg if not arg.startswith("--model_dir") else f"--model_dir={mnt_models}" for arg in args]
     command = [*container["command"], *args, f"--http_port={port}", "--http_host=127.0.0.1"]
-    with running_server(command, port, f"http://127.0.0.1:{port}/v2/health/ready", env=env, timeout=180) as server:
+    with running_server(command, port, "/v2/health/ready", env=env, timeout=180) as server:
         yield server.base_url
 
 
@@ -100,7 +101,7 @@ def mlflow_server(champion, env):
     port = free_port()
     command = ["mlflow", "models", "serve", "-m", STORAGE_URI, "--env-manager", "local",
                "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(command, port, f"http://127.0.0.1:{port}/ping", env=env, timeout=180) as server:
+    with running_server(command, port, "/ping", env=env, timeout=180) as server:
         yield server.base_url
 
 
@@ -207,7 +208,7 @@ def test_the_runtime_also_resolves_the_registry_uri_itself(env, champion, rows, 
     port = free_port()
     command = ["python", "-m", "mlflowserver", f"--model_name={ISVC_NAME}", f"--model_dir={STORAGE_URI}",
                "--http_host=127.0.0.1", f"--http_port={port}"]
-    with running_server(command, port, f"http://127.0.0.1:{port}/v2/health/ready", env=env, timeout=180) as server:
+    with running_server(command, port, "/v2/health/ready", env=env, timeout=180) as server:
         response = requests.post(f"{server.base_url}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows), timeout=60)
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["outputs"][0]["data"], reference, rtol=0, atol=1e-9)

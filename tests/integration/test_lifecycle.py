@@ -22,7 +22,8 @@ from model.data import PROJECT_ROOT, load_raw, split_train_test
 from model.evaluate import PLOTS
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from tests.integration.servers import free_port, running_server, server_env, temporary_database
+from testbed.processes import free_port, process_env, running_server
+from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ def store(tmp_path_factory, raw_data_path):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with tracking_uri(uri):
         MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
-        yield server_env({"MLFLOW_TRACKING_URI": uri})
+        yield process_env({"MLFLOW_TRACKING_URI": uri})
 
 
 def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
@@ -177,7 +178,7 @@ def test_two_racing_promotions_leave_one_champion_and_both_decisions(database, t
     # Version 1 = champion, version 2 = a better challenger; fitted while the server migrates its database.
     with ThreadPoolExecutor(1) as pool:
         fitting = pool.submit(lambda: [fit_model(train_frame, TrainingConfig(n_estimators=n)) for n in (10, 40)])
-        with running_server(command, port, f"http://127.0.0.1:{port}/health", timeout=180) as server, \
+        with running_server(command, port, "/health", timeout=180) as server, \
                 tracking_uri(server.base_url):
             race(server.base_url, fitting.result(), train_frame, test_frame, raw_data_path, tmp_path)
 
@@ -191,7 +192,7 @@ def race(tracking_server: str, models: list, train_frame, test_frame, raw_data_p
     assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", "2")
 
     # The entry point's own process (without `mlflow run`'s start-up), twice, at the same time.
-    env = server_env({"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_EXPERIMENT_NAME": "race"})
+    env = process_env({"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_EXPERIMENT_NAME": "race"})
     logs = [(logs_dir / f"racer{i}.out", logs_dir / f"racer{i}.err") for i in range(2)]
     racers = []
     for out, err in logs:  # files, not pipes: a racer never blocks on a full pipe while holding the lock

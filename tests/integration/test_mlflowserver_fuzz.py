@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from testbed.processes import free_port, process_env, running_server
 from tests import foreign_models
-from tests.integration.servers import free_port, running_server, server_env
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,8 @@ def server(tmp_path_factory):
         f"--model_dir={model.path}",
         f"--http_port={port}",
     ]
-    health = f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready"
-    with running_server(cmd, port, health, env=server_env(), timeout=180, cwd=str(REPO)) as srv:
+    health = f"/v2/models/{MODEL}/ready"
+    with running_server(cmd, port, health, env=process_env(), timeout=180, cwd=REPO) as srv:
         yield srv
 
 

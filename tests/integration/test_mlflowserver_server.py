@@ -22,13 +22,8 @@ import pytest
 import requests
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.integration.servers import (
-    free_port,
-    listening_addresses,
-    running_server,
-    server_env,
-    write_tiny_pyfunc,
-)
+from testbed.processes import free_port, listening_addresses, process_env, running_server
+from tests.integration.servers import write_tiny_pyfunc
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +44,7 @@ def server(model_dir):
         sys.executable, "-m", "mlflowserver",
         f"--model_name={MODEL}", f"--model_dir={model_dir}", f"--http_port={port}",
     ]  # fmt: skip
-    with running_server(cmd, port, f"http://127.0.0.1:{port}/v2/health/ready", env=server_env(), timeout=120, cwd=str(REPO)) as srv:
+    with running_server(cmd, port, "/v2/health/ready", env=process_env(), timeout=120, cwd=str(REPO)) as srv:
         yield srv
 
 
@@ -305,7 +300,7 @@ def test_one_row_latency(server):
 
 def test_fails_fast_when_registry_unreachable():
     dead = free_port()  # nothing listens there
-    env = server_env({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{dead}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    env = process_env({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{dead}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "mlflowserver", "--model_name=x",

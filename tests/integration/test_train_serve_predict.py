@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, file_md5, split_train_test
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
-from tests.integration.servers import free_port, running_server, server_env
+from testbed.processes import free_port, process_env, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def store(tmp_path_factory, raw_data_path):
     """A fresh SQLite registry with one `train` run registered through `mlflow run`."""
     root = tmp_path_factory.mktemp("store")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = server_env({"MLFLOW_TRACKING_URI": tracking_uri})
+    env = process_env({"MLFLOW_TRACKING_URI": tracking_uri})
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     # Artifacts go to the temp dir, not to the repo's ./mlruns the entry point runs in.
@@ -116,7 +116,7 @@ def test_served_predictions_equal_in_process_ones_in_every_request_form(store, r
     port = free_port()
     command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local",
                "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(command, port, f"http://127.0.0.1:{port}/ping", env=store["env"], timeout=180) as server:
+    with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
         url = f"{server.base_url}/invocations"
         records = json.loads(rows.to_json(orient="records"))
         bodies = {

@@ -1,0 +1,6 @@
+"""What tests and benchmarks share to run the real thing: processes and servers on loopback.
+
+Neither ``tests/`` nor ``benchmarks/`` owns these helpers, and ``model/`` must not carry
+them (it travels inside the artifact), so they live in a package of their own that both
+import: ``testbed.processes``.
+"""

@@ -1,0 +1,90 @@
+"""The docs' tables that describe the code must match the code: README's layout table and
+docs/codebase/overview.md's module map list exactly the modules that exist, and the bad-input
+tables of docs/reliability.md are what the cases generate."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from model.data import PROJECT_ROOT
+from tests.integration.bad_input import tables
+
+README = PROJECT_ROOT / "README.md"
+OVERVIEW = PROJECT_ROOT / "docs" / "codebase" / "overview.md"
+
+
+def python_packages() -> set[str]:
+    """The project's top-level Python packages, as ``name/``."""
+    return {f"{init.parent.name}/" for init in PROJECT_ROOT.glob("*/__init__.py")}
+
+
+def modules(package: Path) -> set[str]:
+    """Every module and subpackage below ``package``, relative to it (``data.py``, ``batch/``, ``batch/job.py``)."""
+    found = set()
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if path.name != "__init__.py":
+            found.add(relative.as_posix())
+        elif relative.parent != Path("."):
+            found.add(f"{relative.parent.as_posix()}/")
+    return found
+
+
+def layout_table() -> dict[str, str]:
+    """README's Layout table: each path of the first column → the row's description."""
+    section = README.read_text().split("## Layout", 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            paths, what = (cell.strip() for cell in line.strip("|").split("|", 1))
+            for path in re.findall(r"`([^`]+)`", paths):
+                rows[path] = what
+    return rows
+
+
+def test_readme_layout_lists_every_package_and_only_paths_that_exist():
+    rows = layout_table()
+    assert python_packages() <= set(rows), f"missing from README's Layout: {python_packages() - set(rows)}"
+    assert [path for path in rows if not (PROJECT_ROOT / path).exists()] == []
+
+
+def test_readme_layout_names_every_module_of_the_model_package():
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", layout_table()["model/"]))
+    top_level = {
+        module for module in modules(PROJECT_ROOT / "model") if module.count("/") <= int(module.endswith("/"))
+    }
+    assert named == top_level
+
+
+def module_map() -> set[str]:
+    """The paths overview.md's module map (its first code block) lists, nested by indentation."""
+    block = OVERVIEW.read_text().split("```\n", 2)[1]
+    listed, parents = set(), []
+    for line in block.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if not name.endswith(("/", ".py")):
+            continue  # a description's continuation line
+        depth = (len(line) - len(line.lstrip())) // 2
+        parents = parents[:depth]
+        path = "".join(parents) + name
+        listed.add(path)
+        if name.endswith("/"):
+            parents.append(name)
+    return listed
+
+
+def test_overview_module_map_lists_every_module_and_only_modules_that_exist():
+    listed = module_map()
+    assert python_packages() <= listed, f"missing from the module map: {python_packages() - listed}"
+    model = {f"model/{module}" for module in modules(PROJECT_ROOT / "model")}
+    assert model <= listed, f"missing from the module map: {model - listed}"
+    assert [path for path in listed if not (PROJECT_ROOT / path).exists()] == []
+
+
+def test_reliability_md_tables_are_generated_from_the_bad_input_cases():
+    text = tables.DOCS.read_text()
+    assert set(re.findall(r"<!-- generated: (\S+) -->", text)) == set(tables.render())
+    assert tables.rendered(text) == text, (
+        "docs/reliability.md differs from the bad-input cases: run `make docs`"
+    )

@@ -72,7 +72,8 @@ def check_signature(
             differences.append(f"{part}: lacks {lacks}, adds {adds}")
         else:
             differences.append(f"{part}: same columns in another order")
-    raise Refusal("signature", "challenger differs from champion: " + "; ".join(differences) + " (? = optional)")
+    detail = "; ".join(differences)
+    raise Refusal("signature", f"challenger differs from champion: {detail} (? = optional)")
 
 
 def check_smoke(predictions, n_rows: int) -> None:

@@ -13,8 +13,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from model import registry
-from model.packaging import SIGNATURE, locked_versions, pip_requirements
 from model.gates import Refusal, check_rmse, check_signature, check_smoke
+from model.packaging import SIGNATURE, locked_versions, pip_requirements
 from model.promotion import check_requirements
 from model.train import TrainingConfig
 from model.tune import NEIGHBOURHOODS, TuneSettings, config_from_params, suggest_config

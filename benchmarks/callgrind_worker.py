@@ -1,7 +1,8 @@
 """Run under ``valgrind --tool=callgrind --instr-atstart=no`` by ``benchmarks.intervals``.
 
 ``python -m benchmarks.callgrind_worker FRAMES_PICKLE NAME=MODEL_DIR[:interval] …`` loads each
-model, calls each variant once (untimed warm-up), then for each variant in order prints
+model and makes every variant's calls once uninstrumented (so Python's specialising
+interpreter has warmed the shared code for all of them alike), then for each variant prints
 ``READY <name>``, waits for a line on stdin (the harness has switched instrumentation on),
 makes the calls, prints ``DONE <name>`` and waits again (the harness switches it off and
 dumps the counters). The instructions between the two lines are the variant's.
@@ -24,7 +25,9 @@ def main(argv: list[str]) -> None:
         model = mlflow.pyfunc.load_model(directory)
         params = {"interval": float(level)} if level else None
         variants[name] = (model, params)
-        model.predict(frames[0], params=params)
+    for model, params in variants.values():
+        for frame in frames:
+            model.predict(frame, params=params)
     for name, (model, params) in variants.items():
         print(f"READY {name}", flush=True)
         sys.stdin.readline()

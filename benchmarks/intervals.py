@@ -63,7 +63,8 @@ def run(bench: Bench) -> None:
         Figure("intervals.on.batch", f"interval=0.8: in-process {BATCH_ROWS:,} rows", batch["on"], "s",
                reference=batch["off"], ref_label="intervals off"),
     )  # fmt: skip
-    if shutil.which("valgrind") and shutil.which("callgrind_control"):
+    # Minutes under valgrind: the full form only, and only where valgrind is installed.
+    if not bench.options.short and shutil.which("valgrind") and shutil.which("callgrind_control"):
         instructions = _callgrind(bench, frames[:CALLGRIND_CALLS], bench.workdir / "before-intervals")
         bench.add(
             Figure("intervals.before.instructions", "before intervals: instructions per 1-row predict (callgrind)",

@@ -9,8 +9,10 @@ The interval at coverage level ``L`` is ``point ± q_L · spread(x)``:
 * ``q_L`` is the conformal quantile of the calibration scores ``|y - ŷ| / spread(x)``:
   the ``⌈(n + 1) L⌉``-th smallest of ``n`` scores. If a new block and the ``n``
   calibration blocks are exchangeable, the new block's true value lies in its interval
-  with probability at least ``L`` (Vovk et al.; Lei et al. 2018, "Distribution-free
-  predictive inference for regression", locally weighted split conformal).
+  with probability at least ``L`` (Lei et al. 2018, "Distribution-free predictive
+  inference for regression": locally weighted split conformal). ``model.calibration``
+  cross-fits the scores so every training block calibrates, which makes the guarantee
+  approximate (cross-conformal); the test split measures it (docs/model-quality.md).
 
 This module is the serving side: the ``interval`` parameter's contract and the fitted
 :class:`ConformalIntervals`; ``model.calibration`` fits them. docs/model-quality.md has

@@ -230,24 +230,32 @@ def test_mlflow_models_predict_takes_the_interval_from_a_json_input(store, rows,
 
 # Where the screenshots stay for a human to look at (the test's own temp dir is removed).
 SCREENSHOTS = PROJECT_ROOT / "build" / "ui-screenshots"
-# Every artifact image of the page, with whether it loaded and its size on the page.
-IMAGES = """Array.from(document.images).filter(i => i.src.includes('get-artifact')).map(i => ({
-  src: decodeURIComponent(i.src), loaded: i.complete && i.naturalWidth > 0,
-  width: i.getBoundingClientRect().width, height: i.getBoundingClientRect().height}))"""
+# Every artifact image of the page: whether it loaded, its size, and the share of its height
+# not clipped away by an ancestor that hides overflow (a collapsed description, say).
+IMAGES = """Array.from(document.images).filter(i => i.src.includes('get-artifact')).map(i => {
+  const r = i.getBoundingClientRect(); let top = r.top, bottom = r.bottom;
+  for (let e = i.parentElement; e; e = e.parentElement) {
+    if (['hidden', 'clip'].includes(getComputedStyle(e).overflowY)) {
+      const c = e.getBoundingClientRect(); top = Math.max(top, c.top); bottom = Math.min(bottom, c.bottom); } }
+  return {src: decodeURIComponent(i.src), loaded: i.complete && i.naturalWidth > 0, width: r.width,
+          height: r.height, shown: r.height ? Math.max(0, bottom - top) / r.height : 0} })"""
 ALL_LOADED = f"(() => {{ const images = {IMAGES}; return images.length >= 5 && images.every(i => i.loaded) ? images : null }})()"
-SHOW_MORE = """(() => { const button = Array.from(document.querySelectorAll('button'))
-  .find(b => b.innerText.trim() === 'Show more'); if (button) { button.click(); } return Boolean(button) })()"""
+# The run page collapses a long description behind "Show more".
+EXPAND = """(() => { const toggle = Array.from(document.querySelectorAll('button')).find(b => /^Show (more|less)$/.test(b.innerText.trim()));
+  if (toggle && toggle.innerText.trim() === 'Show more') { toggle.click(); } return Boolean(toggle) })()"""
+EXPANDED = "Array.from(document.querySelectorAll('button')).some(b => b.innerText.trim() === 'Show less')"
 
 
-def shown_plots(page, url: str, screenshot: Path, expand: bool = False) -> dict[str, dict]:
+def shown_plots(page, url: str, screenshot: Path) -> dict[str, dict]:
+    """The page's plots, loaded and (after "Show more", where the description is collapsed) drawn."""
     page.navigate("about:blank")  # a hash change alone would keep the previous page's DOM
     page.navigate(url)
     images = page.wait_for(ALL_LOADED, timeout=120)
     assert images, f"{url}: the plots never loaded; images: {page.evaluate(IMAGES)}"
-    if expand:
-        assert page.wait_for(SHOW_MORE, timeout=30), f"{url}: no 'Show more' on the description"
-        page.wait_for("document.readyState === 'complete'")
-    images = page.evaluate(IMAGES)
+    if min(image["shown"] for image in images) < 0.95:
+        assert page.evaluate(EXPAND) and page.wait_for(EXPANDED, timeout=30), f"{url}: description not expanded"
+    images = page.wait_for(f"(() => {{ const images = {IMAGES}; return images.every(i => i.shown > 0.95) ? images : null }})()",
+                           timeout=30) or page.evaluate(IMAGES)  # fmt: skip
     page.screenshot(screenshot)
     return {Path(image["src"].split("path=")[1].split("&")[0]).name: image for image in images}
 
@@ -261,17 +269,18 @@ def test_the_champions_version_and_run_pages_show_the_evaluation_plots(store, tm
     command = ["mlflow", "ui", "--backend-store-uri", store["tracking_uri"], "--host", "127.0.0.1", "--port", str(port)]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with running_server(command, port, f"http://127.0.0.1:{port}/health", env=store["env"], timeout=180) as ui, \
-            headless_chromium(tmp_path, height=2400) as page:
+            headless_chromium(tmp_path, height=5200) as page:
         pages = {
-            "version": (f"{ui.base_url}/#/models/{MODEL_NAME}/versions/{version.version}", False),
-            "run": (f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}", True),
+            "version": f"{ui.base_url}/#/models/{MODEL_NAME}/versions/{version.version}",
+            "run": f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
         }
-        for name, (url, expand) in pages.items():
-            plots = shown_plots(page, url, SCREENSHOTS / f"champion-{name}.png", expand)
+        for name, url in pages.items():
+            plots = shown_plots(page, url, SCREENSHOTS / f"champion-{name}.png")
             assert set(plots) == set(PLOTS), (name, sorted(plots))
             for plot, image in plots.items():
                 assert f"run_uuid={run.info.run_id}" in image["src"], (name, plot)
-                assert image["width"] > 200 and image["height"] > 150, (name, plot, image)  # drawn, not hidden
+                assert image["width"] > 200 and image["height"] > 150, (name, plot, image)  # drawn…
+                assert image["shown"] > 0.95, (name, plot, image)  # …and not clipped away
             assert (SCREENSHOTS / f"champion-{name}.png").stat().st_size > 50_000
     assert "## Evaluation on the frozen test split" in version.description
     assert run.data.tags["mlflow.note.content"] == version.description

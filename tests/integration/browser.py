@@ -70,11 +70,9 @@ class Page:
             time.sleep(poll)
 
     def screenshot(self, path: Path) -> Path:
-        """A PNG of the whole page, beyond the window's height."""
-        height = self.evaluate("Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-        width = self.evaluate("document.documentElement.scrollWidth")
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
-        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        """A PNG of the window as it is (no re-layout: a resize would re-render the page).
+        Single-page apps scroll inside their own panes: give the browser a tall window."""
+        data = self.send("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
         return path
 

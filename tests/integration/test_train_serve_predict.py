@@ -254,9 +254,9 @@ def shown_plots(page, url: str, screenshot: Path) -> dict[str, dict]:
     assert images, f"{url}: the plots never loaded; images: {page.evaluate(IMAGES)}"
     if min(image["shown"] for image in images) < 0.95:
         assert page.evaluate(EXPAND) and page.wait_for(EXPANDED, timeout=30), f"{url}: description not expanded"
-    images = page.wait_for(f"(() => {{ const images = {IMAGES}; return images.every(i => i.shown > 0.95) ? images : null }})()",
-                           timeout=30) or page.evaluate(IMAGES)  # fmt: skip
+    page.wait_for(f"(() => {{ const images = {IMAGES}; return images.every(i => i.shown > 0.95) }})()", timeout=30)
     page.screenshot(screenshot)
+    images = page.evaluate(IMAGES)  # as the screenshot shows them
     return {Path(image["src"].split("path=")[1].split("&")[0]).name: image for image in images}
 
 

@@ -88,6 +88,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f} USD"
     if unit == "count":
         return f"{value:.0f}"
+    if unit == "instr":
+        return f"{value / 1e6:.2f} M instructions"
     return f"{value:g} {unit}".strip()
 
 

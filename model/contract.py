@@ -57,7 +57,30 @@ class Violation:
         return InputContractError(self.column, int(broken[0]), self.rule, len(broken))
 
 
-class InputContractError(MlflowException):
+class CallerError(MlflowException):
+    """A request the caller got wrong (``INVALID_PARAMETER_VALUE``: HTTP 400 from every server),
+    with a message fixed once set.
+
+    MLflow's scoring server rewrites a model's error message as "Failed to predict data
+    '<the whole input frame>'. Error: …" before answering (pyfunc/scoring_server,
+    invocations()), which would echo the caller's rows back. The message is fixed once
+    set, so every server answers with exactly the model's words.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
+class InputContractError(CallerError):
     """A request broke the input contract; the caller's fault (HTTP 400).
 
     ``column``, ``row`` (0-based position in the batch, ``None`` for the whole column)
@@ -68,20 +91,7 @@ class InputContractError(MlflowException):
         self.column, self.row, self.rule = column, row, rule
         where = f"column '{column}'" if row is None else f"column '{column}', row {row}"
         more = f" ({n_rows} rows break it)" if n_rows > 1 else ""
-        super().__init__(f"invalid input: {where}: {rule}{more}", error_code=INVALID_PARAMETER_VALUE)
-
-    # MLflow's scoring server rewrites a model's error message as "Failed to predict data
-    # '<the whole input frame>'. Error: …" before answering (pyfunc/scoring_server,
-    # invocations()), which would echo the caller's rows back. The message is fixed once
-    # set, so every server answers with exactly the contract's words.
-    @property
-    def message(self) -> str:
-        return self._message
-
-    @message.setter
-    def message(self, value: str) -> None:
-        if not hasattr(self, "_message"):
-            self._message = value
+        super().__init__(f"invalid input: {where}: {rule}{more}")
 
 
 def validate_input(frame: pd.DataFrame) -> dict[str, np.ndarray]:

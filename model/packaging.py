@@ -8,11 +8,12 @@ import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET
+from model.intervals import INTERVAL_PARAM, LOWER_COLUMN, UPPER_COLUMN
 from model.pyfunc import CaliforniaHousingModel
 
 LOCK_PATH = PROJECT_ROOT / "requirements.lock"
@@ -21,12 +22,23 @@ ARTIFACT_NAME = "model"
 # so the environment a server builds from the artifact is the one we trained in.
 RUNTIME_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "pyyaml", "scikit-learn", "scipy", "lightgbm")
 
+# The nine raw columns in; the price out, and its interval's bounds when the caller asks
+# for one with the `interval` parameter (a coverage level; default null = no interval).
+# Every change here changes what servers advertise and accept: the promotion's signature
+# gate refuses it unless model/signatures.py declares it (docs/mlflow/model-registry.md).
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [ColSpec("double", column, required=column != "total_bedrooms") for column in NUMERIC_COLUMNS]
         + [ColSpec("string", CATEGORICAL_COLUMN)]
     ),
-    outputs=Schema([ColSpec("double", TARGET)]),
+    outputs=Schema(
+        [
+            ColSpec("double", TARGET),
+            ColSpec("double", LOWER_COLUMN, required=False),
+            ColSpec("double", UPPER_COLUMN, required=False),
+        ]
+    ),
+    params=ParamSchema([ParamSpec(INTERVAL_PARAM, "double", None)]),
 )
 
 

@@ -3,12 +3,17 @@
 ``promote`` moves ``champion`` to the current ``challenger`` only when every gate
 passes, cheapest first:
 
-1. ``signature``: the challenger's signature is identical to the champion's;
+1. ``signature``: the challenger's signature is identical to the champion's, or differs
+   by exactly a change ``model.signatures`` declares (the decision names it);
 2. ``requirements``: the challenger's logged ``requirements.txt`` pins exactly the
    versions of ``requirements.lock``;
 3. ``smoke``: it predicts one finite value per row of its own logged input example;
-4. ``rmse``: on the frozen test split, scored now by ``model.evaluate.score_model``
+4. ``coverage``: on the frozen test split, its ``interval=0.8`` bounds contain
+   80 % ± 2 points of the true values;
+5. ``rmse``: on the frozen test split, scored now by ``model.evaluate.score_model``
    for both models, ``challenger_rmse < champion_rmse - min_improvement``.
+
+The gates themselves are ``model.gates`` (all but ``requirements``, which is here).
 
 MLflow has no compare-and-set on aliases, so the champion is re-read under
 ``registry.alias_lock`` right before the alias moves; if it is no longer the version
@@ -21,37 +26,32 @@ from __future__ import annotations
 import math
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.models import Model, ModelSignature
+from mlflow.models import Model
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from model import evaluate, packaging, registry
+from model.gates import COVERAGE_LEVEL, Refusal, check_coverage, check_rmse, check_signature, check_smoke
 
 PROMOTION = "promotion."
 ROLLBACK = "rollback."
 PREVIOUS_CHAMPION_TAG = f"{PROMOTION}previous_champion"
-GATES = ("signature", "requirements", "smoke", "rmse")
 
 
-class Refusal(Exception):
-    """A gate (or the registry state) forbids moving the alias."""
+@dataclass
+class Findings:
+    """What the gates measured on the way (None or empty where a gate was not reached)."""
 
-    def __init__(self, gate: str, detail: str):
-        super().__init__(f"{gate} gate: {detail}" if gate in GATES else f"{gate}: {detail}")
-        self.gate = gate
-        self.detail = detail
-        # (challenger, champion) test RMSEs when the refusal came after scoring.
-        self.rmses: tuple[float | None, float | None] = (None, None)
-
-    @property
-    def message(self) -> str:
-        return f"refused: {self}"
+    challenger_rmse: float | None = None
+    champion_rmse: float | None = None
+    coverage: float | None = None  # of the challenger's interval=COVERAGE_LEVEL on the test split
+    signature_change: str = ""  # the declared change (model.signatures) the signature gate let through
 
 
 @dataclass(frozen=True)
@@ -63,44 +63,20 @@ class Decision:
     gate: str = ""
     challenger: str | None = None
     champion: str | None = None
-    challenger_rmse: float | None = None
-    champion_rmse: float | None = None
+    findings: Findings = field(default_factory=Findings)
+
+    @property
+    def challenger_rmse(self) -> float | None:
+        return self.findings.challenger_rmse
+
+    @property
+    def champion_rmse(self) -> float | None:
+        return self.findings.champion_rmse
 
 
 # ----------------------------------------------------------------------------------------------
-# Gates on plain values (no registry): each raises Refusal or returns None.
+# The requirements gate (the others are in model.gates): raises Refusal or returns None.
 # ----------------------------------------------------------------------------------------------
-
-
-def _specs(schema) -> list[str]:
-    if schema is None:
-        return []
-    return [
-        f"{spec.get('name', '?')}:{spec.get('type', '?')}{'' if spec.get('required', True) else '?'}"
-        for spec in schema.to_dict()
-    ]
-
-
-def check_signature(challenger: ModelSignature | None, champion: ModelSignature | None) -> None:
-    """The challenger must accept and return exactly what the champion does."""
-    if challenger is None:
-        raise Refusal("signature", "challenger has no signature")
-    if champion is None:
-        raise Refusal("signature", "champion has no signature to compare with")
-    if challenger.to_dict() == champion.to_dict():
-        return
-    differences = []
-    for part in ("inputs", "outputs", "params"):
-        ours, theirs = _specs(getattr(challenger, part)), _specs(getattr(champion, part))
-        if ours == theirs:
-            continue
-        lacks = [spec for spec in theirs if spec not in ours]
-        adds = [spec for spec in ours if spec not in theirs]
-        if lacks or adds:
-            differences.append(f"{part}: lacks {lacks}, adds {adds} (? = optional)")
-        else:
-            differences.append(f"{part}: same columns in another order")
-    raise Refusal("signature", "challenger differs from champion: " + "; ".join(differences))
 
 
 def _pinned(line: str) -> tuple[str, str] | None:
@@ -135,21 +111,6 @@ def check_requirements(lines: Iterable[str], pins: Mapping[str, str]) -> None:
         raise Refusal("requirements", f"{differ}: " + ", ".join(wrong))
 
 
-def check_smoke(predictions, n_rows: int) -> None:
-    problem = registry.prediction_problem(predictions, n_rows)
-    if problem:
-        raise Refusal("smoke", f"on its input example: {problem}")
-
-
-def check_rmse(challenger_rmse: float, champion_rmse: float, min_improvement: float = 0.0) -> None:
-    """Strictly better by more than ``min_improvement``: ``challenger < champion - min_improvement``."""
-    bar = champion_rmse - min_improvement
-    if not challenger_rmse < bar:  # NaN fails too
-        raise Refusal(
-            "rmse", f"challenger {challenger_rmse:,.0f} vs champion {champion_rmse:,.0f} (needs < {bar:,.0f})"
-        )
-
-
 # ----------------------------------------------------------------------------------------------
 # Registry-facing flow
 # ----------------------------------------------------------------------------------------------
@@ -174,13 +135,29 @@ class _Artifact:
         return mlflow.pyfunc.load_model(str(self.directory))
 
 
-def _gate(challenger: str, champion: str | None, test_frame, min_improvement: float, workdir: Path):
-    """Run every gate; return (challenger_rmse, champion_rmse) or raise Refusal (rmses on the exception)."""
+def _gate(
+    challenger: str, champion: str | None, test_frame, min_improvement: float, workdir: Path, found: Findings
+) -> None:
+    """Run every gate, recording what each measured in ``found``; raise Refusal at the first that fails."""
     candidate = _Artifact.download(challenger, workdir)
     incumbent = _Artifact.download(champion, workdir) if champion else None
     if incumbent:
-        check_signature(candidate.mlmodel.signature, incumbent.mlmodel.signature)
+        change = check_signature(candidate.mlmodel.signature, incumbent.mlmodel.signature)
+        found.signature_change = change.name if change else ""
     check_requirements(candidate.requirements(), packaging.locked_versions())
+    model = _smoke_tested(candidate)
+    found.coverage = evaluate.logged_coverage(model, test_frame, COVERAGE_LEVEL, prefix="challenger_")
+    check_coverage(found.coverage)
+    found.challenger_rmse = evaluate.score_model(model, test_frame, prefix="challenger_")["challenger_rmse"]
+    if incumbent is None:
+        return
+    champion_scores = evaluate.score_model(incumbent.load(), test_frame, prefix="champion_")
+    found.champion_rmse = champion_scores["champion_rmse"]
+    check_rmse(found.challenger_rmse, found.champion_rmse, min_improvement)
+
+
+def _smoke_tested(candidate: _Artifact):
+    """The loaded challenger, once it predicted one finite value per row of its input example."""
     try:
         model = candidate.load()
         example = candidate.mlmodel.load_input_example(str(candidate.directory))
@@ -192,16 +169,7 @@ def _gate(challenger: str, champion: str | None, test_frame, min_improvement: fl
     except Exception as error:  # whatever the artifact raises is the gate's finding
         raise Refusal("smoke", f"{type(error).__name__}: {error}".splitlines()[0]) from error
     check_smoke(predictions, len(example))
-    challenger_rmse = evaluate.score_model(model, test_frame, prefix="challenger_")["challenger_rmse"]
-    if incumbent is None:
-        return challenger_rmse, None
-    champion_rmse = evaluate.score_model(incumbent.load(), test_frame, prefix="champion_")["champion_rmse"]
-    try:
-        check_rmse(challenger_rmse, champion_rmse, min_improvement)
-    except Refusal as refusal:
-        refusal.rmses = (challenger_rmse, champion_rmse)
-        raise
-    return challenger_rmse, champion_rmse
+    return model
 
 
 def promote(data_path: Path, min_improvement: float = 0.0, client: MlflowClient | None = None) -> Decision:
@@ -230,13 +198,15 @@ def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_
     challenger_number = str(challenger.version)
     champion_number = str(champion.version) if champion else None
 
-    def decide(refusal: Refusal | None, rmses=(None, None)) -> Decision:
+    found = Findings()
+
+    def decide(refusal: Refusal | None) -> Decision:
         if refusal is None:
-            message = _promoted_message(challenger_number, champion_number, *rmses)
-            decision = Decision(True, message, "", challenger_number, champion_number, *rmses)
+            message = _promoted_message(challenger_number, champion_number, found)
+            decision = Decision(True, message, "", challenger_number, champion_number, found)
         else:
             decision = Decision(
-                False, refusal.message, refusal.gate, challenger_number, champion_number, *rmses
+                False, refusal.message, refusal.gate, challenger_number, champion_number, found
             )
         _record_promotion(decision, min_improvement, run_id, client)
         return decision
@@ -246,9 +216,9 @@ def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_
     try:
         with tempfile.TemporaryDirectory() as workdir:
             test_frame = evaluate.load_test_split(data_path)
-            rmses = _gate(challenger_number, champion_number, test_frame, min_improvement, Path(workdir))
+            _gate(challenger_number, champion_number, test_frame, min_improvement, Path(workdir), found)
     except Refusal as refusal:
-        return decide(refusal, refusal.rmses)
+        return decide(refusal)
 
     try:
         with registry.alias_lock(client):
@@ -258,25 +228,27 @@ def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_
             if current_number != champion_number:
                 was, now = champion_number or "none", current_number or "none"
                 moved = f"champion moved during promotion (version {was} when the gates ran, now {now})"
-                return decide(Refusal("race", moved), rmses)
+                return decide(Refusal("race", moved))
             registry.crown(challenger_number, client)
             still_challenger = registry.challenger_version(client)
             if still_challenger and str(still_challenger.version) == challenger_number:
                 registry.remove_alias(registry.CHALLENGER, client)
-            return decide(None, rmses)
+            return decide(None)
     except registry.LockTimeout as error:
-        return decide(Refusal("lock", str(error)), rmses)
+        return decide(Refusal("lock", str(error)))
 
 
-def _promoted_message(
-    challenger: str, champion: str | None, challenger_rmse: float, champion_rmse: float | None
-) -> str:
+def _promoted_message(challenger: str, champion: str | None, found: Findings) -> str:
     if champion is None:
-        return f"promoted: version {challenger} (rmse {challenger_rmse:,.0f}) is the first champion"
-    return (
-        f"promoted: version {challenger} (rmse {challenger_rmse:,.0f}) replaces champion version {champion} "
-        f"(rmse {champion_rmse:,.0f})"
-    )
+        message = f"promoted: version {challenger} (rmse {found.challenger_rmse:,.0f}) is the first champion"
+    else:
+        message = (
+            f"promoted: version {challenger} (rmse {found.challenger_rmse:,.0f}) replaces champion version "
+            f"{champion} (rmse {found.champion_rmse:,.0f})"
+        )
+    if found.signature_change:
+        message += f"; signature changed as declared: {found.signature_change}"
+    return message
 
 
 def _stamp(at: str, run_id: str) -> str:
@@ -305,6 +277,8 @@ def _record_promotion(decision: Decision, min_improvement: float, run_id: str, c
         f"{PROMOTION}message": decision.message,
         f"{PROMOTION}challenger_rmse": _number(decision.challenger_rmse),
         f"{PROMOTION}champion_rmse": _number(decision.champion_rmse),
+        f"{PROMOTION}challenger_coverage": _number(decision.findings.coverage),
+        f"{PROMOTION}signature_change": decision.findings.signature_change or "none",
         f"{PROMOTION}champion_version": decision.champion or "none",
         f"{PROMOTION}min_improvement": min_improvement,
         f"{PROMOTION}at": at,

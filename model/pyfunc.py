@@ -12,8 +12,10 @@ from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_NORMAL, _LIB, _c
 from model.contract import validate_input
 from model.data import TARGET
 from model.features import HousingFeatures
+from model.intervals import LOWER_COLUMN, UPPER_COLUMN, ConformalIntervals, requested_level
 
 _OUTPUT_COLUMNS = pd.Index([TARGET])
+_INTERVAL_COLUMNS = pd.Index([TARGET, LOWER_COLUMN, UPPER_COLUMN])
 
 
 class AveragedBoosters:
@@ -97,7 +99,7 @@ class _OneRowScorer:
 
 
 class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
-    """Raw census-block columns in, ``median_house_value`` out.
+    """Raw census-block columns in, ``median_house_value`` out, with an interval on request.
 
     Training and every server call the same ``features.transform`` on the same
     fitted state, so what the regressor sees at serving time is by construction
@@ -106,20 +108,31 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
     validation hands its converted columns to the transform, so each column is
     converted from pandas once per call.
 
+    Without the ``interval`` inference parameter (absent or null) the answer is the one
+    column ``median_house_value``; with ``interval=L`` (``model.intervals``: 0.5 to 0.99)
+    it also has ``median_house_value_lower`` and ``median_house_value_upper``, bounds
+    that contain the true value with probability ``L``.
+
     Parameters
     ----------
     features : HousingFeatures
         Fitted feature pipeline.
     regressor : object
         Fitted regressor with ``predict(ndarray) -> ndarray``, e.g. :class:`AveragedBoosters`.
+    intervals : ConformalIntervals
+        Calibrated intervals around the regressor's predictions (``model.calibration``).
     """
 
-    def __init__(self, features: HousingFeatures, regressor):
+    def __init__(self, features: HousingFeatures, regressor, intervals: ConformalIntervals):
         self.features = features
         self.regressor = regressor
+        self.intervals = intervals
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        level = requested_level(params)
         columns = validate_input(model_input)
+        if level is not None:
+            return self._predict_with_interval(model_input, columns, level)
         predictions = (
             self.regressor.predict(self.features.transform(columns)) if len(model_input) else np.empty(0)
         )
@@ -127,3 +140,12 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(
             predictions.reshape(-1, 1), index=model_input.index, columns=_OUTPUT_COLUMNS, copy=False
         )
+
+    def _predict_with_interval(self, model_input: pd.DataFrame, columns: dict, level: float) -> pd.DataFrame:
+        values = np.empty((len(model_input), 3))
+        if len(model_input):
+            X = self.features.transform(columns)
+            point = self.regressor.predict(X)
+            lower, upper = self.intervals.bounds(X, point, level)
+            values[:, 0], values[:, 1], values[:, 2] = point, lower, upper
+        return pd.DataFrame(values, index=model_input.index, columns=_INTERVAL_COLUMNS, copy=False)

@@ -66,13 +66,18 @@ def register(model_uri: str) -> ModelVersion:
     return mlflow.register_model(model_uri, MODEL_NAME)
 
 
-def register_candidate(model_uri: str, client: MlflowClient | None = None) -> ModelVersion:
-    """Register ``model_uri`` and alias it: ``champion`` if it is version 1, else ``challenger``.
+def register_candidate(
+    model_uri: str, client: MlflowClient | None = None, description: str = ""
+) -> ModelVersion:
+    """Register ``model_uri`` (with ``description``, Markdown) and alias it: ``champion`` if it
+    is version 1, else ``challenger``.
 
     Returns the version as the registry reads it afterwards (``.aliases`` filled in).
     """
     client = client or MlflowClient()
     version = register(model_uri)
+    if description:
+        client.update_model_version(MODEL_NAME, version.version, description=description)
     alias = CHAMPION if str(version.version) == "1" else CHALLENGER
     client.set_registered_model_alias(MODEL_NAME, alias, version.version)
     client.set_model_version_tag(MODEL_NAME, version.version, "registered_as", alias)

@@ -16,6 +16,7 @@ from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_err
 from sklearn.model_selection import KFold
 
 from model import packaging, registry
+from model.calibration import fit_intervals
 from model.data import (
     FEATURE_COLUMNS,
     RAW_DATA_PATH,
@@ -30,6 +31,7 @@ from model.data import (
 )
 from model.features import HousingFeatures
 from model.pyfunc import AveragedBoosters, CaliforniaHousingModel
+from model.report import build_report, log_report, python_model_predictor
 
 DATASET_NAME = "california-housing-raw"
 
@@ -70,12 +72,35 @@ class TrainingConfig:
 
 
 def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingModel:
+    """The point model fitted on ``frame``, with intervals calibrated on it (``model.calibration``)."""
+    features, X, y, fit_regressor = _prepare(frame, config)
+    intervals = fit_intervals(X, y, fit_regressor, seed=config.seed, threads=_threads())
+    return CaliforniaHousingModel(features, fit_regressor(X, y), intervals)
+
+
+def fit_point_model(frame: pd.DataFrame, config: TrainingConfig) -> tuple[HousingFeatures, AveragedBoosters]:
+    """The fitted features and regressor alone (what cross-validation scores)."""
+    features, X, y, fit_regressor = _prepare(frame, config)
+    return features, fit_regressor(X, y)
+
+
+def _prepare(frame: pd.DataFrame, config: TrainingConfig):
+    """Fitted features, the training matrix and target, and how to fit the regressor on them."""
     features = HousingFeatures(n_neighbors=config.n_neighbors)
     X = features.fit_transform(frame[list(FEATURE_COLUMNS)], frame[TARGET])
     # A richer block never gets a lower price: trees are not monotone by themselves
     # (unconstrained, 5 % of test blocks got cheaper when their income rose by half).
     income_is_monotone = [int(name == "median_income") for name in features.get_feature_names_out()]
-    y = frame[TARGET].to_numpy()
+
+    def fit_regressor(X: np.ndarray, y: np.ndarray) -> AveragedBoosters:
+        return _fit_boosters(X, y, income_is_monotone, config)
+
+    return features, X, frame[TARGET].to_numpy(dtype=float), fit_regressor
+
+
+def _fit_boosters(
+    X: np.ndarray, y: np.ndarray, monotone: list[int], config: TrainingConfig
+) -> AveragedBoosters:
     threads = _threads()
     boosters = []
     for offset in range(config.n_models):
@@ -89,7 +114,7 @@ def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingM
             subsample_freq=1,
             colsample_bytree=config.colsample_bytree,
             reg_lambda=config.reg_lambda,
-            monotone_constraints=income_is_monotone,
+            monotone_constraints=monotone,
             random_state=config.seed + offset,
             n_jobs=threads,
             verbose=-1,
@@ -98,7 +123,7 @@ def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingM
         # The booster itself: the scikit-learn wrapper's per-call input validation costs
         # more than the trees on a one-row request, and the predictions are the same.
         boosters.append(regressor.booster_)
-    return CaliforniaHousingModel(features, AveragedBoosters(boosters))
+    return AveragedBoosters(boosters)
 
 
 def _threads() -> int | None:
@@ -124,12 +149,15 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
 
 
 def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
+    """Test RMSE of the point model on each of ``config.cv_folds`` folds of ``frame``, each
+    fold scored by a model fitted (features included) on the others."""
     folds = KFold(config.cv_folds, shuffle=True, random_state=config.seed)
     scores = []
     for fit_rows, held_out_rows in folds.split(frame):
-        model = fit_model(frame.iloc[fit_rows], config)
+        features, regressor = fit_point_model(frame.iloc[fit_rows], config)
         held_out = frame.iloc[held_out_rows]
-        scores.append(root_mean_squared_error(held_out[TARGET], predict(model, held_out)))
+        predicted = regressor.predict(features.transform(held_out[list(FEATURE_COLUMNS)]))
+        scores.append(root_mean_squared_error(held_out[TARGET], predicted))
     return np.array(scores)
 
 
@@ -179,17 +207,24 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
 def log_and_register(
     model: CaliforniaHousingModel, train_frame: pd.DataFrame, test_frame: pd.DataFrame
 ) -> ModelVersion:
-    """Into the active run: test metrics and the artifact; then smoke-test and register it.
+    """Into the active run: test metrics, the evaluation report and the artifact; then
+    smoke-test and register it.
 
-    The model is registered only after it was logged completely and a smoke
-    prediction on its input example from the logged artifact succeeded, so the
+    The report (``model.report``: intervals' coverage and width, bootstrap interval of
+    the RMSE, permutation importance, the plots) is logged with the ``test_`` prefix and
+    becomes the run's description and the new version's, so both pages in the MLflow UI
+    show the evaluation. The model is registered only after it was logged completely and
+    a smoke prediction on its input example from the logged artifact succeeded, so the
     registry never holds a version that cannot serve. The new version becomes
     ``challenger`` (``champion`` if it is the registered model's first version);
     ``model.promotion`` decides whether a challenger replaces the champion.
     """
     test_metrics = regression_metrics(test_frame[TARGET], predict(model, test_frame))
     mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
+    report = build_report(python_model_predictor(model), test_frame)
+    run_id = mlflow.active_run().info.run_id
+    page = log_report(report, run_id, headline=test_metrics, prefix="test_")
     example = packaging.input_example(train_frame)
     model_info = packaging.log_model(model, example)
     registry.smoke_test(model_info.model_uri, example)
-    return registry.register_candidate(model_info.model_uri)
+    return registry.register_candidate(model_info.model_uri, description=page)

@@ -34,8 +34,10 @@ if __name__ == "__main__":
         )
     except (MlflowException, DataContractError, OSError) as error:
         sys.exit(f"error: {str(error).splitlines()[0]}")
+    coverage = metrics.get("interval_coverage_80")
     print(
         f"{args.model_uri}: test rmse {metrics['rmse']:,.0f} "
         f"(95 % CI {metrics['rmse_ci95_low']:,.0f}-{metrics['rmse_ci95_high']:,.0f}), "
         f"mae {metrics['mae']:,.0f}, r2 {metrics['r2']:.4f}"
+        + (f", interval=0.8 covers {coverage * 100:.1f} %" if coverage is not None else "")
     )

@@ -7,14 +7,8 @@ import pandas as pd
 import pytest
 
 from model.data import TARGET_CAP
-from model.evaluate import (
-    ResolvedModel,
-    bootstrap_rmse_ci,
-    capped_split_rmse,
-    permutation_importance,
-    resolve,
-    rmse,
-)
+from model.evaluate import ResolvedModel, resolve
+from model.metrics import bootstrap_rmse_ci, capped_split_rmse, permutation_importance, rmse
 
 
 def noisy(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

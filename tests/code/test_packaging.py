@@ -25,12 +25,17 @@ def test_conda_environment_installs_exactly_the_lock():
     assert "python=3.11" in conda and "-r requirements.lock" in conda
 
 
-def test_signature_is_the_nine_raw_columns_to_the_target():
+def test_signature_is_the_nine_raw_columns_to_the_target_and_its_optional_interval():
     inputs = SIGNATURE.inputs.to_dict()
     assert [column["name"] for column in inputs] == list(FEATURE_COLUMNS)
     assert {column["name"]: column["type"] for column in inputs}["ocean_proximity"] == "string"
     assert [column["name"] for column in inputs if not column["required"]] == ["total_bedrooms"]
-    assert SIGNATURE.outputs.to_dict() == [{"type": "double", "name": "median_house_value", "required": True}]
+    assert SIGNATURE.outputs.to_dict() == [
+        {"type": "double", "name": "median_house_value", "required": True},
+        {"type": "double", "name": "median_house_value_lower", "required": False},
+        {"type": "double", "name": "median_house_value_upper", "required": False},
+    ]
+    assert SIGNATURE.params.to_dict() == [{"name": "interval", "type": "double", "default": None, "shape": None}]
 
 
 def test_input_example_has_raw_columns_and_a_missing_bedrooms_row(raw_frame: pd.DataFrame):

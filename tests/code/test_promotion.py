@@ -13,8 +13,9 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from model import registry
+from model.gates import Refusal, check_rmse, check_signature, check_smoke
 from model.packaging import SIGNATURE, locked_versions, pip_requirements
-from model.promotion import Refusal, check_requirements, check_rmse, check_signature, check_smoke
+from model.promotion import check_requirements
 from model.train import TrainingConfig
 from model.tune import NEIGHBOURHOODS, TuneSettings, config_from_params, suggest_config
 
@@ -24,7 +25,7 @@ def signature_with(bedrooms_required: bool) -> ModelSignature:
         ColSpec(spec.type, spec.name, required=bedrooms_required if spec.name == "total_bedrooms" else spec.required)
         for spec in SIGNATURE.inputs.inputs
     ]
-    return ModelSignature(inputs=Schema(inputs), outputs=SIGNATURE.outputs)
+    return ModelSignature(inputs=Schema(inputs), outputs=SIGNATURE.outputs, params=SIGNATURE.params)
 
 
 def test_identical_signatures_pass():

@@ -1,13 +1,16 @@
-"""The averaged boosters: LightGBM's one-row C path gives exactly what the batch path gives."""
+"""The averaged boosters' one-row C path gives exactly what the batch path gives; the pyfunc's
+answer with and without the interval parameter."""
 
 from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
 import numpy as np
+import pandas as pd
 import pytest
 
 from model.contract import validate_input
 from model.data import FEATURE_COLUMNS, TARGET
+from model.intervals import LOWER_COLUMN, UPPER_COLUMN, InvalidParameterError
 from model.pyfunc import AveragedBoosters
 
 
@@ -54,3 +57,44 @@ def test_one_row_path_is_safe_to_share_between_threads(trained_model, test_featu
 def test_a_row_of_the_wrong_width_is_refused_before_it_reaches_c(trained_model, test_features):
     with pytest.raises(ValueError, match=f"expected {test_features.shape[1]} features, got {test_features.shape[1] - 1}"):
         trained_model.regressor.predict(test_features[:1, :-1])
+
+
+@pytest.fixture(scope="module")
+def test_rows(split):
+    return split[1][list(FEATURE_COLUMNS)].head(300)
+
+
+@pytest.mark.parametrize("params", [None, {}, {"interval": None}])
+def test_without_an_interval_the_answer_is_the_one_column_of_the_regressor_bit_for_bit(trained_model, test_rows, params):
+    answer = trained_model.predict(None, test_rows, params)
+    assert list(answer.columns) == [TARGET]
+    expected = trained_model.regressor.predict(trained_model.features.transform(validate_input(test_rows)))
+    np.testing.assert_array_equal(answer[TARGET].to_numpy(), expected)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.8, 0.99])
+def test_an_interval_adds_bounds_around_the_unchanged_point(trained_model, test_rows, level):
+    point = trained_model.predict(None, test_rows)[TARGET].to_numpy()
+    answer = trained_model.predict(None, test_rows, {"interval": level})
+    assert list(answer.columns) == [TARGET, LOWER_COLUMN, UPPER_COLUMN]
+    assert answer.index.equals(test_rows.index)
+    np.testing.assert_array_equal(answer[TARGET].to_numpy(), point)
+    assert (answer[LOWER_COLUMN] <= answer[TARGET]).all() and (answer[TARGET] <= answer[UPPER_COLUMN]).all()
+    assert (answer[UPPER_COLUMN] > answer[LOWER_COLUMN]).all()
+
+
+def test_one_row_intervals_equal_their_batch_rows_bit_for_bit(trained_model, test_rows):
+    rows = test_rows.head(40)
+    batch = trained_model.predict(None, rows, {"interval": 0.8})
+    singles = pd.concat([trained_model.predict(None, rows.iloc[[i]], {"interval": 0.8}) for i in range(len(rows))])
+    pd.testing.assert_frame_equal(singles, batch, check_exact=True)
+
+
+def test_no_rows_with_an_interval_give_the_three_columns_and_no_rows(trained_model, test_rows):
+    answer = trained_model.predict(None, test_rows.head(0), {"interval": 0.8})
+    assert list(answer.columns) == [TARGET, LOWER_COLUMN, UPPER_COLUMN] and len(answer) == 0
+
+
+def test_a_level_outside_the_range_is_refused_before_any_work(trained_model, test_rows):
+    with pytest.raises(InvalidParameterError, match=r"^invalid parameter 'interval': must be a coverage level from 0.5 to 0.99"):
+        trained_model.predict(None, test_rows.assign(households=0.0), {"interval": 1.2})

@@ -24,6 +24,7 @@ EXPECTED = [
     "inprocess.regressor.1row.p50",
     "inprocess.pyfunc.1000",
     "inprocess.regressor.1000",
+    *(f"intervals.{variant}" for variant in ("before.1row", "off.1row", "on.1row", "off.batch", "on.batch")),
     "client.noop.rps",
     "client.cpu.max",
     *(

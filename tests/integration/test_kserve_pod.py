@@ -22,6 +22,7 @@ import yaml
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
+from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
 from testbed.processes import free_port, process_env, running_server
 from tests.integration.servers import temporary_database
@@ -135,7 +136,9 @@ def test_health_and_metadata_come_from_the_signature(v2_server):
     metadata = requests.get(f"{v2_server}/v2/models/{ISVC_NAME}", timeout=10).json()
     assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
         *((column, "FP64") for column in NUMERIC_COLUMNS), ("ocean_proximity", "BYTES")]
-    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [(TARGET, "FP64")]
+    # The interval bounds are optional outputs of the signature (present only with `interval`).
+    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
+        (TARGET, "FP64"), (LOWER_COLUMN, "FP64"), (UPPER_COLUMN, "FP64")]
 
 
 @pytest.mark.parametrize("shape_2d", [False, True], ids=["shape-n", "shape-n-1"])

@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 
 from model import registry
 from model.data import PROJECT_ROOT, load_raw, split_train_test
-from model.evaluate import PLOTS
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
+from model.report import PLOTS
 from model.train import TrainingConfig, fit_model, log_and_register
 from testbed.processes import free_port, process_env, running_server
 from tests.integration.servers import temporary_database
@@ -119,7 +119,7 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert trial.data.tags["optuna.trial"] == "0" and "cv_rmse_mean" in trial.data.metrics
     assert registry.get_version("3").run_id == parent.info.run_id
 
-    # `evaluate` scores the challenger by default: metrics, bootstrap CI, the four plots.
+    # `evaluate` scores the challenger by default: metrics, bootstrap CI, intervals, the five plots.
     evaluated = mlflow_run(store, "evaluate", data, "n_bootstrap=200", "permutation_repeats=1")
     assert evaluated.returncode == 0, evaluated.stderr[-5000:]
     run = client.get_run(run_id_of(evaluated))
@@ -132,6 +132,7 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert metrics["rmse_ci95_low"] < metrics["rmse"] < metrics["rmse_ci95_high"]
     assert metrics["rmse_uncapped"] < metrics["rmse"] < metrics["rmse_capped"]
     assert {f"permutation_importance_{column}" for column in ("median_income", "latitude")} <= set(metrics)
+    assert 0.78 <= metrics["interval_coverage_80"] <= 0.82 and metrics["interval_width_median_80"] > 0
     plots = {Path(artifact.path).name for artifact in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == set(PLOTS)
 

@@ -1,4 +1,5 @@
-"""The core chain for real: `mlflow run . -e train` into a temp store, then MLflow's own serving CLIs."""
+"""The core chain for real: `mlflow run . -e train` into a temp store, then MLflow's own serving CLIs
+(with and without the `interval` parameter) and the champion's pages in `mlflow ui` in a real browser."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import requests
 from mlflow import MlflowClient
 
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, file_md5, split_train_test
+from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
+from model.report import PLOTS
 from testbed.processes import free_port, process_env, running_server
+from tests.integration.browser import chromium_path, headless_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +72,11 @@ def test_train_registers_a_champion_with_its_lineage(store, raw_data_path):
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     run = client.get_run(version.run_id)
-    for metric in ("test_rmse", "test_mae", "test_r2", "cv_rmse_mean", "cv_rmse_std", "training_seconds"):
+    for metric in ("test_rmse", "test_mae", "test_r2", "cv_rmse_mean", "cv_rmse_std", "training_seconds",
+                   "test_interval_coverage_50", "test_interval_coverage_90", "test_interval_width_median_80"):
         assert np.isfinite(run.data.metrics[metric]), metric
+    # The issue's calibration target, logged with the test metrics by the registering run.
+    assert 0.78 <= run.data.metrics["test_interval_coverage_80"] <= 0.82
     assert run.data.params["n_estimators"] == "150"
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == file_md5(raw_data_path)
@@ -154,3 +161,126 @@ def test_batch_predict_writes_one_prediction_per_row_in_order(store, rows, in_pr
     predictions = [row[TARGET] for row in json.loads(output_path.read_text())["predictions"]]
     assert len(predictions) == len(rows)
     np.testing.assert_allclose(predictions, in_process, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals on request: the `interval` inference parameter through MLflow's own CLIs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def in_process_interval(store, rows) -> pd.DataFrame:
+    return mlflow.pyfunc.load_model(CHAMPION_URI).predict(rows, params={"interval": 0.8})
+
+
+def assert_intervals(predictions: list[dict], expected: pd.DataFrame) -> None:
+    assert [list(row) for row in predictions] == [[TARGET, LOWER_COLUMN, UPPER_COLUMN]] * len(expected)
+    served = pd.DataFrame(predictions)
+    np.testing.assert_allclose(served.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+    assert (served[LOWER_COLUMN] <= served[TARGET]).all() and (served[TARGET] <= served[UPPER_COLUMN]).all()
+
+
+def test_served_intervals_on_request_and_the_plain_answer_without(store, rows, in_process, in_process_interval):
+    port = free_port()
+    command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
+        url = f"{server.base_url}/invocations"
+        split_body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        plain = requests.post(url, json=split_body, timeout=30)
+        assert [list(row) for row in plain.json()["predictions"]] == [[TARGET]] * len(rows)
+        np.testing.assert_allclose(served_predictions(plain), in_process, rtol=0, atol=1e-9)
+        with_interval = requests.post(url, json={**split_body, "params": {"interval": 0.8}}, timeout=30)
+        assert with_interval.status_code == 200, with_interval.text
+        assert_intervals(with_interval.json()["predictions"], in_process_interval)
+        records = {"dataframe_records": json.loads(rows.head(1).to_json(orient="records")), "params": {"interval": 0.8}}
+        assert_intervals(requests.post(url, json=records, timeout=30).json()["predictions"], in_process_interval.head(1))
+        assert [list(row) for row in requests.post(url, json={**split_body, "params": {"interval": None}}, timeout=30)
+                .json()["predictions"]] == [[TARGET]] * len(rows)  # fmt: skip
+
+        out_of_range = requests.post(url, json={**split_body, "params": {"interval": 1.5}}, timeout=30)
+        assert out_of_range.status_code == 400
+        assert out_of_range.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert out_of_range.json()["message"] == (
+            "invalid parameter 'interval': must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or null for no interval"
+        )
+        not_a_number = requests.post(url, json={**split_body, "params": {"interval": "wide"}}, timeout=30)
+        assert not_a_number.status_code == 400 and not_a_number.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "interval" in not_a_number.json()["message"]
+
+
+def test_mlflow_models_predict_takes_the_interval_from_a_json_input(store, rows, in_process_interval, tmp_path):
+    """`mlflow models predict` has no params option: with `-t json` it reads the same body the
+    server takes, `params` included (pyfunc/scoring_server `_predict`); a CSV input has none."""
+    input_path, output_path = tmp_path / "in.json", tmp_path / "out.json"
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False)), "params": {"interval": 0.8}}
+    input_path.write_text(json.dumps(body))
+    completed = subprocess.run(
+        ["mlflow", "models", "predict", "-m", CHAMPION_URI, "-i", str(input_path), "-o", str(output_path),
+         "-t", "json", "--env-manager", "local"],
+        env=store["env"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert_intervals(json.loads(output_path.read_text())["predictions"], in_process_interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation where users look: the champion's pages in `mlflow ui`, in a real browser
+# ---------------------------------------------------------------------------------------------
+
+# Where the screenshots stay for a human to look at (the test's own temp dir is removed).
+SCREENSHOTS = PROJECT_ROOT / "build" / "ui-screenshots"
+# Every artifact image of the page: whether it loaded, its size, and the share of its height
+# not clipped away by an ancestor that hides overflow (a collapsed description, say).
+IMAGES = """Array.from(document.images).filter(i => i.src.includes('get-artifact')).map(i => {
+  const r = i.getBoundingClientRect(); let top = r.top, bottom = r.bottom;
+  for (let e = i.parentElement; e; e = e.parentElement) {
+    if (['hidden', 'clip'].includes(getComputedStyle(e).overflowY)) {
+      const c = e.getBoundingClientRect(); top = Math.max(top, c.top); bottom = Math.min(bottom, c.bottom); } }
+  return {src: decodeURIComponent(i.src), loaded: i.complete && i.naturalWidth > 0, width: r.width,
+          height: r.height, shown: r.height ? Math.max(0, bottom - top) / r.height : 0} })"""
+ALL_LOADED = f"(() => {{ const images = {IMAGES}; return images.length >= 5 && images.every(i => i.loaded) ? images : null }})()"
+# The run page collapses a long description behind "Show more".
+EXPAND = """(() => { const toggle = Array.from(document.querySelectorAll('button')).find(b => /^Show (more|less)$/.test(b.innerText.trim()));
+  if (toggle && toggle.innerText.trim() === 'Show more') { toggle.click(); } return Boolean(toggle) })()"""
+EXPANDED = "Array.from(document.querySelectorAll('button')).some(b => b.innerText.trim() === 'Show less')"
+
+
+def shown_plots(page, url: str, screenshot: Path) -> dict[str, dict]:
+    """The page's plots, loaded and (after "Show more", where the description is collapsed) drawn."""
+    page.navigate("about:blank")  # a hash change alone would keep the previous page's DOM
+    page.navigate(url)
+    images = page.wait_for(ALL_LOADED, timeout=120)
+    assert images, f"{url}: the plots never loaded; images: {page.evaluate(IMAGES)}"
+    if min(image["shown"] for image in images) < 0.95:
+        assert page.evaluate(EXPAND) and page.wait_for(EXPANDED, timeout=30), f"{url}: description not expanded"
+    page.wait_for(f"(() => {{ const images = {IMAGES}; return images.every(i => i.shown > 0.95) }})()", timeout=30)
+    page.screenshot(screenshot)
+    images = page.evaluate(IMAGES)  # as the screenshot shows them
+    return {Path(image["src"].split("path=")[1].split("&")[0]).name: image for image in images}
+
+
+def test_the_champions_version_and_run_pages_show_the_evaluation_plots(store, tmp_path):
+    if chromium_path() is None:
+        pytest.skip("no chromium: the browser could not be installed here (`apt-get install chromium`; .ci/run does)")
+    version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    run = MlflowClient().get_run(version.run_id)
+    port = free_port()
+    command = ["mlflow", "ui", "--backend-store-uri", store["tracking_uri"], "--host", "127.0.0.1", "--port", str(port)]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with running_server(command, port, "/health", env=store["env"], timeout=180) as ui, \
+            headless_chromium(tmp_path, height=5200) as page:
+        pages = {
+            "version": f"{ui.base_url}/#/models/{MODEL_NAME}/versions/{version.version}",
+            "run": f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+        }
+        for name, url in pages.items():
+            plots = shown_plots(page, url, SCREENSHOTS / f"champion-{name}.png")
+            assert set(plots) == set(PLOTS), (name, sorted(plots))
+            for plot, image in plots.items():
+                assert f"run_uuid={run.info.run_id}" in image["src"], (name, plot)
+                assert image["width"] > 200 and image["height"] > 150, (name, plot, image)  # drawn…
+                assert image["shown"] > 0.95, (name, plot, image)  # …and not clipped away
+            assert (SCREENSHOTS / f"champion-{name}.png").stat().st_size > 50_000
+    assert "## Evaluation on the frozen test split" in version.description
+    assert run.data.tags["mlflow.note.content"] == version.description

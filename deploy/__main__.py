@@ -1,0 +1,5 @@
+import sys
+
+from deploy.validate import main
+
+sys.exit(main())

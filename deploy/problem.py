@@ -84,7 +84,9 @@ def tool(name: str) -> str | None:
     return str(beside) if beside.is_file() else shutil.which(name)
 
 
-def run_tool(argv: Sequence[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_tool(
+    argv: Sequence[str], cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         list(argv), check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )

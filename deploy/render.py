@@ -74,7 +74,9 @@ def render(directory: Path, root: Path) -> tuple[list[Obj], list[Problem]]:
         Path(workdir, "kustomization.yaml").write_text(_wrapper(directory, workdir))
         result = run_tool([kubectl, "kustomize", workdir])
         if result.returncode != 0:
-            return [], [Problem("kustomize", where, f"kubectl kustomize: {_error(result.stderr, directory, root)}")]
+            return [], [
+                Problem("kustomize", where, f"kubectl kustomize: {_error(result.stderr, directory, root)}")
+            ]
         objects = []
         for body in yaml.load_all(result.stdout, Loader=LOADER):
             annotations = mapping(mapping(body.get("metadata")).get("annotations"))
@@ -127,7 +129,8 @@ def load_k8s(k8s_dir: Path, root: Path) -> tuple[list[Obj], list[Problem]]:
                 Problem(
                     "kustomize",
                     rel,
-                    "listed in no kustomization, so never applied (name it *.example.yaml if it is documentation)",
+                    "listed in no kustomization, so never applied "
+                    "(name it *.example.yaml if it is documentation)",
                 )
             )
     return objects, problems

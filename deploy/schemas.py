@@ -71,7 +71,9 @@ def load_crds(crds_dir: Path) -> dict[str, CRD]:
             spec = body.get("spec", {}) if isinstance(body, dict) else {}
             if body.get("kind") == "CustomResourceDefinition" and spec.get("group") == KSERVE_GROUP:
                 versions = {
-                    v["name"]: v["schema"]["openAPIV3Schema"] for v in spec["versions"] if v.get("served", True)
+                    v["name"]: v["schema"]["openAPIV3Schema"]
+                    for v in spec["versions"]
+                    if v.get("served", True)
                 }
                 kind = spec["names"]["kind"]
                 crds[kind] = CRD(kind, spec.get("scope", "Namespaced"), versions)
@@ -103,7 +105,9 @@ _CHECKED: dict[tuple[str, str, str, str], list[tuple[str, str]]] = {}
 
 
 def _check_jsonschema(crd: CRD, version: str, objects: Sequence[Obj], crds_dir: Path) -> list[Problem]:
-    keys = {id(obj): (str(crds_dir), crd.kind, version, json.dumps(obj.body, sort_keys=True)) for obj in objects}
+    keys = {
+        id(obj): (str(crds_dir), crd.kind, version, json.dumps(obj.body, sort_keys=True)) for obj in objects
+    }
     unchecked = {keys[id(obj)]: obj for obj in objects if keys[id(obj)] not in _CHECKED}
     with tempfile.TemporaryDirectory() as workdir:
         files = {os.path.join(workdir, f"{index}.json"): key for index, key in enumerate(unchecked)}
@@ -115,11 +119,17 @@ def _check_jsonschema(crd: CRD, version: str, objects: Sequence[Obj], crds_dir: 
             binary = tool("check-jsonschema") or "check-jsonschema"
             result = run_tool([binary, "--schemafile", schema, "--output-format", "json", *files])
             if not result.stdout.startswith("{"):
-                return [objects[0].problem("kserve-schema", f"check-jsonschema failed: {short(result.stderr)}")]
+                return [
+                    objects[0].problem("kserve-schema", f"check-jsonschema failed: {short(result.stderr)}")
+                ]
             for error in json.loads(result.stdout).get("errors", []):
                 path = error["path"].removeprefix("$").removeprefix(".") or "(root)"
                 _CHECKED[files[error["filename"]]].append((path, short(error["message"])))
-    return [obj.problem("kserve-schema", f"{path}: {message}") for obj in objects for path, message in _CHECKED[keys[id(obj)]]]
+    return [
+        obj.problem("kserve-schema", f"{path}: {message}")
+        for obj in objects
+        for path, message in _CHECKED[keys[id(obj)]]
+    ]
 
 
 def check_kserve(objects: Sequence[Obj], crds_dir: Path) -> list[Problem]:
@@ -137,7 +147,9 @@ def check_kserve(objects: Sequence[Obj], crds_dir: Path) -> list[Problem]:
         else:
             by_schema[(obj.kind, version)].append(obj)
             if crd.scope == "Cluster" and obj.namespace:
-                problems.append(obj.problem("kserve-schema", "cluster-scoped kind must not set metadata.namespace"))
+                problems.append(
+                    obj.problem("kserve-schema", "cluster-scoped kind must not set metadata.namespace")
+                )
     for (kind, version), group in sorted(by_schema.items()):
         problems += _check_jsonschema(crds[kind], version, group, crds_dir)
     return problems

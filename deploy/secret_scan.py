@@ -51,7 +51,8 @@ def find_in_values(pairs: Sequence[tuple[str, str]], root: Path) -> list[tuple[i
 
 def unaudited(config: dict) -> list[str]:
     return [
-        f"{filename}:{entry.get('line_number', '?')}: {entry['type']} is in {BASELINE} but not audited as a false positive"
+        f"{filename}:{entry.get('line_number', '?')}: {entry['type']} is in {BASELINE} "
+        "but not audited as a false positive"
         for filename, entries in config["results"].items()
         for entry in entries
         if entry.get("is_secret") is not False
@@ -59,7 +60,9 @@ def unaudited(config: dict) -> list[str]:
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True, errors="replace").stdout
+    return subprocess.run(
+        ["git", "-C", str(root), *args], check=True, capture_output=True, text=True, errors="replace"
+    ).stdout
 
 
 def check_tree(root: Path, config: dict) -> list[str]:
@@ -67,7 +70,9 @@ def check_tree(root: Path, config: dict) -> list[str]:
     files = [name for name in git(root, "ls-files", "-z").split("\0") if (root / name).is_file()]
     found = SecretsCollection(root=str(root))
     found.scan_files(*files)
-    audited = {(name, e["type"], e["hashed_secret"]) for name, entries in config["results"].items() for e in entries}
+    audited = {
+        (name, e["type"], e["hashed_secret"]) for name, entries in config["results"].items() for e in entries
+    }
     return sorted(
         f"{name}:{secret.line_number}: {secret.type}"
         for name, secret in found
@@ -101,8 +106,12 @@ def check_history(root: Path, config: dict) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.secret_scan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="git work tree (default: the current directory)")
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.secret_scan", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--root", type=Path, default=Path.cwd(), help="git work tree (default: the current directory)"
+    )
     parser.add_argument("--no-history", action="store_true", help="scan the tracked files only")
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -114,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UnableToReadBaselineError, subprocess.CalledProcessError) as error:
         print(f"secret scan: cannot read {root / BASELINE} or the git history: {error!r}", file=sys.stderr)
         return 2
-    print("\n".join(problems) if problems else f"secret scan: no unaudited secrets ({'tree' if args.no_history else 'tree and history'})")
+    print(
+        "\n".join(problems)
+        if problems
+        else f"secret scan: no unaudited secrets ({'tree' if args.no_history else 'tree and history'})"
+    )
     return 1 if problems else 0
 
 

@@ -39,14 +39,20 @@ def validate(root: Path = REPO_ROOT, crds_dir: Path | None = None) -> list[Probl
     problems += check_compose(compose, compose_file, root)
     builds = builds_of(compose, root)
     uses = uses_of(objects, compose, relative(compose_file, root))
-    problems += check_dockerfiles(builds, root) + check_images(builds, uses) + check_requirements(builds, uses, root)
+    problems += (
+        check_dockerfiles(builds, root) + check_images(builds, uses) + check_requirements(builds, uses, root)
+    )
     return list(dict.fromkeys(problems))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root (default: this checkout)")
-    parser.add_argument("--crds", type=Path, help=f"KServe CRD directory (default: ${CRDS_ENV} or ROOT/../shared/kserve/crds)")
+    parser.add_argument(
+        "--root", type=Path, default=REPO_ROOT, help="repository root (default: this checkout)"
+    )
+    parser.add_argument(
+        "--crds", type=Path, help=f"KServe CRD directory (default: ${CRDS_ENV} or ROOT/../shared/kserve/crds)"
+    )
     args = parser.parse_args(argv)
     problems = validate(args.root, args.crds)
     for problem in problems:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from docker.utils.build import PatternMatcher
 
 from deploy import validate as v

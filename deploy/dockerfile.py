@@ -147,13 +147,13 @@ def check_target(build: Build, stages: Stages, index: int, root: Path) -> list[P
                 )
             )
     baked = [
-        (i, f"line {i['startline'] + 1}: {i['instruction']} {k}", v)
+        (rel, f"line {i['startline'] + 1}: {i['instruction']} {key}", value)
         for i in stages.instructions(used, "ENV") + stages.instructions(used, "ARG")
-        for k, v in _pairs(i)
+        for key, value in _pairs(i)
     ]
     problems += [
         Problem("secrets", rel, f"{message} (baked into the image)")
-        for _, message in literal_secrets(baked, root)
+        for rel, message in literal_secrets(baked, root)
     ]
     return problems
 

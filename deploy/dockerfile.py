@@ -49,7 +49,6 @@ class Stages:
     """A Dockerfile's stages, as dockerfile-parse reads its instructions."""
 
     def __init__(self, text: str):
-        self.text = text
         self.stages: list[list[dict]] = []
         for instruction in DockerfileParser(fileobj=io.BytesIO(text.encode())).structure:
             if instruction["instruction"] == "FROM":
@@ -67,33 +66,40 @@ class Stages:
         ]
         return names.index(name) if name in names else None
 
+    def chain(self, index: int) -> list[int]:
+        """Stage ``index`` and the stages it starts FROM, the first stage first."""
+        parent = self.index(self.stages[index][0]["value"].split()[0])
+        return (self.chain(parent) if parent is not None and parent != index else []) + [index]
+
     def used_by(self, index: int) -> list[int]:
         """The stages the image of stage ``index`` is built from: its FROM chain and COPY --from sources."""
-        used, todo = [], [index]
+        used, todo = set(), [index]
         while todo:
             current = todo.pop()
-            if current in used:
-                continue
-            used.append(current)
-            first, *rest = self.stages[current]
-            parents = [first["value"].split()[0]] + [
+            used |= set(self.chain(current))
+            sources = [
                 flag.split("=", 1)[1]
-                for i in rest
+                for stage in self.chain(current)
+                for i in self.stages[stage]
                 if i["instruction"] == "COPY"
                 for flag in i["value"].split()
                 if flag.startswith("--from=")
             ]
-            todo += [self.index(p) for p in parents if self.index(p) is not None]
+            todo += [
+                self.index(s) for s in sources if self.index(s) is not None and self.index(s) not in used
+            ]
         return sorted(used)
 
     def instructions(self, indexes: Sequence[int], name: str) -> list[dict]:
         return [i for index in indexes for i in self.stages[index] if i["instruction"] == name]
 
-    def parser_up_to(self, index: int) -> DockerfileParser:
-        """dockerfile-parse on the file cut after stage ``index``: its ``envs`` are that stage's."""
-        last_line = self.stages[index][-1]["endline"] + 1
-        cut = "".join(self.text.splitlines(keepends=True)[:last_line])
-        return DockerfileParser(fileobj=io.BytesIO(cut.encode()))
+    def pairs(self, indexes: Sequence[int], name: str) -> list[tuple[dict, str, str]]:
+        """(instruction, key, value) of these stages' ENV or ARG instructions, read by dockerfile-parse."""
+        found = []
+        for instruction in self.instructions(indexes, name):
+            one = DockerfileParser(fileobj=io.BytesIO(f"FROM scratch\n{instruction['content']}".encode()))
+            found += [(instruction, k, v) for k, v in (one.envs if name == "ENV" else one.args).items()]
+        return found
 
 
 def copy_sources(instruction: dict) -> list[str]:
@@ -123,44 +129,35 @@ def hadolint(dockerfile: Path, root: Path) -> list[Problem]:
 
 def check_target(build: Build, stages: Stages, index: int, root: Path) -> list[Problem]:
     """The conventions of the image one target builds: base, numeric non-root user, env, no secret."""
-    rel, used = relative(build.dockerfile, root), stages.used_by(index)
-    problems, parser = [], stages.parser_up_to(index)
-    label = f"target {build.target or '(last stage)'}"
-    base = parser.baseimage or ""
+    rel, chain, label = (
+        relative(build.dockerfile, root),
+        stages.chain(index),
+        f"target {build.target or '(last)'}",
+    )
+    problems = []
+    base = stages.stages[chain[0]][0]["value"].split()[0]
     if not base.startswith(BASE_IMAGE):
-        problems.append(
-            Problem("dockerfile", rel, f"{label}: must be based on {BASE_IMAGE} (got {base or 'nothing'})")
-        )
-    users = [i["value"] for i in stages.instructions([index], "USER")]
+        problems.append(Problem("dockerfile", rel, f"{label}: must be based on {BASE_IMAGE} (got {base})"))
+    users = [i["value"] for i in stages.instructions(chain, "USER")]
     if not users or not users[-1].split(":")[0].isdigit() or users[-1].split(":")[0] == "0":
         got = users[-1] if users else "none"
         problems.append(
             Problem("dockerfile", rel, f"{label}: must switch to a numeric non-root USER (got {got})")
         )
+    env = {key: value for _, key, value in stages.pairs(chain, "ENV")}
     for key, value in IMAGE_ENV.items():
-        if parser.envs.get(key) != value:
-            problems.append(
-                Problem(
-                    "dockerfile",
-                    rel,
-                    f"{label}: ENV {key}={value} is required (got {parser.envs.get(key)!r})",
-                )
-            )
+        if env.get(key) != value:
+            message = f"{label}: ENV {key}={value} is required (got {env.get(key)!r})"
+            problems.append(Problem("dockerfile", rel, message))
+    used = stages.used_by(index)
     baked = [
         (rel, f"line {i['startline'] + 1}: {i['instruction']} {key}", value)
-        for i in stages.instructions(used, "ENV") + stages.instructions(used, "ARG")
-        for key, value in _pairs(i)
+        for i, key, value in stages.pairs(used, "ENV") + stages.pairs(used, "ARG")
     ]
-    problems += [
-        Problem("secrets", rel, f"{message} (baked into the image)")
-        for rel, message in literal_secrets(baked, root)
+    secrets = literal_secrets(baked, root)
+    return problems + [
+        Problem("secrets", rel, f"{message} (baked into the image)") for rel, message in secrets
     ]
-    return problems
-
-
-def _pairs(instruction: dict) -> list[tuple[str, str]]:
-    parsed = DockerfileParser(fileobj=io.BytesIO(f"FROM scratch\n{instruction['content']}".encode()))
-    return list((parsed.envs if instruction["instruction"] == "ENV" else parsed.args).items())
 
 
 def dockerignore_patterns(context: Path) -> list[str]:

@@ -482,6 +482,16 @@ def test_compose_builds_a_target_the_dockerfile_lacks(deploy_copy):
     assert_reported(run(deploy_copy), "Dockerfile", "no stage named serve")
 
 
+def test_a_target_built_on_another_stage_keeps_its_base_and_env(deploy_copy):
+    # The final stage split in two, built as a named target: ENV and base come from the stage below.
+    edit_text(deploy_copy / "Dockerfile", "\nFROM python:3.11-slim\n", "\nFROM python:3.11-slim AS base\n")
+    edit_text(deploy_copy / "Dockerfile", "COPY --from=deps", "FROM base AS serve\nCOPY --from=deps")
+    edit_text(deploy_copy / "docker-compose.yml", "    context: .\n", "    context: .\n    target: serve\n")
+    assert run(deploy_copy) == []
+    edit_text(deploy_copy / "Dockerfile", "    OMP_NUM_THREADS=1 \\\n", "")
+    assert_reported(run(deploy_copy), "Dockerfile", "target serve: ENV OMP_NUM_THREADS=1 is required")
+
+
 def test_locks_disagree_on_a_shared_package(deploy_copy):
     (deploy_copy / "requirements").mkdir()
     (deploy_copy / "requirements" / "serve.lock").write_text("mlflow==0.0.1\n")

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class Obj:
     source: str  # the file under k8s/ it comes from, relative to the repository
     body: dict
     applied: bool = True
-    origin: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> str:

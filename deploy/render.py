@@ -83,7 +83,7 @@ def render(directory: Path, root: Path) -> tuple[list[Obj], list[Problem]]:
             origin = yaml.safe_load(annotations.pop(ORIGIN, "")) or {}
             if not annotations:
                 body["metadata"].pop("annotations", None)
-            objects.append(Obj(_source(origin, workdir, root), body, origin=origin))
+            objects.append(Obj(_source(origin, workdir, root), body))
     return objects, []
 
 

@@ -217,6 +217,10 @@ BAD_INTERVALS = {
                           "from 0.5 to 0.99 (e.g. 0.8), or null for no interval"),
     "not a number": ("wide", "parameter 'interval' must be a double, got a str"),
     "a boolean": (True, "parameter 'interval' must be a double, got a bool"),
+    # kserve's request model takes no null parameter values: no interval is no parameter.
+    "null": (None, "invalid request body: parameters.interval.float: Input should be a valid number; "
+                   "parameters.interval.int: Input should be a valid integer; parameters.interval.bool: "
+                   "Input should be a valid boolean; parameters.interval.str: Input should be a valid string"),
 }
 
 

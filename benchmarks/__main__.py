@@ -24,42 +24,85 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def parse(argv=None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--short", action="store_true", help="the CI form: tiny durations, 1 k rows, no training, no trade-off curve")
-    parser.add_argument("--only", help=f"comma-separated sections among {','.join(SECTIONS)} (default: all; "
-                        "--short leaves out training and tradeoff)")  # fmt: skip
-    parser.add_argument("--write-docs", action="store_true", help="replace the generated part of docs/performance.md")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="the CI form: tiny durations, 1 k rows, no training, no trade-off curve",
+    )
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated sections among {','.join(SECTIONS)} (default: all; "
+        "--short leaves out training and tradeoff)",
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help="replace the generated part of docs/performance.md"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every figure and error as JSON")
     parser.add_argument("--workers", type=int_list, help="`mlflow models serve --workers` values, e.g. 1,2")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the harness, servers and batch commands (1)")
+    parser.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS of the harness, servers and batch commands (1)"
+    )
     parser.add_argument("--clients", type=int, help="concurrent clients of the throughput figure (8)")
     parser.add_argument("--duration", type=float, help="seconds of each throughput window")
     parser.add_argument("--load-clients", type=int, help="concurrent clients of the load test (16)")
     parser.add_argument("--load-duration", type=float, help="seconds of the load test")
-    parser.add_argument("--inprocess-rows", type=int_list, help="in-process batch sizes, e.g. 1000,100000,1000000")
+    parser.add_argument(
+        "--inprocess-rows", type=int_list, help="in-process batch sizes, e.g. 1000,100000,1000000"
+    )
     parser.add_argument("--target-rows", type=int, help="the in-process size held to 1.5x the bare regressor")
     parser.add_argument("--batch-rows", type=int_list, help="batch file sizes, e.g. 1000000,10000000")
-    parser.add_argument("--rss-cap-gib", type=float, help="kill a batch command past this RSS (6; the figure then MISSes)")
-    parser.add_argument("--train-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a `-P` parameter for the training run (repeatable; the figure is then not the default)")
+    parser.add_argument(
+        "--rss-cap-gib", type=float, help="kill a batch command past this RSS (6; the figure then MISSes)"
+    )
+    parser.add_argument(
+        "--train-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a `-P` parameter for the training run (repeatable; the figure is then not the default)",
+    )
     parser.add_argument("--data", help="the raw housing CSV (default: data/raw/housing.csv or ../shared)")
-    parser.add_argument("--model-uri", help="benchmark this artifact instead of fitting the default configuration")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile each server's request handler in-process (cProfile) into the report")
-    parser.add_argument("--from-json", metavar="PATH",
-                        help="measure nothing: render docs/performance.md (with --write-docs) from a --json file")
+    parser.add_argument(
+        "--model-uri", help="benchmark this artifact instead of fitting the default configuration"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile each server's request handler in-process (cProfile) into the report",
+    )
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="measure nothing: render docs/performance.md (with --write-docs) from a --json file",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     args = parser.parse_args(argv)
 
     overrides = {
-        "write_docs": args.write_docs, "json": args.json, "data": args.data, "model_uri": args.model_uri,
-        "keep": args.keep, "profile": args.profile,
+        "write_docs": args.write_docs,
+        "json": args.json,
+        "data": args.data,
+        "model_uri": args.model_uri,
+        "keep": args.keep,
+        "profile": args.profile,
         "train_params": tuple(args.train_param),
         "argv": tuple(sys.argv[1:] if argv is None else argv),
-    }  # fmt: skip
-    for name in ("workers", "threads", "clients", "duration", "load_clients", "load_duration", "inprocess_rows",
-                 "target_rows", "batch_rows", "rss_cap_gib"):  # fmt: skip
+    }
+    for name in (
+        "workers",
+        "threads",
+        "clients",
+        "duration",
+        "load_clients",
+        "load_duration",
+        "inprocess_rows",
+        "target_rows",
+        "batch_rows",
+        "rss_cap_gib",
+    ):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.only:

@@ -33,7 +33,9 @@ def find_data_path(explicit: str | None = None) -> Path:
     for candidate in (explicit, os.environ.get("HOUSING_CSV"), RAW_DATA_PATH, SHARED_DATA_PATH):
         if candidate and Path(candidate).exists():
             return Path(candidate).resolve()
-    raise FileNotFoundError(f"raw dataset not found at {RAW_DATA_PATH} or {SHARED_DATA_PATH}; run `make data`")
+    raise FileNotFoundError(
+        f"raw dataset not found at {RAW_DATA_PATH} or {SHARED_DATA_PATH}; run `make data`"
+    )
 
 
 def feature_frame(raw: pd.DataFrame) -> pd.DataFrame:
@@ -63,7 +65,10 @@ class Resampled:
 
     def write_csv(self, n: int, path: Path, chunk: int = 1_000_000) -> Path:
         """The first ``n`` rows as CSV, rendered once per source row (seconds for 10 M rows)."""
-        lines = np.array(self.features.to_csv(index=False, header=False, lineterminator="\n").splitlines(True), dtype=object)
+        lines = np.array(
+            self.features.to_csv(index=False, header=False, lineterminator="\n").splitlines(True),
+            dtype=object,
+        )
         index = self._indices(n)
         with open(path, "w") as handle:
             handle.write(",".join(FEATURE_COLUMNS) + "\n")
@@ -92,7 +97,9 @@ def build_project_model(workdir: Path, data_path: Path, config: TrainingConfig) 
     with mlflow.start_run(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         info = packaging.log_model(fitted, packaging.input_example(train_frame))
-    return Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(workdir / "project-model"))), fit_seconds
+    return Path(
+        mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(workdir / "project-model"))
+    ), fit_seconds
 
 
 def download_model(workdir: Path, model_uri: str) -> Path:
@@ -107,13 +114,18 @@ def save_trivial_model(workdir: Path, data_path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.pyfunc.save_model(
-            str(path), python_model=str(TRIVIAL_MODEL_CODE), signature=packaging.SIGNATURE,
-            input_example=example, pip_requirements=packaging.pip_requirements(),
-        )  # fmt: skip
+            str(path),
+            python_model=str(TRIVIAL_MODEL_CODE),
+            signature=packaging.SIGNATURE,
+            input_example=example,
+            pip_requirements=packaging.pip_requirements(),
+        )
     return path
 
 
 def _throwaway_store(workdir: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = MlflowClient().create_experiment("benchmarks", artifact_location=(workdir / "artifacts").as_uri())
+    experiment = MlflowClient().create_experiment(
+        "benchmarks", artifact_location=(workdir / "artifacts").as_uri()
+    )
     mlflow.set_experiment(experiment_id=experiment)

@@ -30,18 +30,40 @@ def commands(model_dir: Path, input_path: Path, output_dir: Path) -> dict[str, t
     found = {
         "mlflow_predict": (
             "mlflow models predict",
-            [str(VENV_BIN / "mlflow"), "models", "predict", "-m", str(model_dir), "-i", str(input_path),
-             "-o", str(mlflow_out), "-t", "csv", "--env-manager", "local"],
+            [
+                str(VENV_BIN / "mlflow"),
+                "models",
+                "predict",
+                "-m",
+                str(model_dir),
+                "-i",
+                str(input_path),
+                "-o",
+                str(mlflow_out),
+                "-t",
+                "csv",
+                "--env-manager",
+                "local",
+            ],
             mlflow_out,
         ),
-    }  # fmt: skip
+    }
     project_out = output_dir / "batch-predict.csv"
     found["batch_predict"] = (
         "python -m projects.batch_predict",
-        [sys.executable, "-m", "projects.batch_predict", "--model-uri", str(model_dir),
-         "--input", str(input_path), "--output", str(project_out)],
+        [
+            sys.executable,
+            "-m",
+            "projects.batch_predict",
+            "--model-uri",
+            str(model_dir),
+            "--input",
+            str(input_path),
+            "--output",
+            str(project_out),
+        ],
         project_out,
-    )  # fmt: skip
+    )
     return found
 
 
@@ -70,8 +92,11 @@ def run(bench: Bench) -> None:
         input_path = bench.workdir / f"batch-{rows}.csv"
         started = time.perf_counter()
         bench.resampled.write_csv(rows, input_path)
-        print(f"- {rows:,} rows: wrote {input_path.stat().st_size / 2**20:.0f} MiB of CSV in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+        print(
+            f"- {rows:,} rows: wrote {input_path.stat().st_size / 2**20:.0f} MiB of CSV in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         reference_rows = min(rows, options.reference_rows_cap)
         reference_frame = bench.transformed(bench.resampled.frame(reference_rows))
         for key, (label, command, output) in commands(bench.model_dir, input_path, bench.workdir).items():
@@ -83,8 +108,9 @@ def run(bench: Bench) -> None:
             reference = reference_rows / bench.regressor_seconds_now(reference_frame)
             print(f"  {label}", flush=True)
             cap = int(options.rss_cap_gib * 2**30)
-            completed = run_measured(command, bench.process_env(), timeout=options.batch_timeout, rss_cap=cap,
-                                     cwd=PROJECT_ROOT)
+            completed = run_measured(
+                command, bench.process_env(), timeout=options.batch_timeout, rss_cap=cap, cwd=PROJECT_ROOT
+            )
             written = count_predictions(output) if completed.returncode == 0 and output.exists() else 0
             ok = completed.returncode == 0 and written == rows
             outcome = ""
@@ -93,17 +119,32 @@ def run(bench: Bench) -> None:
             elif not ok and completed.wall_seconds >= options.batch_timeout:
                 outcome = f"killed after {options.batch_timeout:g} s"
             elif not ok:
-                bench.errors.append(f"{label} on {rows:,} rows: exit {completed.returncode}, {written:,} predictions "
-                                    f"written:\n{completed.output_tail[-2000:]}")  # fmt: skip
+                bench.errors.append(
+                    f"{label} on {rows:,} rows: exit {completed.returncode}, {written:,} predictions "
+                    f"written:\n{completed.output_tail[-2000:]}"
+                )
             output.unlink(missing_ok=True)
             held = rows == largest
             bench.add(
-                Figure(f"batch.{key}.{rows}.rows_per_s", f"{label}, {rows:,} rows, end to end "
-                       f"({completed.wall_seconds:.1f} s)", rows / completed.wall_seconds if ok else None, "rows/s",
-                       reference=reference, ref_label="bare regressor", op=">=", bound=THROUGHPUT_BOUND, outcome=outcome),
-                Figure(f"batch.{key}.{rows}.peak_rss", f"{label}, {rows:,} rows, peak RSS",
-                       completed.peak_rss_bytes if ok or completed.killed_at_cap else None, "bytes",
-                       reference=RSS_LIMIT if held else None, op="<" if held else None),
-            )  # fmt: skip
+                Figure(
+                    f"batch.{key}.{rows}.rows_per_s",
+                    f"{label}, {rows:,} rows, end to end ({completed.wall_seconds:.1f} s)",
+                    rows / completed.wall_seconds if ok else None,
+                    "rows/s",
+                    reference=reference,
+                    ref_label="bare regressor",
+                    op=">=",
+                    bound=THROUGHPUT_BOUND,
+                    outcome=outcome,
+                ),
+                Figure(
+                    f"batch.{key}.{rows}.peak_rss",
+                    f"{label}, {rows:,} rows, peak RSS",
+                    completed.peak_rss_bytes if ok or completed.killed_at_cap else None,
+                    "bytes",
+                    reference=RSS_LIMIT if held else None,
+                    op="<" if held else None,
+                ),
+            )
         input_path.unlink()
         del reference_frame

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Sequence
 
 import mlflow
 import numpy as np
@@ -57,7 +57,10 @@ class Bench:
     def add(self, *figures: Figure) -> None:
         for figure in figures:
             self.figures.append(figure)
-            print(f"  {figure.label}: {figure.value if figure.value is None else round(figure.value, 6)} {figure.unit}", flush=True)
+            print(
+                f"  {figure.label}: {figure.value if figure.value is None else round(figure.value, 6)} {figure.unit}",
+                flush=True,
+            )
 
     def figure(self, key: str) -> Figure | None:
         return next((f for f in self.figures if f.key == key), None)
@@ -92,7 +95,9 @@ class Bench:
     def inprocess_one_row_p50(self) -> float:
         """Seconds of the loaded pyfunc's 1-row ``predict`` (median)."""
         if "one_row" not in self._cache:
-            self._cache["one_row"] = p50(time_calls(self.pyfunc.predict, self.one_row_frames(), self.options.one_row_calls))
+            self._cache["one_row"] = p50(
+                time_calls(self.pyfunc.predict, self.one_row_frames(), self.options.one_row_calls)
+            )
         return self._cache["one_row"]
 
     def inprocess_body_p50(self) -> float:
@@ -101,7 +106,9 @@ class Bench:
             n = self.options.body_rows
             frame = self.resampled.frame(n * 16)
             frames = [frame.iloc[i * n : (i + 1) * n].reset_index(drop=True) for i in range(16)]
-            self._cache["body"] = p50(time_calls(self.pyfunc.predict, frames, max(20, self.options.one_row_calls // 10)))
+            self._cache["body"] = p50(
+                time_calls(self.pyfunc.predict, frames, max(20, self.options.one_row_calls // 10))
+            )
         return self._cache["body"]
 
     def regressor_seconds_now(self, X: np.ndarray) -> float:

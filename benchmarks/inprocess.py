@@ -26,14 +26,37 @@ def run(bench: Bench) -> None:
     regressor_times = time_calls(bench.regressor_predict, transformed, calls)
     one_row = p50(pyfunc_times)
     bench.add(
-        Figure("inprocess.pyfunc.1row.p50", "in-process pyfunc predict, 1 row, p50", one_row, "s",
-               reference=ONE_ROW_LIMIT, op="<="),
-        Figure("inprocess.pyfunc.1row.p99", "in-process pyfunc predict, 1 row, p99", percentile(pyfunc_times, 99), "s"),
-        Figure("inprocess.python_model.1row.p50", "raw python_model.predict, 1 row, p50", p50(raw_times), "s",
-               reference=one_row, ref_label="pyfunc"),
-        Figure("inprocess.regressor.1row.p50", "bare regressor, 1 transformed row, p50", p50(regressor_times), "s",
-               reference=one_row, ref_label="pyfunc"),
-    )  # fmt: skip
+        Figure(
+            "inprocess.pyfunc.1row.p50",
+            "in-process pyfunc predict, 1 row, p50",
+            one_row,
+            "s",
+            reference=ONE_ROW_LIMIT,
+            op="<=",
+        ),
+        Figure(
+            "inprocess.pyfunc.1row.p99",
+            "in-process pyfunc predict, 1 row, p99",
+            percentile(pyfunc_times, 99),
+            "s",
+        ),
+        Figure(
+            "inprocess.python_model.1row.p50",
+            "raw python_model.predict, 1 row, p50",
+            p50(raw_times),
+            "s",
+            reference=one_row,
+            ref_label="pyfunc",
+        ),
+        Figure(
+            "inprocess.regressor.1row.p50",
+            "bare regressor, 1 transformed row, p50",
+            p50(regressor_times),
+            "s",
+            reference=one_row,
+            ref_label="pyfunc",
+        ),
+    )
 
     for rows in bench.options.inprocess_rows:
         frame = bench.resampled.frame(rows)
@@ -51,17 +74,37 @@ def run(bench: Bench) -> None:
         regressor = p50(regressor_seconds)
         held = rows == bench.options.target_rows
         bench.add(
-            Figure(f"inprocess.pyfunc.{rows}", f"in-process pyfunc predict, {rows:,} rows", p50(pyfunc_seconds), "s",
-                   reference=regressor, ref_label="bare regressor", op="<=" if held else None, bound=BATCH_BOUND),
-            Figure(f"inprocess.regressor.{rows}", f"bare regressor, {rows:,} transformed rows ({rows / regressor:,.0f} rows/s)",
-                   regressor, "s"),
-        )  # fmt: skip
+            Figure(
+                f"inprocess.pyfunc.{rows}",
+                f"in-process pyfunc predict, {rows:,} rows",
+                p50(pyfunc_seconds),
+                "s",
+                reference=regressor,
+                ref_label="bare regressor",
+                op="<=" if held else None,
+                bound=BATCH_BOUND,
+            ),
+            Figure(
+                f"inprocess.regressor.{rows}",
+                f"bare regressor, {rows:,} transformed rows ({rows / regressor:,.0f} rows/s)",
+                regressor,
+                "s",
+            ),
+        )
         if held:
             raw = []
             for _ in range(repeats_for(rows)):
                 started = time.perf_counter()
                 bench.python_model.predict(None, frame)
                 raw.append(time.perf_counter() - started)
-            bench.add(Figure(f"inprocess.python_model.{rows}", f"raw python_model.predict, {rows:,} rows", p50(raw), "s",
-                             reference=regressor, ref_label="bare regressor"))  # fmt: skip
+            bench.add(
+                Figure(
+                    f"inprocess.python_model.{rows}",
+                    f"raw python_model.predict, {rows:,} rows",
+                    p50(raw),
+                    "s",
+                    reference=regressor,
+                    ref_label="bare regressor",
+                )
+            )
         del frame, X

@@ -52,28 +52,76 @@ def run(bench: Bench) -> None:
     batch_frames = [bench.resampled.frame(BATCH_ROWS)]
     batch = _interleaved(variants, batch_frames, max(10, bench.options.one_row_calls // 100))
     bench.add(
-        Figure("intervals.before.1row", "before intervals (no parameter in the signature): in-process 1-row p50",
-               one_row["before"], "s"),
-        Figure("intervals.off.1row", "intervals off (parameter absent): in-process 1-row p50", one_row["off"], "s",
-               reference=one_row["before"], ref_label="before intervals", op="<=", bound=OFF_BOUND),
-        Figure("intervals.on.1row", "interval=0.8: in-process 1-row p50", one_row["on"], "s",
-               reference=one_row["off"], ref_label="intervals off", op="<=", bound=ON_BOUND),
-        Figure("intervals.off.batch", f"intervals off: in-process {BATCH_ROWS:,} rows", batch["off"], "s",
-               reference=batch["before"], ref_label="before intervals"),
-        Figure("intervals.on.batch", f"interval=0.8: in-process {BATCH_ROWS:,} rows", batch["on"], "s",
-               reference=batch["off"], ref_label="intervals off"),
-    )  # fmt: skip
+        Figure(
+            "intervals.before.1row",
+            "before intervals (no parameter in the signature): in-process 1-row p50",
+            one_row["before"],
+            "s",
+        ),
+        Figure(
+            "intervals.off.1row",
+            "intervals off (parameter absent): in-process 1-row p50",
+            one_row["off"],
+            "s",
+            reference=one_row["before"],
+            ref_label="before intervals",
+            op="<=",
+            bound=OFF_BOUND,
+        ),
+        Figure(
+            "intervals.on.1row",
+            "interval=0.8: in-process 1-row p50",
+            one_row["on"],
+            "s",
+            reference=one_row["off"],
+            ref_label="intervals off",
+            op="<=",
+            bound=ON_BOUND,
+        ),
+        Figure(
+            "intervals.off.batch",
+            f"intervals off: in-process {BATCH_ROWS:,} rows",
+            batch["off"],
+            "s",
+            reference=batch["before"],
+            ref_label="before intervals",
+        ),
+        Figure(
+            "intervals.on.batch",
+            f"interval=0.8: in-process {BATCH_ROWS:,} rows",
+            batch["on"],
+            "s",
+            reference=batch["off"],
+            ref_label="intervals off",
+        ),
+    )
     # Minutes under valgrind: the full form only, and only where valgrind is installed.
     if not bench.options.short and shutil.which("valgrind") and shutil.which("callgrind_control"):
         instructions = _callgrind(bench, frames[:CALLGRIND_CALLS], bench.workdir / "before-intervals")
         bench.add(
-            Figure("intervals.before.instructions", "before intervals: instructions per 1-row predict (callgrind)",
-                   instructions["before"], "instr"),
-            Figure("intervals.off.instructions", "intervals off: instructions per 1-row predict (callgrind)",
-                   instructions["off"], "instr", reference=instructions["before"], ref_label="before intervals"),
-            Figure("intervals.on.instructions", "interval=0.8: instructions per 1-row predict (callgrind)",
-                   instructions["on"], "instr", reference=instructions["off"], ref_label="intervals off"),
-        )  # fmt: skip
+            Figure(
+                "intervals.before.instructions",
+                "before intervals: instructions per 1-row predict (callgrind)",
+                instructions["before"],
+                "instr",
+            ),
+            Figure(
+                "intervals.off.instructions",
+                "intervals off: instructions per 1-row predict (callgrind)",
+                instructions["off"],
+                "instr",
+                reference=instructions["before"],
+                ref_label="before intervals",
+            ),
+            Figure(
+                "intervals.on.instructions",
+                "interval=0.8: instructions per 1-row predict (callgrind)",
+                instructions["on"],
+                "instr",
+                reference=instructions["off"],
+                ref_label="intervals off",
+            ),
+        )
 
 
 VARIANTS = ("before", "off", "on")
@@ -86,10 +134,25 @@ def _callgrind(bench: Bench, frames: list, before_dir: Path) -> dict[str, float]
     workdir.mkdir(exist_ok=True)
     (workdir / "frames.pickle").write_bytes(pickle.dumps(frames))
     specs = [f"before={before_dir}", f"off={bench.model_dir}", f"on={bench.model_dir}:0.8"]
-    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={workdir}/out",
-               sys.executable, "-m", "benchmarks.callgrind_worker", str(workdir / "frames.pickle"), *specs]  # fmt: skip
-    worker = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={workdir}/out",
+        sys.executable,
+        "-m",
+        "benchmarks.callgrind_worker",
+        str(workdir / "frames.pickle"),
+        *specs,
+    ]
+    worker = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         for name in VARIANTS:
             _expect(worker, f"READY {name}")
@@ -145,7 +208,10 @@ def _before_intervals(bench: Bench):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.pyfunc.save_model(
-            str(path), python_model=bench.python_model, signature=PREDICTION_INTERVALS.before,
-            code_paths=[str(PROJECT_ROOT / "model")], pip_requirements=packaging.pip_requirements(),
-        )  # fmt: skip
+            str(path),
+            python_model=bench.python_model,
+            signature=PREDICTION_INTERVALS.before,
+            code_paths=[str(PROJECT_ROOT / "model")],
+            pip_requirements=packaging.pip_requirements(),
+        )
     return mlflow.pyfunc.load_model(str(path))

@@ -21,8 +21,8 @@ import http.client
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,14 @@ def sequential(target: Target, bodies: Sequence[bytes], requests: int, warmup: i
     finally:
         client.close()
     return LoadResult(
-        clients=1, seconds=ended - started, latencies=latencies, errors=len(errors), error_samples=errors[:5],
-        client_cpu_seconds=time.process_time() - cpu0, window=(started, ended),
-    )  # fmt: skip
+        clients=1,
+        seconds=ended - started,
+        latencies=latencies,
+        errors=len(errors),
+        error_samples=errors[:5],
+        client_cpu_seconds=time.process_time() - cpu0,
+        window=(started, ended),
+    )
 
 
 def closed_loop(
@@ -188,7 +193,9 @@ def closed_loop(
     for thread in threads:
         thread.join()
     cpu = time.process_time() - cpu0
-    result = LoadResult(clients=clients, seconds=seconds, client_cpu_seconds=cpu, window=(clock["from"], clock["to"]))
+    result = LoadResult(
+        clients=clients, seconds=seconds, client_cpu_seconds=cpu, window=(clock["from"], clock["to"])
+    )
     for latencies, errors in per_thread:
         result.latencies += latencies
         result.errors += len(errors)

@@ -25,7 +25,9 @@ class Options:
     batch_rows: tuple[int, ...] = (1_000_000, 10_000_000)
     rss_cap_gib: float = 6.0  # a batch command past this RSS is killed (and its figures MISS)
     batch_timeout: float = 3600.0  # seconds before a batch command is killed
-    reference_rows_cap: int = 100_000  # the bare regressor's rows/s is measured on at most this many rows (the prefix)
+    reference_rows_cap: int = (
+        100_000  # the bare regressor's rows/s is measured on at most this many rows (the prefix)
+    )
     train_params: tuple[str, ...] = ()  # extra `-P name=value` for the training run (then not the default)
     data: str | None = None
     model_uri: str | None = None
@@ -37,10 +39,18 @@ class Options:
     from_json: str | None = None
 
     @classmethod
-    def short_form(cls, **overrides) -> "Options":
+    def short_form(cls, **overrides) -> Options:
         short = dict(
-            short=True, workers=(1,), duration=1.5, sequential_requests=60, load_clients=16, load_duration=4.0,
-            one_row_calls=200, inprocess_rows=(1_000,), target_rows=1_000, batch_rows=(1_000,),
+            short=True,
+            workers=(1,),
+            duration=1.5,
+            sequential_requests=60,
+            load_clients=16,
+            load_duration=4.0,
+            one_row_calls=200,
+            inprocess_rows=(1_000,),
+            target_rows=1_000,
+            batch_rows=(1_000,),
             only=tuple(s for s in SECTIONS if s not in ("training", "tradeoff")),
-        )  # fmt: skip
+        )
         return cls(**{**short, **overrides})

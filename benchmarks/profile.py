@@ -47,7 +47,9 @@ def mlflowserver_handler(model_dir):
     model.load()
 
     def handle(body: bytes):
-        request = InferRequest.from_inference_request(InferenceRequest.model_validate_json(body), V2_MODEL_NAME)
+        request = InferRequest.from_inference_request(
+            InferenceRequest.model_validate_json(body), V2_MODEL_NAME
+        )
         rest, _ = asyncio.run(model.predict(request)).to_rest()
         return InferenceResponse.model_validate(rest).model_dump_json()
 
@@ -63,7 +65,9 @@ def top_functions(profile: cProfile.Profile, calls: int, count: int = 10) -> lis
     lines = []
     for (filename, line, function), (_, _, own, cumulative, _) in rows:
         where = filename.split("site-packages/")[-1].split("/work/main/")[-1]
-        lines.append(f"{own / calls * 1e3:8.3f} ms own {cumulative / calls * 1e3:8.3f} ms cumulative  {function} ({where}:{line})")
+        lines.append(
+            f"{own / calls * 1e3:8.3f} ms own {cumulative / calls * 1e3:8.3f} ms cumulative  {function} ({where}:{line})"
+        )
     return lines
 
 
@@ -87,9 +91,14 @@ def run(bench: Bench) -> None:
             pool = bodies(bench, kind, rows, 16)
             project = HANDLERS[family](bench.model_dir)
             trivial = HANDLERS[family](bench.trivial_dir)
-            seconds = {name: handler_seconds(h, pool, calls) for name, h in (("project", project), ("trivial", trivial))}
-            lines.append(f"{rows}-row body: handler p50 {seconds['project'] * 1e3:.2f} ms on the project model, "
-                         f"{seconds['trivial'] * 1e3:.2f} ms on the trivial model")  # fmt: skip
+            seconds = {
+                name: handler_seconds(h, pool, calls)
+                for name, h in (("project", project), ("trivial", trivial))
+            }
+            lines.append(
+                f"{rows}-row body: handler p50 {seconds['project'] * 1e3:.2f} ms on the project model, "
+                f"{seconds['trivial'] * 1e3:.2f} ms on the trivial model"
+            )
             profile = cProfile.Profile()
             profile.enable()
             for i in range(calls):

@@ -65,7 +65,7 @@ class Figure:
         return {**asdict(self), "ratio": self.ratio, "status": self.status, "limit": self.limit_text}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Figure":
+    def from_json(cls, data: dict) -> Figure:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
@@ -97,7 +97,11 @@ def _rows(figures: list[Figure], times: str) -> list[list[str]]:
     rows = [["figure", "value", "limit", "ratio", "PASS/MISS"]]
     for figure in figures:
         ratio = f"{figure.ratio:.2f}{times}" if figure.ratio is not None else ""
-        value = figure.outcome if figure.value is None and figure.outcome else format_value(figure.value, figure.unit)
+        value = (
+            figure.outcome
+            if figure.value is None and figure.outcome
+            else format_value(figure.value, figure.unit)
+        )
         rows.append([figure.label, value, figure.limit_text, ratio, figure.status])
     return rows
 
@@ -105,14 +109,19 @@ def _rows(figures: list[Figure], times: str) -> list[list[str]]:
 def table(figures: list[Figure]) -> str:
     """Markdown."""
     header, *rows = _rows(figures, "×")
-    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in [header, ["---"] * 5, *rows])
+    return "\n".join(
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+        for row in [header, ["---"] * 5, *rows]
+    )
 
 
 def plain_table(figures: list[Figure]) -> str:
     """The same table for a terminal: aligned columns."""
     rows = _rows(figures, "x")
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
 
 
 def write_docs(generated: str, path: Path = DOCS_PATH) -> Path:

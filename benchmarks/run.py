@@ -77,12 +77,16 @@ def run(options: Options) -> dict:
                 bench.model_description = f"`{options.model_uri}`"
             elif bench.trained_model:
                 bench.model_dir = download_model(workdir, bench.trained_model)
-                bench.model_description = "the artifact the measured `mlflow run . -e train` registered (defaults)"
+                bench.model_description = (
+                    "the artifact the measured `mlflow run . -e train` registered (defaults)"
+                )
             else:
                 config = training_config(options.short)
                 bench.model_dir, fit_seconds = build_project_model(workdir, data_path, config)
-                bench.model_description = (f"fitted by the harness: `TrainingConfig` n_estimators={config.n_estimators}, "
-                                           f"n_neighbors={config.n_neighbors} ({fit_seconds:.0f} s)")  # fmt: skip
+                bench.model_description = (
+                    f"fitted by the harness: `TrainingConfig` n_estimators={config.n_estimators}, "
+                    f"n_neighbors={config.n_neighbors} ({fit_seconds:.0f} s)"
+                )
             bench.trivial_dir = save_trivial_model(workdir, data_path)
             print(f"   model: {bench.model_description}", flush=True)
         if "inprocess" in options.only:
@@ -108,13 +112,17 @@ def run(options: Options) -> dict:
         "form": form(options),
         "sections": list(options.only),
         "argv": options.argv,
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "revision": git_revision(),
         "machine": machine(),
         "load_average": {"start": load_before, "end": os.getloadavg()},
         "seconds": time.perf_counter() - started,
         "model": bench.model_description,
-        "options": {k: v for k, v in vars(options).items() if k not in ("json", "write_docs", "keep", "argv", "from_json")},
+        "options": {
+            k: v
+            for k, v in vars(options).items()
+            if k not in ("json", "write_docs", "keep", "argv", "from_json")
+        },
         "figures": [f.to_json() for f in bench.figures],
         "missing": missing,
         "errors": bench.errors,
@@ -122,8 +130,10 @@ def run(options: Options) -> dict:
         "profiles": bench.profiles,
     }
     print("\n" + plain_table(bench.figures))
-    print(f"\n{len(bench.figures)} figures, {len(summary['misses'])} MISS, {len(missing)} missing, "
-          f"{len(bench.errors)} errors; {summary['seconds']:.0f} s")  # fmt: skip
+    print(
+        f"\n{len(bench.figures)} figures, {len(summary['misses'])} MISS, {len(missing)} missing, "
+        f"{len(bench.errors)} errors; {summary['seconds']:.0f} s"
+    )
     for error in bench.errors:
         print(f"ERROR: {error}")
     if options.json:
@@ -134,10 +144,14 @@ def run(options: Options) -> dict:
 
 
 def form(options: Options) -> str:
-    """"short", "full", or "custom" when a measured quantity differs from both forms' defaults."""
+    """ "short", "full", or "custom" when a measured quantity differs from both forms' defaults."""
     bookkeeping = {"json", "write_docs", "keep", "argv", "from_json", "profile", "data", "short"}
     reference = Options.short_form() if options.short else Options()
-    changed = [name for name in vars(options) if name not in bookkeeping and getattr(options, name) != getattr(reference, name)]
+    changed = [
+        name
+        for name in vars(options)
+        if name not in bookkeeping and getattr(options, name) != getattr(reference, name)
+    ]
     base = "short" if options.short else "full"
     return f"{base} form with {', '.join(changed)} changed" if changed else f"{base} form"
 

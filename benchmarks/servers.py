@@ -15,8 +15,8 @@ overlap) and are measured one after the other, the idle one costing memory only:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
@@ -44,7 +44,9 @@ def v2_body(frame: pd.DataFrame) -> bytes:
     for column in FEATURE_COLUMNS:
         datatype = "BYTES" if column == CATEGORICAL_COLUMN else "FP64"
         data = frame[column].to_json(orient="values")
-        inputs.append(f'{{"name": "{column}", "shape": [{len(frame)}], "datatype": "{datatype}", "data": {data}}}')
+        inputs.append(
+            f'{{"name": "{column}", "shape": [{len(frame)}], "datatype": "{datatype}", "data": {data}}}'
+        )
     return ('{"inputs": [' + ", ".join(inputs) + "]}").encode()
 
 
@@ -60,19 +62,52 @@ class Kind:
 
     def command(self, model_dir, port: int) -> list[str]:
         if self.key.startswith("mlflow_serve"):
-            return [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-                    "--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers)]  # fmt: skip
-        return [sys.executable, "-m", "mlflowserver", f"--model_name={V2_MODEL_NAME}", f"--model_dir={model_dir}",
-                "--http_host=127.0.0.1", f"--http_port={port}"]  # fmt: skip
+            return [
+                str(VENV_BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                str(model_dir),
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(self.workers),
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "mlflowserver",
+            f"--model_name={V2_MODEL_NAME}",
+            f"--model_dir={model_dir}",
+            "--http_host=127.0.0.1",
+            f"--http_port={port}",
+        ]
 
 
 def mlflow_serve(workers: int) -> Kind:
-    return Kind(f"mlflow_serve.w{workers}", f"mlflow models serve --workers {workers}", "/ping", "/invocations",
-                TARGET.encode(), split_body, workers)  # fmt: skip
+    return Kind(
+        f"mlflow_serve.w{workers}",
+        f"mlflow models serve --workers {workers}",
+        "/ping",
+        "/invocations",
+        TARGET.encode(),
+        split_body,
+        workers,
+    )
 
 
-MLFLOWSERVER = Kind("mlflowserver", "V2 runtime (python -m mlflowserver)", f"/v2/models/{V2_MODEL_NAME}/ready",
-                    f"/v2/models/{V2_MODEL_NAME}/infer", b'"outputs"', v2_body)  # fmt: skip
+MLFLOWSERVER = Kind(
+    "mlflowserver",
+    "V2 runtime (python -m mlflowserver)",
+    f"/v2/models/{V2_MODEL_NAME}/ready",
+    f"/v2/models/{V2_MODEL_NAME}/infer",
+    b'"outputs"',
+    v2_body,
+)
 
 
 def bodies(bench: Bench, kind: Kind, rows: int, count: int) -> list[bytes]:
@@ -81,7 +116,11 @@ def bodies(bench: Bench, kind: Kind, rows: int, count: int) -> list[bytes]:
 
 
 def mixed_bodies(bench: Bench, kind: Kind) -> list[bytes]:
-    ones, tens, hundreds = bodies(bench, kind, 1, 16), bodies(bench, kind, 10, 16), bodies(bench, kind, 100, 16)
+    ones, tens, hundreds = (
+        bodies(bench, kind, 1, 16),
+        bodies(bench, kind, 10, 16),
+        bodies(bench, kind, 100, 16),
+    )
     return [body for trio in zip(ones, tens, hundreds) for body in trio]
 
 
@@ -91,13 +130,28 @@ def noop_ceiling(bench: Bench) -> None:
     command = [sys.executable, "-m", "benchmarks.noop_server", f"--port={port}"]
     with running_server(command, port, "/", bench.process_env(), timeout=60):
         target = load.Target(port, "/invocations", marker=b"predictions")
-        result = load.closed_loop(target, bodies(bench, mlflow_serve(1), bench.options.body_rows, 16),
-                                  bench.options.clients, min(5.0, bench.options.duration), warmup=0.5)  # fmt: skip
+        result = load.closed_loop(
+            target,
+            bodies(bench, mlflow_serve(1), bench.options.body_rows, 16),
+            bench.options.clients,
+            min(5.0, bench.options.duration),
+            warmup=0.5,
+        )
     bench.add(
-        Figure("client.noop.rps", f"load generator vs a no-op server, {bench.options.clients} clients, "
-               f"{bench.options.body_rows}-row bodies", result.per_second, "req/s"),
-        Figure("client.noop.cpu", "load generator CPU at that rate (share of one core)", 100 * result.client_cpu_share, "%"),
-    )  # fmt: skip
+        Figure(
+            "client.noop.rps",
+            f"load generator vs a no-op server, {bench.options.clients} clients, "
+            f"{bench.options.body_rows}-row bodies",
+            result.per_second,
+            "req/s",
+        ),
+        Figure(
+            "client.noop.cpu",
+            "load generator CPU at that rate (share of one core)",
+            100 * result.client_cpu_share,
+            "%",
+        ),
+    )
 
 
 def run(bench: Bench, measure: bool, load_test: bool) -> None:
@@ -116,26 +170,45 @@ def run(bench: Bench, measure: bool, load_test: bool) -> None:
         if measure:
             server_figures(bench, kind, results)
     if client_cpu:
-        bench.add(Figure("client.cpu.max", "load generator CPU, busiest throughput run (share of one core)",
-                         100 * max(client_cpu), "%"))  # fmt: skip
+        bench.add(
+            Figure(
+                "client.cpu.max",
+                "load generator CPU, busiest throughput run (share of one core)",
+                100 * max(client_cpu),
+                "%",
+            )
+        )
     if measure and len(options.workers) > 1:
         first, *others = options.workers
         for workers in others:
             base = bench.figure(f"server.mlflow_serve.w{first}.rps")
             more = bench.figure(f"server.mlflow_serve.w{workers}.rps")
             if base and more and base.value and more.value is not None:
-                bench.add(Figure(f"server.mlflow_serve.w{workers}.vs.w{first}",
-                                 f"mlflow models serve: req/s with --workers {workers}", more.value, "req/s",
-                                 reference=base.value, ref_label=f"--workers {first}"))  # fmt: skip
+                bench.add(
+                    Figure(
+                        f"server.mlflow_serve.w{workers}.vs.w{first}",
+                        f"mlflow models serve: req/s with --workers {workers}",
+                        more.value,
+                        "req/s",
+                        reference=base.value,
+                        ref_label=f"--workers {first}",
+                    )
+                )
     for result in load_results:
         load_figures(bench, *result)
 
 
-def measure_kind(bench: Bench, kind: Kind, measure: bool, load_test: bool, client_cpu: list, load_results: list) -> dict:
+def measure_kind(
+    bench: Bench, kind: Kind, measure: bool, load_test: bool, client_cpu: list, load_results: list
+) -> dict:
     """Start ``kind`` on the trivial and on the project's model (start-ups overlap), then measure
     one after the other: the idle one costs memory, not CPU."""
     options = bench.options
-    models = [("trivial", bench.trivial_dir), ("project", bench.model_dir)] if measure else [("project", bench.model_dir)]
+    models = (
+        [("trivial", bench.trivial_dir), ("project", bench.model_dir)]
+        if measure
+        else [("project", bench.model_dir)]
+    )
     specs = []
     for _, model_dir in models:
         port = free_port()
@@ -149,14 +222,17 @@ def measure_kind(bench: Bench, kind: Kind, measure: bool, load_test: bool, clien
             target = load.Target(server.port, kind.path, marker=kind.marker)
             if measure:
                 sequential = load.sequential(target, bodies(bench, kind, 1, 64), options.sequential_requests)
-                throughput = load.closed_loop(target, bodies(bench, kind, options.body_rows, 16), options.clients,
-                                              options.duration)  # fmt: skip
+                throughput = load.closed_loop(
+                    target, bodies(bench, kind, options.body_rows, 16), options.clients, options.duration
+                )
                 client_cpu.append(throughput.client_cpu_share)
                 results[model_name] = {"sequential": sequential, "throughput": throughput}
                 for result in (sequential, throughput):
                     if result.errors:
-                        bench.errors.append(f"{kind.label}, {model_name} model: {result.errors} failed requests, "
-                                            f"e.g. {result.error_samples[:2]}")  # fmt: skip
+                        bench.errors.append(
+                            f"{kind.label}, {model_name} model: {result.errors} failed requests, "
+                            f"e.g. {result.error_samples[:2]}"
+                        )
             if load_test and model_name == "project":
                 load_results.append(load_run(bench, kind, server, target))
     return results
@@ -171,24 +247,72 @@ def server_figures(bench: Bench, kind: Kind, results: dict) -> None:
     p50 = project["sequential"].p(50)
     rps = project["throughput"].per_second
     bench.add(
-        Figure(f"server.{kind.key}.1row.p50", f"{kind.label}: 1-row p50, sequential", p50, "s",
-               reference=trivial["sequential"].p(50), ref_label="trivial model", op="<=", bound=LATENCY_BOUND),
-        Figure(f"server.{kind.key}.1row.p99", f"{kind.label}: 1-row p99, sequential", project["sequential"].p(99), "s",
-               reference=trivial["sequential"].p(99), ref_label="trivial model"),
-        Figure(f"server.{kind.key}.1row.vs_inprocess", f"{kind.label}: 1-row p50 vs the in-process call", p50, "s",
-               reference=one_row_inprocess, ref_label="in-process pyfunc"),
-        Figure(f"server.{kind.key}.rps", f"{kind.label}: req/s, {options.clients} clients, {body_rows}-row bodies",
-               rps, "req/s", reference=trivial["throughput"].per_second, ref_label="trivial model", op=">=",
-               bound=THROUGHPUT_BOUND),
-        Figure(f"server.{kind.key}.rps.p99", f"{kind.label}: p99 at {options.clients} clients", project["throughput"].p(99),
-               "s", reference=trivial["throughput"].p(99), ref_label="trivial model"),
-        Figure(f"server.{kind.key}.rows_vs_inprocess", f"{kind.label}: rows/s at {options.clients} clients vs "
-               f"in-process {body_rows}-row calls back to back", rps * body_rows, "rows/s",
-               reference=body_rows / body_inprocess, ref_label="in-process pyfunc"),
-        Figure(f"server.{kind.key}.trivial.1row.p50", f"{kind.label}, trivial model: 1-row p50", trivial["sequential"].p(50), "s"),
-        Figure(f"server.{kind.key}.trivial.rps", f"{kind.label}, trivial model: req/s, {options.clients} clients",
-               trivial["throughput"].per_second, "req/s"),
-    )  # fmt: skip
+        Figure(
+            f"server.{kind.key}.1row.p50",
+            f"{kind.label}: 1-row p50, sequential",
+            p50,
+            "s",
+            reference=trivial["sequential"].p(50),
+            ref_label="trivial model",
+            op="<=",
+            bound=LATENCY_BOUND,
+        ),
+        Figure(
+            f"server.{kind.key}.1row.p99",
+            f"{kind.label}: 1-row p99, sequential",
+            project["sequential"].p(99),
+            "s",
+            reference=trivial["sequential"].p(99),
+            ref_label="trivial model",
+        ),
+        Figure(
+            f"server.{kind.key}.1row.vs_inprocess",
+            f"{kind.label}: 1-row p50 vs the in-process call",
+            p50,
+            "s",
+            reference=one_row_inprocess,
+            ref_label="in-process pyfunc",
+        ),
+        Figure(
+            f"server.{kind.key}.rps",
+            f"{kind.label}: req/s, {options.clients} clients, {body_rows}-row bodies",
+            rps,
+            "req/s",
+            reference=trivial["throughput"].per_second,
+            ref_label="trivial model",
+            op=">=",
+            bound=THROUGHPUT_BOUND,
+        ),
+        Figure(
+            f"server.{kind.key}.rps.p99",
+            f"{kind.label}: p99 at {options.clients} clients",
+            project["throughput"].p(99),
+            "s",
+            reference=trivial["throughput"].p(99),
+            ref_label="trivial model",
+        ),
+        Figure(
+            f"server.{kind.key}.rows_vs_inprocess",
+            f"{kind.label}: rows/s at {options.clients} clients vs "
+            f"in-process {body_rows}-row calls back to back",
+            rps * body_rows,
+            "rows/s",
+            reference=body_rows / body_inprocess,
+            ref_label="in-process pyfunc",
+        ),
+        Figure(
+            f"server.{kind.key}.trivial.1row.p50",
+            f"{kind.label}, trivial model: 1-row p50",
+            trivial["sequential"].p(50),
+            "s",
+        ),
+        Figure(
+            f"server.{kind.key}.trivial.rps",
+            f"{kind.label}, trivial model: req/s, {options.clients} clients",
+            trivial["throughput"].per_second,
+            "req/s",
+        ),
+    )
 
 
 def load_run(bench: Bench, kind: Kind, server, target: load.Target) -> tuple:
@@ -207,15 +331,31 @@ def load_figures(bench: Bench, kind: Kind, result: load.LoadResult, rss: RssSamp
     first = rss.mean_between(start, start + window)
     last = rss.mean_between(end - window, end)
     if result.errors:
-        bench.errors.append(f"load test on {kind.label}: {result.errors} failed requests, e.g. {result.error_samples[:2]}")
+        bench.errors.append(
+            f"load test on {kind.label}: {result.errors} failed requests, e.g. {result.error_samples[:2]}"
+        )
     bench.add(
-        Figure(f"load.{kind.key}.errors", f"load test {kind.label}: errors in {result.requests + result.errors:,} requests "
-               f"({options.load_clients} clients, {options.load_duration:g} s)", result.errors, "count",
-               reference=0.0, op="<="),
-        Figure(f"load.{kind.key}.p50", f"load test {kind.label}: p50 (1/10/100-row bodies)", result.p(50), "s"),
+        Figure(
+            f"load.{kind.key}.errors",
+            f"load test {kind.label}: errors in {result.requests + result.errors:,} requests "
+            f"({options.load_clients} clients, {options.load_duration:g} s)",
+            result.errors,
+            "count",
+            reference=0.0,
+            op="<=",
+        ),
+        Figure(
+            f"load.{kind.key}.p50", f"load test {kind.label}: p50 (1/10/100-row bodies)", result.p(50), "s"
+        ),
         Figure(f"load.{kind.key}.p99", f"load test {kind.label}: p99", result.p(99), "s"),
         Figure(f"load.{kind.key}.rps", f"load test {kind.label}: req/s", result.per_second, "req/s"),
-        Figure(f"load.{kind.key}.rss", f"load test {kind.label}: RSS growth, first vs last {window:g} s "
-               f"({first / 2**20:.0f} → {last / 2**20:.0f} MiB)", 100 * (last - first) / first, "%",
-               reference=RSS_GROWTH_LIMIT, op="<"),
-    )  # fmt: skip
+        Figure(
+            f"load.{kind.key}.rss",
+            f"load test {kind.label}: RSS growth, first vs last {window:g} s "
+            f"({first / 2**20:.0f} → {last / 2**20:.0f} MiB)",
+            100 * (last - first) / first,
+            "%",
+            reference=RSS_GROWTH_LIMIT,
+            op="<",
+        ),
+    )

@@ -59,11 +59,27 @@ def run(bench: Bench) -> None:
         regressor_seconds = p50(time_calls(python_model.regressor.predict, [X], 5)) / len(X)
         key = f"tradeoff.{position}"
         bench.add(
-            Figure(f"{key}.rmse", f"{name}: test RMSE", rmse, "USD",
-                   reference=RMSE_LIMIT, ref_label="37,500 USD limit"),
-            Figure(f"{key}.1row", f"{name}: in-process pyfunc predict, 1 row, p50", one_row, "s",
-                   reference=ONE_ROW_LIMIT, ref_label="1 ms limit"),
-            Figure(f"{key}.regressor_row", f"{name}: regressor alone, per row of {len(X):,}",
-                   regressor_seconds, "s"),
+            Figure(
+                f"{key}.rmse",
+                f"{name}: test RMSE",
+                rmse,
+                "USD",
+                reference=RMSE_LIMIT,
+                ref_label="37,500 USD limit",
+            ),
+            Figure(
+                f"{key}.1row",
+                f"{name}: in-process pyfunc predict, 1 row, p50",
+                one_row,
+                "s",
+                reference=ONE_ROW_LIMIT,
+                ref_label="1 ms limit",
+            ),
+            Figure(
+                f"{key}.regressor_row",
+                f"{name}: regressor alone, per row of {len(X):,}",
+                regressor_seconds,
+                "s",
+            ),
             Figure(f"{key}.fit", f"{name}: fit, OMP_NUM_THREADS={bench.options.threads}", fit_seconds, "s"),
-        )  # fmt: skip
+        )

@@ -27,8 +27,19 @@ def run(bench: Bench) -> None:
     tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     experiment = client.create_experiment(EXPERIMENT, artifact_location=(store / "artifacts").as_uri())
-    command = [str(VENV_BIN / "mlflow"), "run", str(PROJECT_ROOT), "-e", "train", "--env-manager", "local",
-               "--experiment-name", EXPERIMENT, "-P", f"data_path={bench.data_path}"]  # fmt: skip
+    command = [
+        str(VENV_BIN / "mlflow"),
+        "run",
+        str(PROJECT_ROOT),
+        "-e",
+        "train",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        EXPERIMENT,
+        "-P",
+        f"data_path={bench.data_path}",
+    ]
     for parameter in bench.options.train_params:  # not the default any more: the label says so
         command += ["-P", parameter]
     # Training uses every core, as `make train` does: OMP_NUM_THREADS is left to LightGBM.
@@ -39,17 +50,37 @@ def run(bench: Bench) -> None:
     runs = client.search_runs([experiment])
     seconds = runs[0].data.metrics.get("training_seconds") if runs else None
     if completed.returncode != 0 or seconds is None:
-        bench.errors.append(f"mlflow run -e train: exit {completed.returncode}:\n{completed.output_tail[-2000:]}")
+        bench.errors.append(
+            f"mlflow run -e train: exit {completed.returncode}:\n{completed.output_tail[-2000:]}"
+        )
     params = runs[0].data.params if runs else {}
     if completed.returncode == 0:
         bench.trained_model = client.get_model_version_download_uri(MODEL_NAME, "1")
     bench.add(
-        Figure("training.wall", f"{'default ' if not bench.options.train_params else ''}train, "
-               f"`mlflow run . -e train{''.join(' -P ' + p for p in bench.options.train_params)}` wall time "
-               f"(n_estimators={params.get('n_estimators', '?')}, cv_folds={params.get('cv_folds', '?')})",
-               completed.wall_seconds if completed.returncode == 0 else None, "s", reference=TRAIN_LIMIT, op="<="),
-        Figure("training.training_seconds", "its logged training_seconds (the final fit)", seconds, "s",
-               reference=completed.wall_seconds, ref_label="wall time"),
-        Figure("training.test_rmse", "its logged test_rmse", runs[0].data.metrics.get("test_rmse") if runs else None,
-               "USD", reference=RMSE_LIMIT, op="<="),
-    )  # fmt: skip
+        Figure(
+            "training.wall",
+            f"{'default ' if not bench.options.train_params else ''}train, "
+            f"`mlflow run . -e train{''.join(' -P ' + p for p in bench.options.train_params)}` wall time "
+            f"(n_estimators={params.get('n_estimators', '?')}, cv_folds={params.get('cv_folds', '?')})",
+            completed.wall_seconds if completed.returncode == 0 else None,
+            "s",
+            reference=TRAIN_LIMIT,
+            op="<=",
+        ),
+        Figure(
+            "training.training_seconds",
+            "its logged training_seconds (the final fit)",
+            seconds,
+            "s",
+            reference=completed.wall_seconds,
+            ref_label="wall time",
+        ),
+        Figure(
+            "training.test_rmse",
+            "its logged test_rmse",
+            runs[0].data.metrics.get("test_rmse") if runs else None,
+            "USD",
+            reference=RMSE_LIMIT,
+            op="<=",
+        ),
+    )

@@ -9,7 +9,7 @@ booster that ships is fitted on every training block's cross-fitted error.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import lightgbm
 import numpy as np

@@ -16,8 +16,8 @@ the serving path does not pay for a second conversion in the feature transform.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd

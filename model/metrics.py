@@ -3,7 +3,7 @@ permutation importance, and the coverage and width of prediction intervals."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd

@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import mlflow
 from mlflow import MlflowClient
@@ -122,7 +122,7 @@ class _Artifact:
     mlmodel: Model
 
     @classmethod
-    def download(cls, version: str, into: Path) -> "_Artifact":
+    def download(cls, version: str, into: Path) -> _Artifact:
         uri, destination = registry.version_uri(version), str(into / f"v{version}")
         directory = Path(mlflow.artifacts.download_artifacts(uri, dst_path=destination))
         return cls(directory, Model.load(str(directory)))

@@ -11,8 +11,8 @@ import contextlib
 import os
 import socket
 import time
-from datetime import datetime, timezone
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 
 import mlflow
 import numpy as np
@@ -130,7 +130,7 @@ def set_version_tags(version: str, tags: Mapping[str, object], client: MlflowCli
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @contextlib.contextmanager

@@ -10,9 +10,9 @@ version's description, so the version's page shows its evaluation too.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 import numpy as np

@@ -12,7 +12,15 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from model.batch import BatchError, BatchJob, run  # noqa: E402
-from model.batch.job import DEFAULT_CHUNK_SIZE, DEFAULT_MODEL_URI, ENGINES, ON_ERROR, SPARK_ENV_MANAGERS  # noqa: E402
+from model.batch.job import (  # noqa: E402
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MODEL_URI,
+    ENGINES,
+    ON_ERROR,
+    SPARK_ENV_MANAGERS,
+    parse_interval,
+)
+from model.intervals import MAX_LEVEL, MIN_LEVEL  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> BatchJob:
@@ -43,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> BatchJob:
         default="local",
         help="how Spark workers get the model's Python environment",
     )
+    parser.add_argument(
+        "--interval",
+        default="",
+        help=f"a coverage level from {MIN_LEVEL} to {MAX_LEVEL}: adds the interval's bounds; '' = none",
+    )
     args = parser.parse_args(argv)
     return BatchJob(
         input=args.input,
@@ -55,13 +68,13 @@ def parse_args(argv: list[str] | None = None) -> BatchJob:
         engine=args.engine,
         spark_master=args.spark_master or None,
         spark_env_manager=args.spark_env_manager,
+        interval=parse_interval(args.interval),
     )
 
 
 if __name__ == "__main__":
-    job = parse_args()
     try:
-        result = run(job)
+        result = run(parse_args())
     except BatchError as error:
         sys.exit(f"batch_predict: {error}")
     except (MlflowException, OSError) as error:

@@ -54,6 +54,7 @@ def run(job: BatchJob, progress: bool | None = None, spark=None) -> BatchResult:
                     "on_error": job.on_error,
                     "id_column": job.id_column or "",
                     "rejects_path": job.rejects_path() or "",
+                    "interval": "" if job.interval is None else job.interval,
                 }
             )
             if job.engine == "local":

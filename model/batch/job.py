@@ -13,6 +13,15 @@ import numpy as np
 
 from model.contract import NULLABLE_COLUMNS, Violation
 from model.data import FEATURE_COLUMNS, TARGET
+from model.intervals import (
+    INTERVAL_PARAM,
+    LOWER_COLUMN,
+    MAX_LEVEL,
+    MIN_LEVEL,
+    UPPER_COLUMN,
+    InvalidParameterError,
+    requested_level,
+)
 from model.registry import CHAMPION, MODEL_NAME
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
@@ -26,6 +35,9 @@ SPARK_ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 REQUIRED_COLUMNS = tuple(column for column in FEATURE_COLUMNS if column not in NULLABLE_COLUMNS)
 REJECT_COLUMNS = ("row", "column", "rule")
+INTERVAL_RULE = (
+    f"interval must be a coverage level from {MIN_LEVEL} to {MAX_LEVEL} (e.g. 0.8), or '' for none"
+)
 
 
 class BatchError(Exception):
@@ -46,6 +58,15 @@ class BatchJob:
     engine: str = "local"
     spark_master: str | None = None
     spark_env_manager: str = "local"
+    interval: float | None = None
+
+    def params(self) -> dict | None:
+        """The pyfunc's inference parameters: the ``interval`` level when one is asked for."""
+        return None if self.interval is None else {INTERVAL_PARAM: self.interval}
+
+    def output_columns(self) -> tuple[str, ...]:
+        """The prediction columns the job writes, as the model names them."""
+        return (TARGET,) if self.interval is None else (TARGET, LOWER_COLUMN, UPPER_COLUMN)
 
     def rejects_path(self) -> str | None:
         """Where rejected rows go: ``rejects`` if given, else ``<output stem>.rejects<suffix>``."""
@@ -63,7 +84,11 @@ class BatchJob:
                 raise BatchError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.chunk_size < 1:
             raise BatchError(f"chunk_size must be at least 1, not {self.chunk_size}")
-        written = (TARGET, *REJECT_COLUMNS) if self.on_error == "reject" else (TARGET,)
+        try:
+            requested_level(self.params())
+        except InvalidParameterError:
+            raise BatchError(f"{INTERVAL_RULE}, not {self.interval!r}") from None
+        written = (*self.output_columns(), *(REJECT_COLUMNS if self.on_error == "reject" else ()))
         if self.id_column in written:
             raise BatchError(f"id_column cannot be {self.id_column!r}, a column the job writes")
         if self.rejects and self.on_error != "reject":
@@ -94,6 +119,16 @@ class BatchResult:
     @property
     def rows_per_second(self) -> float:
         return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+
+def parse_interval(text: str) -> float | None:
+    """The ``interval`` option's value: ``''`` for none, else a number (its range is ``check``'s)."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise BatchError(f"{INTERVAL_RULE}, not {text!r}") from None
 
 
 def file_format(path: str, what: str = "file") -> str:

@@ -25,7 +25,7 @@ from model.batch.job import BatchError, BatchJob, BatchResult, first_violation
 from model.batch.output import AtomicTableWriter
 from model.batch.source import Source
 from model.contract import NOT_A_NUMBER, InputContractError, Violation
-from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS, TARGET
+from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS
 
 
 def score_local(job: BatchJob, model_uri: str, progress: bool | None = None) -> BatchResult:
@@ -33,11 +33,11 @@ def score_local(job: BatchJob, model_uri: str, progress: bool | None = None) -> 
     source = Source.open(job.input, job.id_column, job.chunk_size)
     result = BatchResult(model_uri=model_uri, output=job.output, rejects=rejects_path)
     started = time.perf_counter()
-    model = predictor.load(model_uri)
+    model = predictor.load(model_uri, job)
     result.model_load_seconds = time.perf_counter() - started
 
     id_field = [pa.field(job.id_column, source.id_type)] if job.id_column else []
-    output_schema = pa.schema([*id_field, pa.field(TARGET, pa.float64())])
+    output_schema = pa.schema([*id_field, *(pa.field(name, pa.float64()) for name in job.output_columns())])
     rejects_schema = pa.schema(
         [
             *id_field,
@@ -155,7 +155,7 @@ def _score_chunk(
     all_numbers = all(frame[name].dtype == np.float64 for name in NUMERIC_COLUMNS if name in frame)
     if all_numbers:
         try:
-            return _output_table(table, job.id_column, predictor.predict(model, frame)), None
+            return _output_table(table, job.id_column, predictor.predict(model, frame, job)), None
         except InputContractError:
             pass  # it names the first rule broken; the first row, or every bad row, is found below
     found = contract.find_violations(frame)
@@ -172,14 +172,14 @@ def _score_chunk(
         {name: float for name in NUMERIC_COLUMNS if name in kept and kept[name].dtype == object}
     )
     return (
-        _output_table(table.filter(pa.array(keep)), job.id_column, predictor.predict(model, kept)),
+        _output_table(table.filter(pa.array(keep)), job.id_column, predictor.predict(model, kept, job)),
         _rejects_table(table, found, offset, job.id_column),
     )
 
 
-def _output_table(table: pa.Table, id_column: str | None, predictions: np.ndarray) -> pa.Table:
+def _output_table(table: pa.Table, id_column: str | None, predictions: dict[str, np.ndarray]) -> pa.Table:
     columns = {id_column: table.column(id_column)} if id_column else {}
-    columns[TARGET] = pa.array(predictions, type=pa.float64())
+    columns.update((name, pa.array(values, type=pa.float64())) for name, values in predictions.items())
     return pa.table(columns)
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.types import ParamSchema
 
-from model.batch.job import BatchError
+from model.batch.job import BatchError, BatchJob
 from model.data import TARGET
 
 _ALIAS_URI = re.compile(r"^models:/([^/@]+)@([^/]+)/?$")
@@ -34,27 +35,52 @@ def resolve_model_uri(model_uri: str) -> str:
     return f"models:/{name}/{version.version}"
 
 
-def load(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+def load(model_uri: str, job: BatchJob) -> mlflow.pyfunc.PyFuncModel:
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as error:
         raise BatchError(f"model_uri {model_uri}: {str(error).splitlines()[0]}") from None
+    check_params(model.metadata.get_params_schema(), model_uri, job)
+    return model
 
 
-def predict(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame) -> np.ndarray:
-    """One prediction per row of ``frame``, as float64."""
-    predictions = model.predict(frame)
-    values = np.asarray(
-        predictions[TARGET] if isinstance(predictions, pd.DataFrame) else predictions, dtype=float
-    )
-    if values.shape != (len(frame),):
-        raise BatchError(f"the model returned {values.shape} predictions for {len(frame)} rows")
-    return values
+def check_params(schema: ParamSchema | None, model_uri: str, job: BatchJob) -> None:
+    """Refuse a parameter the model does not declare: MLflow would ignore it with a warning,
+    and the job would write the point alone where an interval was asked for."""
+    declared = {spec.name for spec in schema.params} if schema is not None else set()
+    for name in job.params() or {}:
+        if name not in declared:
+            raise BatchError(f"model_uri {model_uri}: the model takes no '{name}' parameter")
 
 
-def spark_predictor(spark, model_uri: str, env_manager: str):
-    """A Spark UDF scoring a struct of the input columns into one double per row.
+def predict(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame, job: BatchJob) -> dict[str, np.ndarray]:
+    """The job's output columns for the rows of ``frame``: one float64 value per row each."""
+    predictions = model.predict(frame, params=job.params())
+    if not isinstance(predictions, pd.DataFrame):
+        predictions = {TARGET: predictions}
+    columns = {}
+    for name in job.output_columns():
+        if name not in predictions:
+            raise BatchError(f"the model returned no '{name}' column")
+        values = np.asarray(predictions[name], dtype=float)
+        if values.shape != (len(frame),):
+            raise BatchError(f"the model returned {values.shape} values of '{name}' for {len(frame)} rows")
+        columns[name] = values
+    return columns
+
+
+def spark_predictor(spark, model_uri: str, job: BatchJob):
+    """A Spark UDF scoring a struct of the input columns into a struct of the job's output
+    columns (doubles, named as the model names them).
 
     The driver downloads the artifact once; ``spark_udf`` ships it to the executors.
     """
-    return mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager=env_manager)
+    try:
+        signature = mlflow.models.get_model_info(model_uri).signature
+    except (MlflowException, OSError) as error:
+        raise BatchError(f"model_uri {model_uri}: {str(error).splitlines()[0]}") from None
+    check_params(signature.params if signature is not None else None, model_uri, job)
+    result_type = ", ".join(f"{name} double" for name in job.output_columns())
+    return mlflow.pyfunc.spark_udf(
+        spark, model_uri, result_type=result_type, env_manager=job.spark_env_manager, params=job.params()
+    )

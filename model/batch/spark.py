@@ -37,7 +37,7 @@ from model.batch.job import (
 )
 from model.batch.output import left_by_dead_process, partial_path
 from model.contract import NOT_A_NUMBER, Violation
-from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, TARGET
+from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS
 
 # Rows per pandas frame when the driver searches the input for the row the model refused.
 SEARCH_ROWS = 10_000
@@ -83,12 +83,12 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
         frame, columns = _read_input(spark, job.input, job.id_column)
         inputs = frame.select(*[column for column in FEATURE_COLUMNS if column in columns])
         load_started = time.perf_counter()
-        predict = _spark_call(
-            lambda: predictor.spark_predictor(spark, model_uri, job.spark_env_manager), job.input
-        )
+        predict = _spark_call(lambda: predictor.spark_predictor(spark, model_uri, job), job.input)
         result.model_load_seconds = time.perf_counter() - load_started
         selected = [F.col(job.id_column)] if job.id_column else []
-        scored = frame.select(*selected, predict(F.struct(*inputs.columns)).alias(TARGET))
+        # The struct's fields become the output's columns; Spark still calls the UDF once per batch.
+        predicted = predict(F.struct(*inputs.columns))
+        scored = frame.select(*selected, *(predicted[name].alias(name) for name in job.output_columns()))
         result.rows_read = result.rows_scored = _write(spark, scored, partial, job, inputs)
         hadoop.replace(partial, job.output)
         result.spark_master = spark.sparkContext.master
@@ -154,6 +154,8 @@ def _spark_call(action, source: str, inputs=None):
     """
     try:
         return action()
+    except BatchError:
+        raise
     except Exception as error:  # py4j / pyspark errors have no common base worth naming
         conditions = _conditions(error)
         if inputs is not None and "PYTHON_EXCEPTION" in conditions:

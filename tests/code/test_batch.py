@@ -16,12 +16,14 @@ import pytest
 
 from model import contract
 from model.batch import source as batch_source
-from model.batch.job import BatchError, BatchJob, check_columns, first_violation
+from model.batch.job import BatchError, BatchJob, check_columns, first_violation, parse_interval
 from model.batch.local import score_local, to_frame
 from model.batch.output import AtomicTableWriter, partial_path
 from model.batch.source import Source
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
+from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import SIGNATURE, pip_requirements
+from model.signatures import PREDICTION_INTERVALS
 from model.train import TrainingConfig, fit_model
 
 SECRET = "987654.321"  # a value no message may quote
@@ -32,17 +34,20 @@ def small_model(split):
     return fit_model(split[0].head(4000), TrainingConfig(n_estimators=20, cv_folds=0))
 
 
-@pytest.fixture(scope="module")
-def model_path(small_model, tmp_path_factory) -> str:
-    """The small model saved as the real pyfunc artifact (signature, code, requirements)."""
-    path = tmp_path_factory.mktemp("batch-model") / "model"
+def save_model(small_model, path: Path, signature=SIGNATURE) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "no input example"
         mlflow.pyfunc.save_model(
-            str(path), python_model=small_model, signature=SIGNATURE,
+            str(path), python_model=small_model, signature=signature,
             code_paths=[str(PROJECT_ROOT / "model")], pip_requirements=pip_requirements(),
         )
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def model_path(small_model, tmp_path_factory) -> str:
+    """The small model saved as the real pyfunc artifact (signature, code, requirements)."""
+    return save_model(small_model, tmp_path_factory.mktemp("batch-model") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +99,25 @@ def leftovers(directory: Path) -> list[str]:
         ({"input": "in"}, "input in: unknown format '(no extension)'"),
         ({"output": "in.csv"}, "three different paths"),
         ({"on_error": "reject", "rejects": "out.parquet"}, "three different paths"),
+        ({"interval": 1.5}, "interval must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or '' for none, not 1.5"),
+        ({"interval": 0.3}, "interval must be a coverage level from 0.5 to 0.99"),
+        ({"interval": float("nan")}, "interval must be a coverage level from 0.5 to 0.99"),
+        ({"interval": 0.8, "id_column": LOWER_COLUMN}, "id_column cannot be 'median_house_value_lower'"),
+        ({"interval": 0.8, "id_column": UPPER_COLUMN}, "id_column cannot be 'median_house_value_upper'"),
     ],
 )
 def test_a_bad_job_is_refused_before_anything_runs(changes, message):
     with pytest.raises(BatchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         BatchJob(**{"input": "in.csv", "output": "out.parquet", **changes}).check()
+
+
+def test_the_interval_option_is_a_number_or_empty():
+    assert parse_interval("") is None
+    assert parse_interval("0.8") == 0.8
+    with pytest.raises(BatchError, match=r"^interval must be a coverage level .*, not 'wide'$"):
+        parse_interval("wide")
+    # The bound columns are the job's only with an interval: without one, the name is free.
+    BatchJob("in.csv", "out.parquet", id_column=LOWER_COLUMN).check()
 
 
 def test_rejects_go_beside_the_output_in_its_format_unless_named():
@@ -252,6 +271,32 @@ def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(model_path, rows, 
     np.testing.assert_allclose(scored[TARGET], expected, rtol=0, atol=1e-9)
     assert (result.rows_read, result.rows_scored, result.rows_rejected) == (130, 130, 0)
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("source, target", [(".csv", ".parquet"), (".parquet", ".csv")])
+def test_an_interval_adds_its_bounds_equal_to_the_pyfunc_with_params(model_path, rows, tmp_path, source, target):
+    input_path = write(rows, tmp_path / f"in{source}")
+    job = BatchJob(str(input_path), str(tmp_path / f"out{target}"), model_uri=model_path, id_column="block_id",
+                   chunk_size=40, interval=0.8)
+    job.check()
+    score_local(job, model_path, progress=False)
+    scored = read(Path(job.output))
+    assert list(scored.columns) == ["block_id", TARGET, LOWER_COLUMN, UPPER_COLUMN]
+    assert scored["block_id"].tolist() == rows["block_id"].tolist()
+    in_process = mlflow.pyfunc.load_model(model_path).predict(rows[list(FEATURE_COLUMNS)], params={"interval": 0.8})
+    for column in (TARGET, LOWER_COLUMN, UPPER_COLUMN):
+        np.testing.assert_allclose(scored[column], in_process[column], rtol=0, atol=1e-9)
+    assert (scored[LOWER_COLUMN] <= scored[TARGET]).all() and (scored[TARGET] < scored[UPPER_COLUMN]).all()
+
+
+def test_an_interval_from_a_model_without_the_parameter_is_refused(small_model, rows, tmp_path):
+    """MLflow would ignore the parameter with a warning: the job refuses before writing."""
+    old = save_model(small_model, tmp_path / "old-model", PREDICTION_INTERVALS.before)
+    input_path = write(rows, tmp_path / "in.parquet")
+    job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=old, interval=0.8)
+    with pytest.raises(BatchError, match=f"^model_uri {old}: the model takes no 'interval' parameter$"):
+        score_local(job, old, progress=False)
+    assert not Path(job.output).exists() and leftovers(tmp_path) == []
 
 
 def test_without_an_id_column_the_output_is_the_predictions_only(model_path, rows, expected, tmp_path):

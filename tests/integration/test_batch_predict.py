@@ -1,5 +1,6 @@
 """Batch scoring for real: `mlflow run . -e batch_predict`, the CLI's one-line failure, a SIGKILL
-mid-write, rejects, and the Spark engine (one Spark session) agreeing with the local one."""
+mid-write, rejects, intervals on request (`-P interval=0.8`), and the Spark engine (one Spark
+session) agreeing with the local one and with the pyfunc in process."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from model.batch import BatchError, BatchJob
 from model.batch.output import partial_path
 from model.batch.spark import score_spark, spark_session
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
+from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
 from testbed.processes import process_env
@@ -30,6 +32,7 @@ from testbed.processes import process_env
 pytestmark = pytest.mark.integration
 
 EXPERIMENT = "batch"
+INTERVAL_COLUMNS = [TARGET, LOWER_COLUMN, UPPER_COLUMN]
 VERSION_URI = f"models:/{MODEL_NAME}/1"
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]+)'\)")
 
@@ -67,6 +70,21 @@ def expected(store, rows) -> np.ndarray:
     return store["model"].predict(None, rows[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
 
 
+@pytest.fixture(scope="module")
+def expected_interval(store, rows) -> pd.DataFrame:
+    """The registered version's pyfunc, in process, asked for an 80 % interval."""
+    return mlflow.pyfunc.load_model(VERSION_URI).predict(rows[list(FEATURE_COLUMNS)], params={"interval": 0.8})
+
+
+def mlflow_run(store, *parameters: str) -> subprocess.CompletedProcess:
+    arguments = [word for parameter in parameters for word in ("-P", parameter)]
+    return subprocess.run(
+        ["mlflow", "run", str(PROJECT_ROOT), "-e", "batch_predict", "--env-manager", "local",
+         "--experiment-name", EXPERIMENT, *arguments],
+        env=store["env"], capture_output=True, text=True, timeout=300,
+    )
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "projects.batch_predict", *args]
 
@@ -88,12 +106,8 @@ def partials(directory: Path) -> list[Path]:
 
 def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expected, tmp_path):
     rows.to_csv(tmp_path / "in.csv", index=False)
-    completed = subprocess.run(
-        ["mlflow", "run", str(PROJECT_ROOT), "-e", "batch_predict", "--env-manager", "local",
-         "--experiment-name", EXPERIMENT, "-P", f"input={tmp_path / 'in.csv'}",
-         "-P", f"output={tmp_path / 'out.parquet'}", "-P", "id_column=block_id", "-P", "chunk_size=128"],
-        env=store["env"], capture_output=True, text=True, timeout=300,
-    )
+    completed = mlflow_run(store, f"input={tmp_path / 'in.csv'}", f"output={tmp_path / 'out.parquet'}",
+                           "id_column=block_id", "chunk_size=128")
     assert completed.returncode == 0, completed.stderr[-5000:]
     assert f"scored 500 of 500 rows with {VERSION_URI}" in completed.stdout
 
@@ -110,6 +124,43 @@ def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expe
     assert (params["engine"], params["chunk_size"], params["on_error"]) == ("local", "128", "fail")
     assert (metrics["rows_read"], metrics["rows_scored"], metrics["rows_rejected"]) == (500, 500, 0)
     assert metrics["seconds"] > 0 and metrics["rows_per_second"] == pytest.approx(500 / metrics["seconds"])
+
+
+def test_mlflow_run_with_an_interval_writes_its_bounds(store, rows, expected, expected_interval, tmp_path):
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    completed = mlflow_run(store, f"input={tmp_path / 'in.parquet'}", f"output={tmp_path / 'out.csv'}",
+                           "id_column=block_id", "chunk_size=128", "interval=0.8")
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert list(scored.columns) == ["block_id", *INTERVAL_COLUMNS]
+    assert scored["block_id"].tolist() == rows["block_id"].tolist()
+    for column in INTERVAL_COLUMNS:
+        np.testing.assert_allclose(scored[column], expected_interval[column], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(scored[TARGET], expected, rtol=0, atol=1e-9)  # the point is unchanged
+    assert (scored[LOWER_COLUMN] <= scored[TARGET]).all() and (scored[TARGET] < scored[UPPER_COLUMN]).all()
+    run = MlflowClient().get_run(RUN_ID.search(completed.stderr).group(1))
+    assert run.info.status == "FINISHED" and run.data.params["interval"] == "0.8"
+
+
+@pytest.mark.parametrize("value", ["1.5", "wide"])
+def test_a_bad_interval_fails_with_one_line_before_anything_runs(store, rows, tmp_path, value):
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    output = tmp_path / "out.parquet"
+    runs_before = len(MlflowClient().search_runs([store["experiment"]]))
+    completed = subprocess.run(
+        cli("--input", str(tmp_path / "in.csv"), "--output", str(output), "--interval", value),
+        env=store["env"], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+    )
+    shown = "1.5" if value == "1.5" else "'wide'"
+    assert (completed.returncode, completed.stderr.strip().splitlines()) == (1, [
+        f"batch_predict: interval must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or '' for none, not {shown}"])
+    assert not output.exists() and partials(tmp_path) == []
+    assert len(MlflowClient().search_runs([store["experiment"]])) == runs_before  # refused before its run
+    # The entry point under `mlflow run`: the same line, a failed command, no output.
+    completed = mlflow_run(store, f"input={tmp_path / 'in.csv'}", f"output={output}", f"interval={value}")
+    assert completed.returncode != 0 and "batch_predict: interval must be a coverage level" in completed.stderr
+    assert not output.exists() and partials(tmp_path) == []
+    assert MlflowClient().get_run(RUN_ID.search(completed.stderr).group(1)).info.status == "FAILED"
 
 
 def test_a_bad_row_fails_the_cli_with_one_line_naming_row_column_and_rule(store, rows, tmp_path):
@@ -188,9 +239,10 @@ def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, r
     assert partials(tmp_path) == []  # the dead process's partial went with the rerun
 
 
-def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, tmp_path, monkeypatch):
-    """One Spark session (local[*]): CSV → Parquet through the tracked job, Parquet → CSV over an
-    existing output, a bad row failing with its column and rule, and Spark's own refusals."""
+def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, expected_interval, tmp_path,
+                                                        monkeypatch):
+    """One Spark session (local[*]): CSV → Parquet through the tracked job, an interval, Parquet → CSV
+    over an existing output, a bad row failing with its column and rule, and Spark's own refusals."""
     rows.to_csv(tmp_path / "in.csv", index=False)
     rows.to_parquet(tmp_path / "in.parquet", index=False)
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
@@ -207,6 +259,17 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         merged = rows.assign(block_id=rows["block_id"].astype(str), local=expected).merge(scored, on="block_id")
         assert len(merged) == 500
         np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
+
+        # An interval: spark_udf's params, the three columns of a struct result.
+        job = BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / "interval.parquet"), id_column="block_id",
+                       engine="spark", interval=0.8)
+        assert batch.run(job, spark=spark).rows_scored == 500
+        scored = pd.read_parquet(tmp_path / "interval.parquet")
+        assert sorted(scored.columns) == sorted(["block_id", *INTERVAL_COLUMNS])
+        merged = rows[["block_id"]].join(expected_interval).merge(scored, on="block_id", suffixes=("_in_process", ""))
+        assert len(merged) == 500
+        for column in INTERVAL_COLUMNS:
+            np.testing.assert_allclose(merged[column], merged[f"{column}_in_process"], rtol=0, atol=1e-9)
 
         # Over an older result, in a directory whose name a glob would misread, where a killed
         # job left its partial directory.

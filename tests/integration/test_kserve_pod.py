@@ -14,6 +14,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,7 +151,8 @@ def test_raw_http_v2_predictions_equal_mlflow_models_serve(v2_server, rows, refe
     np.testing.assert_allclose(output["data"], reference, rtol=0, atol=1e-9)
 
 
-def test_kserve_sdk_client_predictions_equal_mlflow_models_serve(v2_server, rows, reference):
+def sdk_infer(v2_server: str, rows: pd.DataFrame, parameters: dict | None = None):
+    """The kserve SDK's REST client's answer for ``rows`` (one tensor per column)."""
     inputs = []
     for column in FEATURE_COLUMNS:
         datatype = "BYTES" if column == "ocean_proximity" else "FP64"
@@ -160,10 +162,75 @@ def test_kserve_sdk_client_predictions_equal_mlflow_models_serve(v2_server, rows
 
     async def call():
         async with InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
-            return await client.infer(v2_server, InferRequest(ISVC_NAME, inputs), model_name=ISVC_NAME)
+            request = InferRequest(ISVC_NAME, inputs, parameters=parameters)
+            return await client.infer(v2_server, request, model_name=ISVC_NAME)
 
-    response = asyncio.run(call())
+    return asyncio.run(call())
+
+
+def test_kserve_sdk_client_predictions_equal_mlflow_models_serve(v2_server, rows, reference):
+    response = sdk_infer(v2_server, rows)
     np.testing.assert_allclose(response.get_output_by_name(TARGET).as_numpy(), reference, rtol=0, atol=1e-9)
+
+
+# Intervals on request: the signature's `interval` parameter, sent as V2 request `parameters`
+
+INTERVAL_OUTPUTS = (TARGET, LOWER_COLUMN, UPPER_COLUMN)
+
+
+@pytest.fixture(scope="module")
+def in_process_interval(mnt_models, rows) -> pd.DataFrame:
+    """The served artifact's own answer, in process, at interval 0.8."""
+    return mlflow.pyfunc.load_model(str(mnt_models)).predict(rows, params={"interval": 0.8})
+
+
+def test_raw_http_v2_intervals_through_request_parameters(v2_server, rows, reference, in_process_interval):
+    url = f"{v2_server}/v2/models/{ISVC_NAME}/infer"
+    response = requests.post(url, json={**v2_body(rows), "parameters": {"interval": 0.8}}, timeout=60)
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in outputs] == [
+        (name, "FP64", [len(rows)]) for name in INTERVAL_OUTPUTS]
+    for output in outputs:
+        np.testing.assert_allclose(output["data"], in_process_interval[output["name"]], rtol=0, atol=1e-9)
+    # The point is the answer without the parameter; the bounds hold it between them.
+    np.testing.assert_allclose(outputs[0]["data"], reference, rtol=0, atol=1e-9)
+    assert (in_process_interval[LOWER_COLUMN] <= in_process_interval[TARGET]).all()
+    assert (in_process_interval[TARGET] < in_process_interval[UPPER_COLUMN]).all()
+    # Without the parameter: exactly today's single output.
+    [plain] = requests.post(url, json=v2_body(rows), timeout=60).json()["outputs"]
+    assert (plain["name"], plain["shape"]) == (TARGET, [len(rows)])
+    np.testing.assert_allclose(plain["data"], reference, rtol=0, atol=1e-9)
+
+
+def test_kserve_sdk_client_intervals_through_request_parameters(v2_server, rows, in_process_interval):
+    response = sdk_infer(v2_server, rows, parameters={"interval": 0.8})
+    assert [output.name for output in response.outputs] == list(INTERVAL_OUTPUTS)
+    for name in INTERVAL_OUTPUTS:
+        np.testing.assert_allclose(
+            response.get_output_by_name(name).as_numpy(), in_process_interval[name], rtol=0, atol=1e-9)
+    assert [output.name for output in sdk_infer(v2_server, rows.head(3)).outputs] == [TARGET]
+
+
+BAD_INTERVALS = {
+    "out of range": (1.5, "model rejected the input: invalid parameter 'interval': must be a coverage level "
+                          "from 0.5 to 0.99 (e.g. 0.8), or null for no interval"),
+    "not a number": ("wide", "parameter 'interval' must be a double, got a str"),
+    "a boolean": (True, "parameter 'interval' must be a double, got a bool"),
+    # kserve's request model takes no null parameter values: no interval is no parameter.
+    "null": (None, "invalid request body: parameters.interval.float: Input should be a valid number; "
+                   "parameters.interval.int: Input should be a valid integer; parameters.interval.bool: "
+                   "Input should be a valid boolean; parameters.interval.str: Input should be a valid string"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INTERVALS, ids=list(BAD_INTERVALS))
+def test_a_bad_interval_gets_a_400_naming_it(v2_server, rows, case):
+    value, message = BAD_INTERVALS[case]
+    body = {**v2_body(rows.head(3)), "parameters": {"interval": value}}
+    response = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": message}
 
 
 def test_an_int64_tensor_for_a_double_column_is_accepted(v2_server, rows, reference):

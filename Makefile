@@ -81,12 +81,11 @@ batch-predict: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# Ruff's rules in pyproject.toml everywhere; its formatting on the shipped code (deploy/ included) and on testbed
-# (tests and benchmarks keep their one-case-per-line tables).
+# Ruff's rules in pyproject.toml and its formatting, on every folder.
 .PHONY: lint
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check model projects mlflowserver testbed deploy
+	$(VENV)/bin/ruff format --check .
 
 # The generated tables of docs/reliability.md (the bad-input matrix), from tests/integration/bad_input/cases.py.
 .PHONY: docs

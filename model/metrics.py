@@ -101,7 +101,12 @@ def coverage_by_decile(y_true, bounds: dict[float, tuple[np.ndarray, np.ndarray]
             inside = (lower[members] <= y_true[members]) & (y_true[members] <= upper[members])
             width = upper[members] - lower[members]
             rows.append(
-                {"decile": label, "level": level, "rows": int(members.sum()),
-                 "coverage": float(inside.mean()), "mean_width": float(width.mean())}
-            )  # fmt: skip
+                {
+                    "decile": label,
+                    "level": level,
+                    "rows": int(members.sum()),
+                    "coverage": float(inside.mean()),
+                    "mean_width": float(width.mean()),
+                }
+            )
     return pd.DataFrame(rows)

@@ -67,9 +67,12 @@ def _save_sklearn(estimator, x: pd.DataFrame, y, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.sklearn.save_model(
-            estimator, str(path), signature=signature, serialization_format="cloudpickle",
+            estimator,
+            str(path),
+            signature=signature,
+            serialization_format="cloudpickle",
             pip_requirements=["mlflow", "scikit-learn"],
-        )  # fmt: skip
+        )
 
 
 def build_diabetes(path: Path) -> ForeignModel:

@@ -38,8 +38,11 @@ def save_model(small_model, path: Path, signature=SIGNATURE) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "no input example"
         mlflow.pyfunc.save_model(
-            str(path), python_model=small_model, signature=signature,
-            code_paths=[str(PROJECT_ROOT / "model")], pip_requirements=pip_requirements(),
+            str(path),
+            python_model=small_model,
+            signature=signature,
+            code_paths=[str(PROJECT_ROOT / "model")],
+            pip_requirements=pip_requirements(),
         )
     return str(path)
 
@@ -99,7 +102,10 @@ def leftovers(directory: Path) -> list[str]:
         ({"input": "in"}, "input in: unknown format '(no extension)'"),
         ({"output": "in.csv"}, "three different paths"),
         ({"on_error": "reject", "rejects": "out.parquet"}, "three different paths"),
-        ({"interval": 1.5}, "interval must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or '' for none, not 1.5"),
+        (
+            {"interval": 1.5},
+            "interval must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or '' for none, not 1.5",
+        ),
         ({"interval": 0.3}, "interval must be a coverage level from 0.5 to 0.99"),
         ({"interval": float("nan")}, "interval must be a coverage level from 0.5 to 0.99"),
         ({"interval": 0.8, "id_column": LOWER_COLUMN}, "id_column cannot be 'median_house_value_lower'"),
@@ -122,7 +128,10 @@ def test_the_interval_option_is_a_number_or_empty():
 
 def test_rejects_go_beside_the_output_in_its_format_unless_named():
     assert BatchJob("in.csv", "/data/scored.parquet").rejects_path() is None
-    assert BatchJob("in.csv", "/data/scored.parquet", on_error="reject").rejects_path() == "/data/scored.rejects.parquet"
+    assert (
+        BatchJob("in.csv", "/data/scored.parquet", on_error="reject").rejects_path()
+        == "/data/scored.rejects.parquet"
+    )
     assert BatchJob("in.csv", "out.csv", on_error="reject", rejects="bad.csv").rejects_path() == "bad.csv"
 
 
@@ -156,12 +165,18 @@ def test_chunks_have_chunk_size_rows_in_file_order(rows, tmp_path, monkeypatch, 
 
 
 def test_numbers_stored_as_text_are_parsed_and_bad_ones_flagged_by_row():
-    table = pa.table({
-        "longitude": ["-122.2", "abc", " -121.5", SECRET], "latitude": pa.array([37, 38, 39, 36], pa.int64()),
-        "housing_median_age": [1.0, 2.0, 3.0, 4.0], "total_rooms": ["10", "20", "", "NaN"],
-        "population": [1.0] * 4, "households": [1.0] * 4, "median_income": [1.0] * 4,
-        "ocean_proximity": pa.array(["INLAND", None, "NEAR BAY", ""]).dictionary_encode(),
-    })
+    table = pa.table(
+        {
+            "longitude": ["-122.2", "abc", " -121.5", SECRET],
+            "latitude": pa.array([37, 38, 39, 36], pa.int64()),
+            "housing_median_age": [1.0, 2.0, 3.0, 4.0],
+            "total_rooms": ["10", "20", "", "NaN"],
+            "population": [1.0] * 4,
+            "households": [1.0] * 4,
+            "median_income": [1.0] * 4,
+            "ocean_proximity": pa.array(["INLAND", None, "NEAR BAY", ""]).dictionary_encode(),
+        }
+    )
     frame = to_frame(table, "in.parquet")
     assert frame["longitude"].tolist()[0::2] == [-122.2, -121.5]
     assert frame["latitude"].dtype == float and frame["total_rooms"].dtype == float
@@ -181,14 +196,24 @@ def test_an_integer_beyond_float_precision_becomes_the_nearest_float():
 
 def test_a_column_of_the_wrong_type_fails_the_whole_job():
     table = pa.table({column: [1.0] for column in FEATURE_COLUMNS if column != "ocean_proximity"})
-    table = table.append_column("ocean_proximity", pa.array(["INLAND"])).set_column(0, "longitude", pa.array([True]))
-    with pytest.raises(BatchError, match="input in.parquet: column 'longitude': must be a number \\(the file stores it as bool\\)"):
+    table = table.append_column("ocean_proximity", pa.array(["INLAND"])).set_column(
+        0, "longitude", pa.array([True])
+    )
+    with pytest.raises(
+        BatchError,
+        match="input in.parquet: column 'longitude': must be a number \\(the file stores it as bool\\)",
+    ):
         to_frame(table, "in.parquet")
 
 
 def test_an_unparsable_cell_is_reported_once_and_the_first_row_wins():
-    frame = pd.DataFrame([{c: 1.0 for c in FEATURE_COLUMNS} | {"longitude": -120.0, "latitude": 36.0,
-                                                                  "ocean_proximity": "INLAND"}] * 4)
+    frame = pd.DataFrame(
+        [
+            {c: 1.0 for c in FEATURE_COLUMNS}
+            | {"longitude": -120.0, "latitude": 36.0, "ocean_proximity": "INLAND"}
+        ]
+        * 4
+    )
     frame["households"] = frame["households"].astype(object)
     frame.loc[1, "households"] = f"x{SECRET}"  # text to_frame could not parse as a number
     frame.loc[3, "latitude"] = 50.0
@@ -233,7 +258,9 @@ def test_a_failure_while_writing_keeps_the_previous_output_and_no_partial(tmp_pa
 
 def test_partials_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
     final = tmp_path / "out.csv"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_partial = Path(partial_path(str(final)).replace(f".{os.getpid()}.", f".{dead.stdout.strip()}."))
     live_partial = Path(partial_path(str(final)).replace(f".{os.getpid()}.", f".{os.getppid()}."))
     other_output = tmp_path / f".other.csv.{dead_partial.name.split('.', 3)[3]}"
@@ -260,10 +287,17 @@ def test_a_file_result_replaces_a_directory_result(tmp_path):
 
 
 @pytest.mark.parametrize("source, target", [(".csv", ".parquet"), (".parquet", ".csv")])
-def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(model_path, rows, expected, tmp_path, source, target):
+def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(
+    model_path, rows, expected, tmp_path, source, target
+):
     input_path = write(rows, tmp_path / f"in{source}")
-    job = BatchJob(str(input_path), str(tmp_path / f"out{target}"), model_uri=model_path, id_column="block_id",
-                   chunk_size=40)
+    job = BatchJob(
+        str(input_path),
+        str(tmp_path / f"out{target}"),
+        model_uri=model_path,
+        id_column="block_id",
+        chunk_size=40,
+    )
     result = score_local(job, model_path, progress=False)
     scored = read(Path(job.output))
     assert list(scored.columns) == ["block_id", TARGET]
@@ -274,16 +308,26 @@ def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(model_path, rows, 
 
 
 @pytest.mark.parametrize("source, target", [(".csv", ".parquet"), (".parquet", ".csv")])
-def test_an_interval_adds_its_bounds_equal_to_the_pyfunc_with_params(model_path, rows, tmp_path, source, target):
+def test_an_interval_adds_its_bounds_equal_to_the_pyfunc_with_params(
+    model_path, rows, tmp_path, source, target
+):
     input_path = write(rows, tmp_path / f"in{source}")
-    job = BatchJob(str(input_path), str(tmp_path / f"out{target}"), model_uri=model_path, id_column="block_id",
-                   chunk_size=40, interval=0.8)
+    job = BatchJob(
+        str(input_path),
+        str(tmp_path / f"out{target}"),
+        model_uri=model_path,
+        id_column="block_id",
+        chunk_size=40,
+        interval=0.8,
+    )
     job.check()
     score_local(job, model_path, progress=False)
     scored = read(Path(job.output))
     assert list(scored.columns) == ["block_id", TARGET, LOWER_COLUMN, UPPER_COLUMN]
     assert scored["block_id"].tolist() == rows["block_id"].tolist()
-    in_process = mlflow.pyfunc.load_model(model_path).predict(rows[list(FEATURE_COLUMNS)], params={"interval": 0.8})
+    in_process = mlflow.pyfunc.load_model(model_path).predict(
+        rows[list(FEATURE_COLUMNS)], params={"interval": 0.8}
+    )
     for column in (TARGET, LOWER_COLUMN, UPPER_COLUMN):
         np.testing.assert_allclose(scored[column], in_process[column], rtol=0, atol=1e-9)
     assert (scored[LOWER_COLUMN] <= scored[TARGET]).all() and (scored[TARGET] < scored[UPPER_COLUMN]).all()
@@ -350,15 +394,26 @@ def test_text_in_a_numeric_column_fails_with_its_row_and_never_its_value(model_p
 
 def test_reject_sets_bad_rows_aside_with_row_column_and_rule(model_path, rows, expected, tmp_path):
     input_path = write(broken_rows(rows), tmp_path / "in.csv")
-    job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path, id_column="block_id",
-                   chunk_size=50, on_error="reject")
+    job = BatchJob(
+        str(input_path),
+        str(tmp_path / "out.parquet"),
+        model_uri=model_path,
+        id_column="block_id",
+        chunk_size=50,
+        on_error="reject",
+    )
     result = score_local(job, model_path, progress=False)
     assert (result.rows_read, result.rows_scored, result.rows_rejected) == (130, 127, 3)
     rejected = read(Path(job.rejects_path()))
     assert rejected.to_dict("records") == [
         {"block_id": "b0056", "row": 57, "column": "households", "rule": "must be greater than 0"},
         {"block_id": "b0089", "row": 90, "column": "households", "rule": "must be a number"},
-        {"block_id": "b0100", "row": 101, "column": "latitude", "rule": "must lie in California, between 32.0 and 42.5"},
+        {
+            "block_id": "b0100",
+            "row": 101,
+            "column": "latitude",
+            "rule": "must lie in California, between 32.0 and 42.5",
+        },
         {"block_id": "b0100", "row": 101, "column": "ocean_proximity", "rule": "must be a non-empty string"},
     ]
     scored = read(Path(job.output))
@@ -390,7 +445,9 @@ def test_a_malformed_csv_fails_without_quoting_the_row(model_path, rows, tmp_pat
     lines[60] += f",{SECRET}"
     path.write_text("\n".join(lines) + "\n")
     job = BatchJob(str(path), str(tmp_path / "out.csv"), model_uri=model_path, chunk_size=50)
-    with pytest.raises(BatchError, match="row 60: malformed CSV: 11 fields where the header has 10") as failure:
+    with pytest.raises(
+        BatchError, match="row 60: malformed CSV: 11 fields where the header has 10"
+    ) as failure:
         score_local(job, model_path, progress=False)
     assert SECRET not in str(failure.value) and leftovers(tmp_path) == []
 
@@ -399,8 +456,9 @@ def test_a_chunk_of_only_bad_rows_is_rejected_whole(model_path, rows, expected, 
     broken = rows.copy()
     broken.loc[:9, "households"] = 0.0
     input_path = write(broken, tmp_path / "in.parquet")
-    job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path, chunk_size=10,
-                   on_error="reject")
+    job = BatchJob(
+        str(input_path), str(tmp_path / "out.parquet"), model_uri=model_path, chunk_size=10, on_error="reject"
+    )
     result = score_local(job, model_path, progress=False)
     assert (result.rows_scored, result.rows_rejected) == (120, 10)
     assert read(Path(job.rejects_path()))["row"].tolist() == list(range(1, 11))

@@ -20,7 +20,9 @@ from model.data import PROJECT_ROOT
 
 FAKE_PASSWORD = "Tr0ub4dor" + "-and-3"  # pragma: allowlist secret
 AWS_KEY_ID = "AKIA" + "Q3EXAMPLE7TESTKEY"[:16]
-PRIVATE_KEY = "-----" + "BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----" + "END RSA PRIVATE KEY-----\n"  # pragma: allowlist secret
+PRIVATE_KEY = (
+    "-----" + "BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----" + "END RSA PRIVATE KEY-----\n"
+)  # pragma: allowlist secret
 GITHUB_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"  # pragma: allowlist secret
 SLACK_TOKEN = "xoxb-" + "123456789012-123456789012-" + "a1b2c3d4e5f6g7h8i9j0k1l2"
 FLASK_KEY = "3f9a1c0b7e2d4a6f" * 4  # what `openssl rand -hex 32` gives  # pragma: allowlist secret
@@ -52,12 +54,42 @@ CLEAN_FILES = {
 
 # (id, file, text, line, the detect-secrets type reported)
 SEEDED = [
-    ("yaml-password", "k8s/values.yaml", f"db:\n  host: postgres\n  password: {FAKE_PASSWORD}\n", 3, "Secret Keyword"),
-    ("compose-env", "docker-compose.yml", f"services:\n  db:\n    environment:\n      POSTGRES_PASSWORD: {FAKE_PASSWORD}\n", 4, "Secret Keyword"),
-    ("compose-env-list", "docker-compose.yml", f"services:\n  db:\n    environment:\n      - MLFLOW_TRACKING_PASSWORD={FAKE_PASSWORD}\n", 4, "Secret Keyword"),
-    ("k8s-secret-stringdata", "k8s/secret.yaml", f"kind: Secret\nstringData:\n  flask-secret-key: {FLASK_KEY}\n", 3, "Hex High Entropy String"),
+    (
+        "yaml-password",
+        "k8s/values.yaml",
+        f"db:\n  host: postgres\n  password: {FAKE_PASSWORD}\n",
+        3,
+        "Secret Keyword",
+    ),
+    (
+        "compose-env",
+        "docker-compose.yml",
+        f"services:\n  db:\n    environment:\n      POSTGRES_PASSWORD: {FAKE_PASSWORD}\n",
+        4,
+        "Secret Keyword",
+    ),
+    (
+        "compose-env-list",
+        "docker-compose.yml",
+        f"services:\n  db:\n    environment:\n      - MLFLOW_TRACKING_PASSWORD={FAKE_PASSWORD}\n",
+        4,
+        "Secret Keyword",
+    ),
+    (
+        "k8s-secret-stringdata",
+        "k8s/secret.yaml",
+        f"kind: Secret\nstringData:\n  flask-secret-key: {FLASK_KEY}\n",
+        3,
+        "Hex High Entropy String",
+    ),
     ("ini-password", "config/app.ini", f"[db]\npassword = {FAKE_PASSWORD}\n", 2, "Secret Keyword"),
-    ("uri-credentials", "model/settings.py", f'URI = "postgresql://mlflow:{FAKE_PASSWORD}@db:5432/mlflow"\n', 1, "Basic Auth Credentials"),
+    (
+        "uri-credentials",
+        "model/settings.py",
+        f'URI = "postgresql://mlflow:{FAKE_PASSWORD}@db:5432/mlflow"\n',
+        1,
+        "Basic Auth Credentials",
+    ),
     ("private-key", "deploy/key.txt", PRIVATE_KEY, 1, "Private Key"),
     ("aws-key", "scripts/upload.sh", f"export AWS_ACCESS_KEY_ID={AWS_KEY_ID}\n", 1, "AWS Access Key"),
     ("github-token", "notes.md", f"token {GITHUB_TOKEN}\n", 1, "GitHub Token"),
@@ -69,7 +101,10 @@ SEEDED = [
 def run(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "deploy.secret_scan", "--root", str(root), *args],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -18,8 +18,14 @@ from model.contract import (
 from model.data import FEATURE_COLUMNS, TARGET
 
 VALID_ROW = {
-    "longitude": -122.23, "latitude": 37.88, "housing_median_age": 41.0, "total_rooms": 880.0,
-    "total_bedrooms": 129.0, "population": 322.0, "households": 126.0, "median_income": 8.3252,
+    "longitude": -122.23,
+    "latitude": 37.88,
+    "housing_median_age": 41.0,
+    "total_rooms": 880.0,
+    "total_bedrooms": 129.0,
+    "population": 322.0,
+    "households": 126.0,
+    "median_income": 8.3252,
     "ocean_proximity": "NEAR BAY",
 }
 
@@ -98,10 +104,14 @@ valid_rows = st.fixed_dictionaries(
         "population": st.floats(1e-3, 1e6, **finite),
         "households": st.floats(1e-3, 1e6, **finite),
         "median_income": st.floats(0, 1e3, **finite),
-        "ocean_proximity": st.sampled_from(["<1H OCEAN", "INLAND", "ISLAND", "NEAR BAY", "NEAR OCEAN", "ON A BOAT"]),
+        "ocean_proximity": st.sampled_from(
+            ["<1H OCEAN", "INLAND", "ISLAND", "NEAR BAY", "NEAR OCEAN", "ON A BOAT"]
+        ),
     }
 )
-any_number = st.one_of(st.floats(), st.integers(-10**6, 10**6), st.none(), st.text(max_size=3), st.booleans())
+any_number = st.one_of(
+    st.floats(), st.integers(-(10**6), 10**6), st.none(), st.text(max_size=3), st.booleans()
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -133,7 +143,9 @@ def test_a_server_cannot_prefix_the_message_with_the_payload():
 
 
 def test_an_overlong_category_is_refused_without_echoing_it():
-    with pytest.raises(InputContractError, match="column 'ocean_proximity', row 1: must be at most 100 characters") as raised:
+    with pytest.raises(
+        InputContractError, match="column 'ocean_proximity', row 1: must be at most 100 characters"
+    ) as raised:
         validate_input(frame(ocean_proximity="NEAR BAY" * 1000))
     assert "NEAR BAYNEAR BAY" not in raised.value.message
 
@@ -152,14 +164,20 @@ def test_find_violations_lists_every_broken_rule_with_its_rows():
     assert (missing.column, missing.rows) == ("households", None)
 
 
-
 @pytest.mark.parametrize(
     "values",
-    [[1.5, np.nan, 3.0], [1, 2, 3], [True, False, True], pd.array([1.5, None, 3.0], dtype="Float64"),
-     ["a", None, "c"], pd.array(["a", None, "c"], dtype="string"),
-     pd.array(["a", None, "c"], dtype="string[pyarrow]"), pd.Categorical(["a", None, "c"])],
+    [
+        [1.5, np.nan, 3.0],
+        [1, 2, 3],
+        [True, False, True],
+        pd.array([1.5, None, 3.0], dtype="Float64"),
+        ["a", None, "c"],
+        pd.array(["a", None, "c"], dtype="string"),
+        pd.array(["a", None, "c"], dtype="string[pyarrow]"),
+        pd.Categorical(["a", None, "c"]),
+    ],
     ids=["float64", "int64", "bool", "Float64", "object", "string", "string[pyarrow]", "category"],
-)  # fmt: skip
+)
 def test_a_column_read_without_building_a_series_holds_what_frame_name_holds(values):
     rows = frame().assign(extra=values)
     stored = _stored_values(rows, list(rows.columns).index("extra"))

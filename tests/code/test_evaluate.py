@@ -73,11 +73,16 @@ def test_permutation_importance_ranks_the_column_the_model_uses():
 @pytest.mark.parametrize(
     "uri, expected",
     [
-        ("models:/CaliforniaHousingRegressor/7", ResolvedModel("models:/CaliforniaHousingRegressor/7", "CaliforniaHousingRegressor", "7")),
+        (
+            "models:/CaliforniaHousingRegressor/7",
+            ResolvedModel("models:/CaliforniaHousingRegressor/7", "CaliforniaHousingRegressor", "7"),
+        ),
         ("runs:/abc/model", ResolvedModel("runs:/abc/model")),
         ("/tmp/some/model", ResolvedModel("/tmp/some/model")),
     ],
 )
 def test_uris_without_an_alias_resolve_without_a_registry(uri, expected):
     assert resolve(uri) == expected
-    assert resolve(uri).pinned_uri == (f"models:/{expected.name}/{expected.version}" if expected.version else uri)
+    assert resolve(uri).pinned_uri == (
+        f"models:/{expected.name}/{expected.version}" if expected.version else uri
+    )

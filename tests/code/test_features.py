@@ -47,7 +47,10 @@ def test_one_hot_encodes_known_categories_and_unseen_as_all_zeros():
 
 def test_ratio_features_are_per_household_and_per_room():
     ratios = ratio_features(
-        rooms=np.array([600.0]), bedrooms=np.array([120.0]), population=np.array([300.0]), households=np.array([100.0])
+        rooms=np.array([600.0]),
+        bedrooms=np.array([120.0]),
+        population=np.array([300.0]),
+        households=np.array([100.0]),
     )
     np.testing.assert_allclose(ratios, [[6.0, 0.2, 3.0, 2.0]])
 

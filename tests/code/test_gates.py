@@ -24,7 +24,9 @@ def test_the_declared_change_is_additive_for_callers():
     added = after.outputs.to_dict()[len(before.outputs.to_dict()) :]
     assert after.outputs.to_dict()[: len(before.outputs.to_dict())] == before.outputs.to_dict()
     assert added and all(not column["required"] for column in added)
-    assert before.params is None and [(p.name, p.default) for p in after.params.params] == [("interval", None)]
+    assert before.params is None and [(p.name, p.default) for p in after.params.params] == [
+        ("interval", None)
+    ]
 
 
 def test_identical_signatures_pass_without_a_change():
@@ -36,7 +38,10 @@ def test_the_planned_change_from_the_champion_to_the_challenger_passes_and_is_na
 
 
 def test_the_planned_change_does_not_pass_backwards():
-    with pytest.raises(Refusal, match=r"signature gate: challenger differs from champion: outputs: lacks .*median_house_value_lower:double\?.*params: lacks \['interval:double=None'\], adds \[\] \(\? = optional\)$"):
+    with pytest.raises(
+        Refusal,
+        match=r"signature gate: challenger differs from champion: outputs: lacks .*median_house_value_lower:double\?.*params: lacks \['interval:double=None'\], adds \[\] \(\? = optional\)$",
+    ):
         check_signature(BEFORE_INTERVALS, SIGNATURE)
 
 
@@ -48,11 +53,22 @@ def with_outputs(signature: ModelSignature, outputs: list[ColSpec]) -> ModelSign
     "challenger, difference",
     [
         # One output column too many, required: not what was declared.
-        (with_outputs(SIGNATURE, [*SIGNATURE.outputs.inputs, ColSpec("double", "price_per_room")]), r"outputs: lacks \[\], adds \[.*'price_per_room:double'\]"),
+        (
+            with_outputs(SIGNATURE, [*SIGNATURE.outputs.inputs, ColSpec("double", "price_per_room")]),
+            r"outputs: lacks \[\], adds \[.*'price_per_room:double'\]",
+        ),
         # The new outputs required instead of optional.
-        (with_outputs(SIGNATURE, [ColSpec("double", spec.name) for spec in SIGNATURE.outputs.inputs]), r"adds \['median_house_value_lower:double', 'median_house_value_upper:double'\]"),
+        (
+            with_outputs(SIGNATURE, [ColSpec("double", spec.name) for spec in SIGNATURE.outputs.inputs]),
+            r"adds \['median_house_value_lower:double', 'median_house_value_upper:double'\]",
+        ),
         # A parameter with another default.
-        (ModelSignature(SIGNATURE.inputs, SIGNATURE.outputs, ParamSchema([ParamSpec("interval", "double", 0.8)])), r"params: lacks \[\], adds \['interval:double=0.8'\]"),
+        (
+            ModelSignature(
+                SIGNATURE.inputs, SIGNATURE.outputs, ParamSchema([ParamSpec("interval", "double", 0.8)])
+            ),
+            r"params: lacks \[\], adds \['interval:double=0.8'\]",
+        ),
     ],
 )
 def test_an_accidental_change_is_refused_even_next_to_a_declared_one(challenger, difference):
@@ -77,10 +93,22 @@ def test_coverage_within_two_points_of_80_percent_passes(coverage):
 @pytest.mark.parametrize(
     "coverage, line",
     [
-        (0.7412, "refused: coverage gate: challenger's interval=0.8 covers 74.1 % of test values (needs 78.0 %–82.0 %)"),
-        (0.8211, "refused: coverage gate: challenger's interval=0.8 covers 82.1 % of test values (needs 78.0 %–82.0 %)"),
-        (float("nan"), "refused: coverage gate: challenger's interval=0.8 covers nan % of test values (needs 78.0 %–82.0 %)"),
-        (None, "refused: coverage gate: challenger has no 'interval' parameter (needs 78.0 %–82.0 % at interval=0.8)"),
+        (
+            0.7412,
+            "refused: coverage gate: challenger's interval=0.8 covers 74.1 % of test values (needs 78.0 %–82.0 %)",
+        ),
+        (
+            0.8211,
+            "refused: coverage gate: challenger's interval=0.8 covers 82.1 % of test values (needs 78.0 %–82.0 %)",
+        ),
+        (
+            float("nan"),
+            "refused: coverage gate: challenger's interval=0.8 covers nan % of test values (needs 78.0 %–82.0 %)",
+        ),
+        (
+            None,
+            "refused: coverage gate: challenger has no 'interval' parameter (needs 78.0 %–82.0 % at interval=0.8)",
+        ),
     ],
 )
 def test_coverage_outside_two_points_is_refused_in_one_line(coverage, line):

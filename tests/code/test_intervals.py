@@ -33,7 +33,9 @@ def test_levels_in_the_range_are_accepted(level):
     assert requested_level({"interval": level}) == level
 
 
-@pytest.mark.parametrize("level", [0.0, 0.49, 0.995, 1.0, 1, 80, -0.8, math.nan, math.inf, True, "0.8", [0.8]])
+@pytest.mark.parametrize(
+    "level", [0.0, 0.49, 0.995, 1.0, 1, 80, -0.8, math.nan, math.inf, True, "0.8", [0.8]]
+)
 def test_levels_outside_the_range_are_refused_with_one_line_naming_the_parameter(level):
     with pytest.raises(InvalidParameterError) as refused:
         requested_level({"interval": level})
@@ -43,7 +45,9 @@ def test_levels_outside_the_range_are_refused_with_one_line_naming_the_parameter
 
 def test_the_error_message_cannot_be_rewritten_to_echo_the_request():
     error = InvalidParameterError(LEVEL_ERROR)
-    error.message = "Failed to predict data '<every row>'. Error: " + error.message  # what MLflow's server does
+    error.message = (
+        "Failed to predict data '<every row>'. Error: " + error.message
+    )  # what MLflow's server does
     assert error.message == LEVEL_ERROR and isinstance(error, MlflowException)
 
 
@@ -77,9 +81,13 @@ def test_intervals_never_invert(point, spread, level):
 
 
 def test_wider_levels_give_wider_intervals():
-    intervals = ConformalIntervals(Constant(1_000.0), np.sort(np.random.default_rng(1).exponential(size=1_000)))
+    intervals = ConformalIntervals(
+        Constant(1_000.0), np.sort(np.random.default_rng(1).exponential(size=1_000))
+    )
     point = np.full(3, 200_000.0)
-    widths = [np.subtract(*intervals.bounds(np.zeros((3, 1)), point, level)[::-1]) for level in (0.5, 0.8, 0.9)]
+    widths = [
+        np.subtract(*intervals.bounds(np.zeros((3, 1)), point, level)[::-1]) for level in (0.5, 0.8, 0.9)
+    ]
     assert (widths[0] < widths[1]).all() and (widths[1] < widths[2]).all()
 
 

@@ -124,8 +124,14 @@ def test_plans_column_tensor_and_unnamed_signatures():
         plan_inputs(Schema([ColSpec("datetime", "when")]))
     types = ("double", "float", "long", "integer", "boolean", "string", "binary")
     assert [i.datatype for i in plan_inputs(Schema([ColSpec(t, t) for t in types]))] == [
-        "FP64", "FP32", "INT64", "INT32", "BOOL", "BYTES", "BYTES",
-    ]  # fmt: skip
+        "FP64",
+        "FP32",
+        "INT64",
+        "INT32",
+        "BOOL",
+        "BYTES",
+        "BYTES",
+    ]
     (tensor,) = plan_inputs(Schema([TensorSpec(np.dtype("float32"), (-1, 4))]))
     assert (
         tensor.metadata() == {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]} and tensor.key is None

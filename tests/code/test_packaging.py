@@ -35,7 +35,9 @@ def test_signature_is_the_nine_raw_columns_to_the_target_and_its_optional_interv
         {"type": "double", "name": "median_house_value_lower", "required": False},
         {"type": "double", "name": "median_house_value_upper", "required": False},
     ]
-    assert SIGNATURE.params.to_dict() == [{"name": "interval", "type": "double", "default": None, "shape": None}]
+    assert SIGNATURE.params.to_dict() == [
+        {"name": "interval", "type": "double", "default": None, "shape": None}
+    ]
 
 
 def test_input_example_has_raw_columns_and_a_missing_bedrooms_row(raw_frame: pd.DataFrame):

@@ -22,7 +22,11 @@ from model.tune import NEIGHBOURHOODS, TuneSettings, config_from_params, suggest
 
 def signature_with(bedrooms_required: bool) -> ModelSignature:
     inputs = [
-        ColSpec(spec.type, spec.name, required=bedrooms_required if spec.name == "total_bedrooms" else spec.required)
+        ColSpec(
+            spec.type,
+            spec.name,
+            required=bedrooms_required if spec.name == "total_bedrooms" else spec.required,
+        )
         for spec in SIGNATURE.inputs.inputs
     ]
     return ModelSignature(inputs=Schema(inputs), outputs=SIGNATURE.outputs, params=SIGNATURE.params)
@@ -33,7 +37,10 @@ def test_identical_signatures_pass():
 
 
 def test_signature_mismatch_is_refused_with_the_difference():
-    with pytest.raises(Refusal, match=r"signature gate: .*inputs: lacks \['total_bedrooms:double\?'\], adds \['total_bedrooms:double'\]") as refused:
+    with pytest.raises(
+        Refusal,
+        match=r"signature gate: .*inputs: lacks \['total_bedrooms:double\?'\], adds \['total_bedrooms:double'\]",
+    ) as refused:
         check_signature(signature_with(True), SIGNATURE)
     assert refused.value.gate == "signature"
     assert refused.value.message.startswith("refused: signature gate:")
@@ -54,13 +61,18 @@ def test_requirements_equal_to_the_lock_pass():
         ("numpy==1.0.0", r"numpy==1.0.0 \(lock: "),
         ("numpy>=1.0", r"numpy>=1.0 \(not pinned with ==\)"),
         ("numpy==2.4.6,<3", r"numpy==2.4.6,<3 \(not pinned with ==\)"),
-        ("numpy @ https://example.com/numpy.whl", r"numpy @ https://example.com/numpy.whl \(not pinned with ==\)"),
+        (
+            "numpy @ https://example.com/numpy.whl",
+            r"numpy @ https://example.com/numpy.whl \(not pinned with ==\)",
+        ),
         ("left-pad==1.3.0", r"left-pad==1.3.0 \(not in requirements.lock\)"),
     ],
 )
 def test_requirements_differing_from_the_lock_are_refused(line, reason):
     requirements = [r for r in pip_requirements() if not r.startswith("numpy==")] + [line]
-    with pytest.raises(Refusal, match=rf"requirements gate: 1 of {len(requirements)} requirements differ .*{reason}"):
+    with pytest.raises(
+        Refusal, match=rf"requirements gate: 1 of {len(requirements)} requirements differ .*{reason}"
+    ):
         check_requirements(requirements, locked_versions())
 
 
@@ -85,7 +97,9 @@ def test_rmse_gate_needs_strictly_better_by_the_margin():
     check_rmse(37_799.0, 37_800.0)
     with pytest.raises(Refusal) as refused:
         check_rmse(41_200.0, 37_800.0)
-    assert refused.value.message == "refused: rmse gate: challenger 41,200 vs champion 37,800 (needs < 37,800)"
+    assert (
+        refused.value.message == "refused: rmse gate: challenger 41,200 vs champion 37,800 (needs < 37,800)"
+    )
     with pytest.raises(Refusal, match="needs < 37,800"):
         check_rmse(37_800.0, 37_800.0)  # equal is not better
     check_rmse(37_299.0, 37_800.0, min_improvement=500.0)
@@ -98,8 +112,15 @@ def test_rmse_gate_needs_strictly_better_by_the_margin():
 def test_a_trial_becomes_a_training_config():
     settings = TuneSettings(cv_folds=3, max_estimators=300)
     params = {
-        "n_estimators": 250, "learning_rate": 0.05, "num_leaves": 31, "max_depth": 9, "min_child_samples": 10,
-        "subsample": 0.8, "colsample_bytree": 0.6, "reg_lambda": 1.0, "n_neighbors": NEIGHBOURHOODS[2],
+        "n_estimators": 250,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "max_depth": 9,
+        "min_child_samples": 10,
+        "subsample": 0.8,
+        "colsample_bytree": 0.6,
+        "reg_lambda": 1.0,
+        "n_neighbors": NEIGHBOURHOODS[2],
     }
     config = suggest_config(optuna.trial.FixedTrial(params), settings)
     assert config == TrainingConfig(**{**params, "n_neighbors": (10, 30, 100)}, cv_folds=3)

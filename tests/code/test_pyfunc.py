@@ -35,7 +35,9 @@ def test_one_row_predictions_equal_batch_predictions_bit_for_bit(trained_model, 
 
 def test_served_one_row_requests_equal_one_batch_request(trained_model, split):
     rows = split[1][list(FEATURE_COLUMNS)].head(50)
-    singles = np.concatenate([trained_model.predict(None, rows.iloc[[i]])[TARGET].to_numpy() for i in range(50)])
+    singles = np.concatenate(
+        [trained_model.predict(None, rows.iloc[[i]])[TARGET].to_numpy() for i in range(50)]
+    )
     np.testing.assert_array_equal(singles, trained_model.predict(None, rows)[TARGET].to_numpy())
 
 
@@ -55,7 +57,9 @@ def test_one_row_path_is_safe_to_share_between_threads(trained_model, test_featu
 
 
 def test_a_row_of_the_wrong_width_is_refused_before_it_reaches_c(trained_model, test_features):
-    with pytest.raises(ValueError, match=f"expected {test_features.shape[1]} features, got {test_features.shape[1] - 1}"):
+    with pytest.raises(
+        ValueError, match=f"expected {test_features.shape[1]} features, got {test_features.shape[1] - 1}"
+    ):
         trained_model.regressor.predict(test_features[:1, :-1])
 
 
@@ -65,7 +69,9 @@ def test_rows(split):
 
 
 @pytest.mark.parametrize("params", [None, {}, {"interval": None}])
-def test_without_an_interval_the_answer_is_the_one_column_of_the_regressor_bit_for_bit(trained_model, test_rows, params):
+def test_without_an_interval_the_answer_is_the_one_column_of_the_regressor_bit_for_bit(
+    trained_model, test_rows, params
+):
     answer = trained_model.predict(None, test_rows, params)
     assert list(answer.columns) == [TARGET]
     expected = trained_model.regressor.predict(trained_model.features.transform(validate_input(test_rows)))
@@ -86,7 +92,9 @@ def test_an_interval_adds_bounds_around_the_unchanged_point(trained_model, test_
 def test_one_row_intervals_equal_their_batch_rows_bit_for_bit(trained_model, test_rows):
     rows = test_rows.head(40)
     batch = trained_model.predict(None, rows, {"interval": 0.8})
-    singles = pd.concat([trained_model.predict(None, rows.iloc[[i]], {"interval": 0.8}) for i in range(len(rows))])
+    singles = pd.concat(
+        [trained_model.predict(None, rows.iloc[[i]], {"interval": 0.8}) for i in range(len(rows))]
+    )
     pd.testing.assert_frame_equal(singles, batch, check_exact=True)
 
 
@@ -96,5 +104,8 @@ def test_no_rows_with_an_interval_give_the_three_columns_and_no_rows(trained_mod
 
 
 def test_a_level_outside_the_range_is_refused_before_any_work(trained_model, test_rows):
-    with pytest.raises(InvalidParameterError, match=r"^invalid parameter 'interval': must be a coverage level from 0.5 to 0.99"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"^invalid parameter 'interval': must be a coverage level from 0.5 to 0.99",
+    ):
         trained_model.predict(None, test_rows.assign(households=0.0), {"interval": 1.2})

@@ -80,10 +80,20 @@ def reference_pipeline(n_neighbors) -> ColumnTransformer:
     return ColumnTransformer(
         [
             ("numeric", SimpleImputer(strategy="median"), numeric),
-            ("ratios", Pipeline([("impute", SimpleImputer(strategy="median")), ("ratios", FunctionTransformer(_ratios))]), numeric),
+            (
+                "ratios",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("ratios", FunctionTransformer(_ratios))]
+                ),
+                numeric,
+            ),
             ("rotations", FunctionTransformer(_rotations, validate=True), ["longitude", "latitude"]),
             ("ocean", OneHotEncoder(handle_unknown="ignore", sparse_output=False), [CATEGORICAL_COLUMN]),
-            ("neighbourhood", ReferenceNeighbourhood(n_neighbors), ["latitude", "longitude", "median_income"]),
+            (
+                "neighbourhood",
+                ReferenceNeighbourhood(n_neighbors),
+                ["latitude", "longitude", "median_income"],
+            ),
         ]
     )
 
@@ -141,6 +151,8 @@ def test_served_predictions_equal_the_regressor_on_reference_features(reference,
 
 def test_one_row_requests_take_the_same_path_as_batches(trained_model, split):
     rows = split[1][list(FEATURE_COLUMNS)].head(25)
-    one_at_a_time = np.concatenate([trained_model.features.transform(validate_input(rows.iloc[[i]])) for i in range(25)])
+    one_at_a_time = np.concatenate(
+        [trained_model.features.transform(validate_input(rows.iloc[[i]])) for i in range(25)]
+    )
     np.testing.assert_array_equal(one_at_a_time, trained_model.features.transform(validate_input(rows)))
     np.testing.assert_array_equal(one_at_a_time, trained_model.features.transform(rows))

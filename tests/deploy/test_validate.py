@@ -143,7 +143,12 @@ TEXT_EDITS = [
         "k8s/serving/inferenceservice.yaml",
         "storageUri: models:/CaliforniaHousingRegressor@champion",
         "storageUri: gs://bucket/model",
-        ("InferenceService/california-housing", "'gs://bucket/model'", "served by no ClusterStorageContainer", "models:/"),
+        (
+            "InferenceService/california-housing",
+            "'gs://bucket/model'",
+            "served by no ClusterStorageContainer",
+            "models:/",
+        ),
         id="unsupported_uri_prefix",
     ),
     pytest.param(
@@ -213,7 +218,11 @@ TEXT_EDITS = [
         "docker-compose.yml",
         "      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD (e.g. in .env)}",
         "      POSTGRES_PASSWORD: hunter2",
-        ("docker-compose.yml", "services.postgres.environment.POSTGRES_PASSWORD", "literal secret (Secret Keyword)"),
+        (
+            "docker-compose.yml",
+            "services.postgres.environment.POSTGRES_PASSWORD",
+            "literal secret (Secret Keyword)",
+        ),
         id="compose_literal_password",
     ),
     pytest.param(
@@ -248,7 +257,12 @@ TEXT_EDITS = [
         "Dockerfile",
         "    OMP_NUM_THREADS=1 \\\n",
         "    OMP_NUM_THREADS=1 \\\n    MLFLOW_TRACKING_PASSWORD=hunter2 \\\n",
-        ("Dockerfile", "ENV MLFLOW_TRACKING_PASSWORD", "literal secret (Secret Keyword)", "baked into the image"),
+        (
+            "Dockerfile",
+            "ENV MLFLOW_TRACKING_PASSWORD",
+            "literal secret (Secret Keyword)",
+            "baked into the image",
+        ),
         id="dockerfile_secret_env",
     ),
     pytest.param(
@@ -449,11 +463,15 @@ def test_container_must_set_resources(deploy_copy):
 
 def test_kustomization_resource_must_exist(deploy_copy):
     (deploy_copy / "k8s/base/networkpolicies.yaml").unlink()
-    assert_reported(run(deploy_copy), "k8s/base: kubectl kustomize", "networkpolicies.yaml", "no such file or directory")
+    assert_reported(
+        run(deploy_copy), "k8s/base: kubectl kustomize", "networkpolicies.yaml", "no such file or directory"
+    )
 
 
 def test_yaml_lint_error(deploy_copy):
-    edit_text(deploy_copy / "k8s/train/job.yaml", "  backoffLimit: 1\n", "  backoffLimit: 1\n  backoffLimit: 2\n")
+    edit_text(
+        deploy_copy / "k8s/train/job.yaml", "  backoffLimit: 1\n", "  backoffLimit: 1\n  backoffLimit: 2\n"
+    )
     assert_reported(run(deploy_copy), "k8s/train/job.yaml", 'duplication of key "backoffLimit"', "[yamllint]")
 
 
@@ -473,8 +491,15 @@ def test_k8s_image_tag_differs_from_the_built_one(deploy_copy):
 
 
 def test_k8s_and_compose_run_different_postgres_images(deploy_copy):
-    edit_text(deploy_copy / "docker-compose.yml", "image: postgres:16-bookworm", "image: postgres:17-bookworm")
-    assert_reported(run(deploy_copy), "k8s/base/postgres.yaml", "StatefulSet/postgres", "image postgres:16-bookworm is neither built nor run by Compose")
+    edit_text(
+        deploy_copy / "docker-compose.yml", "image: postgres:16-bookworm", "image: postgres:17-bookworm"
+    )
+    assert_reported(
+        run(deploy_copy),
+        "k8s/base/postgres.yaml",
+        "StatefulSet/postgres",
+        "image postgres:16-bookworm is neither built nor run by Compose",
+    )
 
 
 def test_compose_builds_a_target_the_dockerfile_lacks(deploy_copy):
@@ -495,7 +520,11 @@ def test_a_target_built_on_another_stage_keeps_its_base_and_env(deploy_copy):
 def test_locks_disagree_on_a_shared_package(deploy_copy):
     (deploy_copy / "requirements").mkdir()
     (deploy_copy / "requirements" / "serve.lock").write_text("mlflow==0.0.1\n")
-    assert_reported(run(deploy_copy), "requirements/serve.lock: pins mlflow==0.0.1 but requirements.lock pins", "[requirements]")
+    assert_reported(
+        run(deploy_copy),
+        "requirements/serve.lock: pins mlflow==0.0.1 but requirements.lock pins",
+        "[requirements]",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

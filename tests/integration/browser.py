@@ -18,8 +18,8 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import requests
 import websocket
@@ -78,7 +78,9 @@ class Page:
 
 
 @contextlib.contextmanager
-def headless_chromium(workdir: Path, width: int = 1400, height: int = 1000, timeout: float = 60.0) -> Iterator[Page]:
+def headless_chromium(
+    workdir: Path, width: int = 1400, height: int = 1000, timeout: float = 60.0
+) -> Iterator[Page]:
     binary = chromium_path()
     if binary is None:
         raise FileNotFoundError("no chromium on PATH")
@@ -86,18 +88,32 @@ def headless_chromium(workdir: Path, width: int = 1400, height: int = 1000, time
     profile.mkdir(parents=True, exist_ok=True)
     (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a previous browser's port
     command = [
-        binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
-        f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-        f"--window-size={width},{height}", "about:blank",
-    ]  # fmt: skip
+        binary,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        f"--window-size={width},{height}",
+        "about:blank",
+    ]
     log = open(workdir / "chromium.log", "w")
-    browser = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    browser = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         port = _devtools_port(profile / "DevToolsActivePort", browser, timeout)
-        [tab] = [target for target in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-                 if target["type"] == "page"]  # fmt: skip
+        [tab] = [
+            target
+            for target in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+            if target["type"] == "page"
+        ]
         socket = websocket.create_connection(tab["webSocketDebuggerUrl"], timeout=timeout)
         try:
             page = Page(socket)

@@ -47,7 +47,9 @@ def store(tmp_path_factory, split):
     with pytest.MonkeyPatch.context() as patch:
         # In-process jobs log into this experiment (never into a global active experiment).
         patch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-        experiment = MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
+        experiment = MlflowClient().create_experiment(
+            EXPERIMENT, artifact_location=(root / "artifacts").as_uri()
+        )
         model = fit_model(split[0], TrainingConfig(n_estimators=200, cv_folds=0))
         with mlflow.start_run(experiment_id=experiment):
             assert CHAMPION in log_and_register(model, *split).aliases
@@ -73,15 +75,30 @@ def expected(store, rows) -> np.ndarray:
 @pytest.fixture(scope="module")
 def expected_interval(store, rows) -> pd.DataFrame:
     """The registered version's pyfunc, in process, asked for an 80 % interval."""
-    return mlflow.pyfunc.load_model(VERSION_URI).predict(rows[list(FEATURE_COLUMNS)], params={"interval": 0.8})
+    return mlflow.pyfunc.load_model(VERSION_URI).predict(
+        rows[list(FEATURE_COLUMNS)], params={"interval": 0.8}
+    )
 
 
 def mlflow_run(store, *parameters: str) -> subprocess.CompletedProcess:
     arguments = [word for parameter in parameters for word in ("-P", parameter)]
     return subprocess.run(
-        ["mlflow", "run", str(PROJECT_ROOT), "-e", "batch_predict", "--env-manager", "local",
-         "--experiment-name", EXPERIMENT, *arguments],
-        env=store["env"], capture_output=True, text=True, timeout=300,
+        [
+            "mlflow",
+            "run",
+            str(PROJECT_ROOT),
+            "-e",
+            "batch_predict",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            EXPERIMENT,
+            *arguments,
+        ],
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -90,7 +107,9 @@ def cli(*args: str) -> list[str]:
 
 
 def latest_run(store) -> mlflow.entities.Run:
-    [run] = MlflowClient().search_runs([store["experiment"]], order_by=["attributes.start_time DESC"], max_results=1)
+    [run] = MlflowClient().search_runs(
+        [store["experiment"]], order_by=["attributes.start_time DESC"], max_results=1
+    )
     return run
 
 
@@ -106,8 +125,13 @@ def partials(directory: Path) -> list[Path]:
 
 def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expected, tmp_path):
     rows.to_csv(tmp_path / "in.csv", index=False)
-    completed = mlflow_run(store, f"input={tmp_path / 'in.csv'}", f"output={tmp_path / 'out.parquet'}",
-                           "id_column=block_id", "chunk_size=128")
+    completed = mlflow_run(
+        store,
+        f"input={tmp_path / 'in.csv'}",
+        f"output={tmp_path / 'out.parquet'}",
+        "id_column=block_id",
+        "chunk_size=128",
+    )
     assert completed.returncode == 0, completed.stderr[-5000:]
     assert f"scored 500 of 500 rows with {VERSION_URI}" in completed.stdout
 
@@ -120,7 +144,10 @@ def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expe
     run = MlflowClient().get_run(RUN_ID.search(completed.stderr).group(1))
     assert run.info.status == "FINISHED"
     params, metrics = run.data.params, run.data.metrics
-    assert params["model_uri"] == f"models:/{MODEL_NAME}@{CHAMPION}" and params["model_version_uri"] == VERSION_URI
+    assert (
+        params["model_uri"] == f"models:/{MODEL_NAME}@{CHAMPION}"
+        and params["model_version_uri"] == VERSION_URI
+    )
     assert (params["engine"], params["chunk_size"], params["on_error"]) == ("local", "128", "fail")
     assert (metrics["rows_read"], metrics["rows_scored"], metrics["rows_rejected"]) == (500, 500, 0)
     assert metrics["seconds"] > 0 and metrics["rows_per_second"] == pytest.approx(500 / metrics["seconds"])
@@ -128,8 +155,14 @@ def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expe
 
 def test_mlflow_run_with_an_interval_writes_its_bounds(store, rows, expected, expected_interval, tmp_path):
     rows.to_parquet(tmp_path / "in.parquet", index=False)
-    completed = mlflow_run(store, f"input={tmp_path / 'in.parquet'}", f"output={tmp_path / 'out.csv'}",
-                           "id_column=block_id", "chunk_size=128", "interval=0.8")
+    completed = mlflow_run(
+        store,
+        f"input={tmp_path / 'in.parquet'}",
+        f"output={tmp_path / 'out.csv'}",
+        "id_column=block_id",
+        "chunk_size=128",
+        "interval=0.8",
+    )
     assert completed.returncode == 0, completed.stderr[-5000:]
     scored = pd.read_csv(tmp_path / "out.csv")
     assert list(scored.columns) == ["block_id", *INTERVAL_COLUMNS]
@@ -149,16 +182,26 @@ def test_a_bad_interval_fails_with_one_line_before_anything_runs(store, rows, tm
     runs_before = len(MlflowClient().search_runs([store["experiment"]]))
     completed = subprocess.run(
         cli("--input", str(tmp_path / "in.csv"), "--output", str(output), "--interval", value),
-        env=store["env"], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
     )
     shown = "1.5" if value == "1.5" else "'wide'"
-    assert (completed.returncode, completed.stderr.strip().splitlines()) == (1, [
-        f"batch_predict: interval must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or '' for none, not {shown}"])
+    assert (completed.returncode, completed.stderr.strip().splitlines()) == (
+        1,
+        [
+            f"batch_predict: interval must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or '' for none, not {shown}"
+        ],
+    )
     assert not output.exists() and partials(tmp_path) == []
     assert len(MlflowClient().search_runs([store["experiment"]])) == runs_before  # refused before its run
     # The entry point under `mlflow run`: the same line, a failed command, no output.
     completed = mlflow_run(store, f"input={tmp_path / 'in.csv'}", f"output={output}", f"interval={value}")
-    assert completed.returncode != 0 and "batch_predict: interval must be a coverage level" in completed.stderr
+    assert (
+        completed.returncode != 0 and "batch_predict: interval must be a coverage level" in completed.stderr
+    )
     assert not output.exists() and partials(tmp_path) == []
     assert MlflowClient().get_run(RUN_ID.search(completed.stderr).group(1)).info.status == "FAILED"
 
@@ -170,7 +213,11 @@ def test_a_bad_row_fails_the_cli_with_one_line_naming_row_column_and_rule(store,
     output = tmp_path / "out.csv"
     completed = subprocess.run(
         cli("--input", str(tmp_path / "in.parquet"), "--output", str(output), "--chunk-size", "100"),
-        env=store["env"], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
     )
     assert completed.returncode == 1
     assert completed.stderr.strip().splitlines() == [
@@ -187,8 +234,13 @@ def test_reject_scores_the_good_rows_and_logs_the_rejected_count(store, rows, ex
     broken = rows.copy()
     broken.loc[[3, 250, 499], "latitude"] = 55.0
     broken.to_csv(tmp_path / "in.csv", index=False)
-    job = BatchJob(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), id_column="block_id", on_error="reject",
-                   chunk_size=100)
+    job = BatchJob(
+        str(tmp_path / "in.csv"),
+        str(tmp_path / "out.csv"),
+        id_column="block_id",
+        on_error="reject",
+        chunk_size=100,
+    )
     result = batch.run(job, progress=False)
     assert (result.rows_scored, result.rows_rejected) == (497, 3)
     rejected = pd.read_csv(tmp_path / "out.rejects.csv")
@@ -209,10 +261,25 @@ def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, r
     big["block_id"] = np.arange(len(big))
     big.to_parquet(tmp_path / "in.parquet", index=False)
     output = tmp_path / "out.parquet"
-    arguments = ["--input", str(tmp_path / "in.parquet"), "--output", str(output), "--id-column", "block_id",
-                 "--chunk-size", "1000"]
-    process = subprocess.Popen(cli(*arguments), env=store["env"], cwd=PROJECT_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    arguments = [
+        "--input",
+        str(tmp_path / "in.parquet"),
+        "--output",
+        str(output),
+        "--id-column",
+        "block_id",
+        "--chunk-size",
+        "1000",
+    ]
+    process = subprocess.Popen(
+        cli(*arguments),
+        env=store["env"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     sizes = []
     try:
         deadline = time.monotonic() + 180
@@ -233,14 +300,17 @@ def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, r
     [corpse] = partials(tmp_path)  # the killed writer's partial, hidden beside the output
     assert corpse.name.startswith(".out.parquet.")
 
-    result = batch.run(BatchJob(str(tmp_path / "in.parquet"), str(output), id_column="block_id"), progress=False)
+    result = batch.run(
+        BatchJob(str(tmp_path / "in.parquet"), str(output), id_column="block_id"), progress=False
+    )
     assert result.rows_scored == len(big)
     assert pd.read_parquet(output)["block_id"].tolist() == big["block_id"].tolist()
     assert partials(tmp_path) == []  # the dead process's partial went with the rerun
 
 
-def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, expected_interval, tmp_path,
-                                                        monkeypatch):
+def test_spark_engine_gives_the_local_engine_predictions(
+    store, rows, expected, expected_interval, tmp_path, monkeypatch
+):
     """One Spark session (local[*]): CSV → Parquet through the tracked job, an interval, Parquet → CSV
     over an existing output, a bad row failing with its column and rule, and Spark's own refusals."""
     rows.to_csv(tmp_path / "in.csv", index=False)
@@ -249,24 +319,37 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
     spark = spark_session(None)
     try:
         spark.sparkContext.setLogLevel("ERROR")
-        job = BatchJob(str(tmp_path / "in.csv"), str(tmp_path / "spark.parquet"), id_column="block_id", engine="spark")
+        job = BatchJob(
+            str(tmp_path / "in.csv"), str(tmp_path / "spark.parquet"), id_column="block_id", engine="spark"
+        )
         result = batch.run(job, spark=spark)
         assert result.rows_scored == 500
         run = latest_run(store)
         assert run.data.params["spark_master"].startswith("local") and run.data.metrics["rows_scored"] == 500
         scored = pd.read_parquet(tmp_path / "spark.parquet")  # Spark's directory of part files
         assert sorted(scored.columns) == sorted(["block_id", TARGET])
-        merged = rows.assign(block_id=rows["block_id"].astype(str), local=expected).merge(scored, on="block_id")
+        merged = rows.assign(block_id=rows["block_id"].astype(str), local=expected).merge(
+            scored, on="block_id"
+        )
         assert len(merged) == 500
         np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
 
         # An interval: spark_udf's params, the three columns of a struct result.
-        job = BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / "interval.parquet"), id_column="block_id",
-                       engine="spark", interval=0.8)
+        job = BatchJob(
+            str(tmp_path / "in.parquet"),
+            str(tmp_path / "interval.parquet"),
+            id_column="block_id",
+            engine="spark",
+            interval=0.8,
+        )
         assert batch.run(job, spark=spark).rows_scored == 500
         scored = pd.read_parquet(tmp_path / "interval.parquet")
         assert sorted(scored.columns) == sorted(["block_id", *INTERVAL_COLUMNS])
-        merged = rows[["block_id"]].join(expected_interval).merge(scored, on="block_id", suffixes=("_in_process", ""))
+        merged = (
+            rows[["block_id"]]
+            .join(expected_interval)
+            .merge(scored, on="block_id", suffixes=("_in_process", ""))
+        )
         assert len(merged) == 500
         for column in INTERVAL_COLUMNS:
             np.testing.assert_allclose(merged[column], merged[f"{column}_in_process"], rtol=0, atol=1e-9)
@@ -280,7 +363,9 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         ended.wait()
         corpse = left_by_job(ended.pid, str(out / "spark.csv"), ".partial")
         corpse.mkdir()
-        job = BatchJob(str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark")
+        job = BatchJob(
+            str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark"
+        )
         score_spark(job, VERSION_URI, spark)
         assert partials(out) == []
         scored = pd.concat(pd.read_csv(part) for part in sorted((out / "spark.csv").glob("part-*.csv")))
@@ -311,7 +396,9 @@ def test_spark_engine_gives_the_local_engine_predictions(store, rows, expected, 
         broken.loc[42, "households"] = "4242x"
         broken.to_csv(tmp_path / "broken.csv", index=False)
         job = BatchJob(str(tmp_path / "broken.csv"), str(tmp_path / "text-out.parquet"), engine="spark")
-        with pytest.raises(BatchError, match=r"a value does not parse as its column's type \(Spark FAILFAST\)$") as failure:
+        with pytest.raises(
+            BatchError, match=r"a value does not parse as its column's type \(Spark FAILFAST\)$"
+        ) as failure:
             score_spark(job, VERSION_URI, spark)
         assert "4242" not in str(failure.value) and not (tmp_path / "text-out.parquet").exists()
         job = BatchJob(str(tmp_path / "absent.parquet"), str(tmp_path / "absent-out.parquet"), engine="spark")

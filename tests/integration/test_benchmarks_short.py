@@ -31,11 +31,21 @@ EXPECTED = [
         f"{prefix}.{server}.{figure}"
         for server in ("mlflow_serve.w1", "mlflowserver")
         for prefix, figure in [
-            ("server", "1row.p50"), ("server", "1row.p99"), ("server", "rps"), ("server", "trivial.rps"),
-            ("load", "errors"), ("load", "p50"), ("load", "p99"), ("load", "rss"),
+            ("server", "1row.p50"),
+            ("server", "1row.p99"),
+            ("server", "rps"),
+            ("server", "trivial.rps"),
+            ("load", "errors"),
+            ("load", "p50"),
+            ("load", "p99"),
+            ("load", "rss"),
         ]
-    ),  # fmt: skip
-    *(f"batch.{tool}.1000.{figure}" for tool in ("mlflow_predict", "batch_predict") for figure in ("rows_per_s", "peak_rss")),
+    ),
+    *(
+        f"batch.{tool}.1000.{figure}"
+        for tool in ("mlflow_predict", "batch_predict")
+        for figure in ("rows_per_s", "peak_rss")
+    ),
 ]
 
 
@@ -44,8 +54,12 @@ def report(tmp_path_factory, raw_data_path) -> dict:
     out = tmp_path_factory.mktemp("bench") / "short.json"
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--short", "--json", str(out), "--data", str(raw_data_path)],
-        cwd=PROJECT_ROOT, env=process_env(), capture_output=True, text=True, timeout=840,
-    )  # fmt: skip
+        cwd=PROJECT_ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
     print(completed.stdout[-6000:])
     assert out.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -66,4 +80,6 @@ def test_short_form_reports_every_figure(report):
         assert figures[key]["value"] is not None, key
     held = [figure for figure in report["figures"] if figure["op"]]
     assert held and all(figure["status"] in ("PASS", "MISS") for figure in held)
-    assert all(figures[f"load.{server}.errors"]["value"] == 0 for server in ("mlflow_serve.w1", "mlflowserver"))
+    assert all(
+        figures[f"load.{server}.errors"]["value"] == 0 for server in ("mlflow_serve.w1", "mlflowserver")
+    )

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.integration
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env={
-        **__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    completed = subprocess.run(
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"},
+    )
     assert completed.returncode == 0, f"{command}: {completed.stderr}"
     return completed
 
@@ -31,14 +36,20 @@ def project_copy(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "data" / "raw").mkdir(parents=True)
     run(["git", "init", "-q"], repo)
-    shutil.copytree(PROJECT_ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "site-cache", "config.local"))
+    shutil.copytree(
+        PROJECT_ROOT / ".dvc",
+        repo / ".dvc",
+        ignore=shutil.ignore_patterns("cache", "tmp", "site-cache", "config.local"),
+    )
     shutil.copy(PROJECT_ROOT / ".dvcignore", repo)
     shutil.copy(PROJECT_ROOT / "data" / "raw" / "housing.csv.dvc", repo / "data" / "raw")
     dvc("config", "--local", "core.site_cache_dir", str(tmp_path / "site-cache"), cwd=repo)
     return repo
 
 
-def test_push_and_pull_round_trip_through_a_local_remote(project_copy: Path, raw_data_path: Path, tmp_path: Path):
+def test_push_and_pull_round_trip_through_a_local_remote(
+    project_copy: Path, raw_data_path: Path, tmp_path: Path
+):
     destination = project_copy / "data" / "raw" / "housing.csv"
     assert ensure_raw_data(str(raw_data_path), destination) == str(raw_data_path)
     remote = tmp_path / "remote"
@@ -56,15 +67,27 @@ def test_push_and_pull_round_trip_through_a_local_remote(project_copy: Path, raw
     assert "up to date" in dvc("status", cwd=project_copy).stdout
 
 
-def test_get_data_refuses_a_file_with_one_changed_byte(project_copy: Path, raw_data_path: Path, tmp_path: Path):
+def test_get_data_refuses_a_file_with_one_changed_byte(
+    project_copy: Path, raw_data_path: Path, tmp_path: Path
+):
     corrupted = tmp_path / "corrupted.csv"
     data = bytearray(raw_data_path.read_bytes())
     data[len(data) // 2] ^= 0x20
     corrupted.write_bytes(bytes(data))
     destination = project_copy / "data" / "raw" / "housing.csv"
     completed = subprocess.run(
-        [sys.executable, "-m", "projects.get_data", "--source", str(corrupted), "--destination", str(destination)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "projects.get_data",
+            "--source",
+            str(corrupted),
+            "--destination",
+            str(destination),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert completed.returncode == 1
     message = completed.stderr.strip()

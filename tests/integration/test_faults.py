@@ -37,8 +37,14 @@ QUICK = ["-P", "n_estimators=50", "-P", "cv_folds=0"]
 # The trainer's MLflow client gives up on a dead server (connection refused) in seconds; MLflow's
 # default retries take ~4.5 min per call. The timeout stays MLflow's: a busy server is not a dead one.
 TRAINER_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-HTTP_SETTINGS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-SERVE_BOUND_SECONDS = 60  # the registry part is ~3 s; the rest is importing mlflow/kserve on a busy 2-core box
+HTTP_SETTINGS = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+SERVE_BOUND_SECONDS = (
+    60  # the registry part is ~3 s; the rest is importing mlflow/kserve on a busy 2-core box
+)
 
 
 @contextlib.contextmanager
@@ -68,8 +74,20 @@ class Clock:
 
 
 def mlflow_run_train(data_path: Path, *params: str) -> list[str]:
-    return ["mlflow", "run", str(PROJECT_ROOT), "-e", "train", "--env-manager", "local",
-            "--experiment-name", EXPERIMENT, "-P", f"data_path={data_path}", *params]
+    return [
+        "mlflow",
+        "run",
+        str(PROJECT_ROOT),
+        "-e",
+        "train",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        EXPERIMENT,
+        "-P",
+        f"data_path={data_path}",
+        *params,
+    ]
 
 
 def error_lines(text: str) -> list[str]:
@@ -85,7 +103,9 @@ def database():
         yield uri
 
 
-def wait_for_model_being_logged(client: MlflowClient, experiment: str, proc: subprocess.Popen, timeout: float = 300):
+def wait_for_model_being_logged(
+    client: MlflowClient, experiment: str, proc: subprocess.Popen, timeout: float = 300
+):
     """The RUNNING run of ``experiment`` and its model, once ``log_model`` has created the model in the store
     (then it saves and validates it locally and uploads the artifacts; registration comes after all that)."""
     deadline = time.monotonic() + timeout
@@ -103,16 +123,31 @@ def test_training_when_the_tracking_server_is_killed_mid_run(database, tmp_path,
     clock = Clock()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    server = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"),
-              "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    server = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        database,
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = process_env({"MLFLOW_TRACKING_URI": base_url, **TRAINER_HTTP})
     train_frame, test_frame = split
 
     with ThreadPoolExecutor(1) as pool:
         # The champion is fitted while the server migrates its fresh database.
         fitting = pool.submit(fit_model, train_frame, TrainingConfig(n_estimators=50, cv_folds=0))
-        with running_server(server, port, "/health", timeout=240) as first_life, \
-                tracking_uri(base_url) as client:
+        with (
+            running_server(server, port, "/health", timeout=240) as first_life,
+            tracking_uri(base_url) as client,
+        ):
             clock("server up")
             experiment = client.create_experiment(EXPERIMENT)
             with mlflow.start_run(experiment_id=experiment):
@@ -122,8 +157,13 @@ def test_training_when_the_tracking_server_is_killed_mid_run(database, tmp_path,
             # The production path (`make train`): `mlflow run` creates the run, the entry point fits and logs.
             log = tmp_path / "victim.log"
             with open(log, "w") as out:
-                victim = subprocess.Popen(mlflow_run_train(raw_data_path, *QUICK), env=env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                victim = subprocess.Popen(
+                    mlflow_run_train(raw_data_path, *QUICK),
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             try:
                 run, logged_model = wait_for_model_being_logged(client, experiment, victim)
                 os.killpg(first_life.proc.pid, signal.SIGKILL)  # the server and its workers, no goodbye
@@ -146,17 +186,34 @@ def test_training_when_the_tracking_server_is_killed_mid_run(database, tmp_path,
         versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
         assert run.info.run_id not in {version.run_id for version in versions}
         for version in versions:  # no version points at missing artifacts
-            local = Path(mlflow.artifacts.download_artifacts(registry.version_uri(version),
-                                                             dst_path=str(tmp_path / version.version)))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    registry.version_uri(version), dst_path=str(tmp_path / version.version)
+                )
+            )
             assert (local / "MLmodel").exists() and (local / "python_model.pkl").exists(), version.version
         # Nobody was left to mark the interrupted run or finalize its model (docs/reliability.md#faults).
         assert client.get_run(run.info.run_id).info.status == "RUNNING"
         print(f"\ninterrupted model: {client.get_logged_model(logged_model.model_id).status}")
 
-        rerun = subprocess.run([sys.executable, "-m", "projects.train", "--data-path", str(raw_data_path),
-                                "--n-estimators", "50", "--cv-folds", "0"], cwd=PROJECT_ROOT,
-                               env={**env, "MLFLOW_EXPERIMENT_ID": experiment}, capture_output=True, text=True,
-                               timeout=300)
+        rerun = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "projects.train",
+                "--data-path",
+                str(raw_data_path),
+                "--n-estimators",
+                "50",
+                "--cv-folds",
+                "0",
+            ],
+            cwd=PROJECT_ROOT,
+            env={**env, "MLFLOW_EXPERIMENT_ID": experiment},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert re.search(rf"registered {MODEL_NAME} version \d+ as {CHALLENGER}", rerun.stdout), rerun.stdout
         assert registry.champion_version(client).version == "1"
@@ -214,10 +271,24 @@ def test_make_train_refuses_a_bad_raw_file_before_any_run(tmp_path, raw_data_pat
     }
     env = process_env({"MLFLOW_TRACKING_URI": untouched_store})
     # -o: never rebuild the venv from the copy (its .venv is the repository's own, symlinked).
-    makes = {root: subprocess.Popen(["make", "-C", str(root), "-o", str(root / ".venv" / ".installed"), "train",
-                                     f"DATA_SOURCE={source}"], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for root, (source, _) in cases.items()}
+    makes = {
+        root: subprocess.Popen(
+            [
+                "make",
+                "-C",
+                str(root),
+                "-o",
+                str(root / ".venv" / ".installed"),
+                "train",
+                f"DATA_SOURCE={source}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for root, (source, _) in cases.items()
+    }
     for root, make in makes.items():
         stdout, stderr = make.communicate(timeout=300)
         assert make.returncode != 0, stdout[-3000:]
@@ -228,8 +299,9 @@ def test_make_train_refuses_a_bad_raw_file_before_any_run(tmp_path, raw_data_pat
     assert (corrupted_root / "data" / "raw" / "housing.csv").read_bytes() == bytes(corrupted)
 
 
-def test_train_entry_point_refuses_a_bad_file_at_another_path_before_start_run(tmp_path, raw_data_path,
-                                                                               untouched_store):
+def test_train_entry_point_refuses_a_bad_file_at_another_path_before_start_run(
+    tmp_path, raw_data_path, untouched_store
+):
     """Off the DVC-tracked path there is no md5 pin: the file's own contract is checked before start_run."""
     data = raw_data_path.read_bytes()
     header_end = data.index(b"\n") + 1
@@ -237,8 +309,10 @@ def test_train_entry_point_refuses_a_bad_file_at_another_path_before_start_run(t
     faults = {
         "truncated": (cut_mid_line(data), "truncated"),
         # One digit of the first row's longitude replaced by a letter.
-        "corrupted": (data[:header_end] + data[header_end:first_row].replace(b"122", b"1x2", 1) + data[first_row:],
-                      "'longitude' is not numeric"),
+        "corrupted": (
+            data[:header_end] + data[header_end:first_row].replace(b"122", b"1x2", 1) + data[first_row:],
+            "'longitude' is not numeric",
+        ),
     }
     env = process_env({"MLFLOW_TRACKING_URI": untouched_store})
     processes = {}
@@ -246,8 +320,23 @@ def test_train_entry_point_refuses_a_bad_file_at_another_path_before_start_run(t
         path = tmp_path / f"{name}.csv"
         path.write_bytes(content)
         processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "projects.train", "--data-path", str(path), "--n-estimators", "10", "--cv-folds", "0"],
-            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "projects.train",
+                "--data-path",
+                str(path),
+                "--n-estimators",
+                "10",
+                "--cv-folds",
+                "0",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     for name, proc in processes.items():
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 1, stderr[-3000:]
@@ -264,8 +353,13 @@ def make_serve(target: str, registry_uri: str, log: Path) -> tuple[subprocess.Po
         env.pop(key, None)
     port = "PORT" if target == "serve" else "V2_PORT"
     with open(log, "w") as stderr:
-        proc = subprocess.Popen(["make", "-C", str(PROJECT_ROOT), target, f"{port}={free_port()}"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        proc = subprocess.Popen(
+            ["make", "-C", str(PROJECT_ROOT), target, f"{port}={free_port()}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     return proc, time.monotonic()
 
 
@@ -292,7 +386,9 @@ def registry_failure(target: str, stderr: str) -> str:
     assert lines, stderr[-3000:]
     if target == "serve-v2":
         assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
-        assert lines[0].startswith(f"mlflowserver: cannot load model 'models:/{MODEL_NAME}@{CHAMPION}': "), lines[0]
+        assert lines[0].startswith(f"mlflowserver: cannot load model 'models:/{MODEL_NAME}@{CHAMPION}': "), (
+            lines[0]
+        )
     return lines[-1]
 
 
@@ -304,8 +400,11 @@ def test_servers_started_while_the_registry_is_unreachable_fail_fast(tmp_path):
         silent_socket.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
         silent = f"http://127.0.0.1:{silent_socket.getsockname()[1]}"
         # Refused: a few seconds of retries; silent: 3 tries x MLFLOW_HTTP_REQUEST_TIMEOUT=10 s. Plus imports.
-        cases = {(target, uri): bound for target in ("serve", "serve-v2")
-                 for uri, bound in ((dead, SERVE_BOUND_SECONDS), (silent, SERVE_BOUND_SECONDS + 30))}
+        cases = {
+            (target, uri): bound
+            for target in ("serve", "serve-v2")
+            for uri, bound in ((dead, SERVE_BOUND_SECONDS), (silent, SERVE_BOUND_SECONDS + 30))
+        }
         logs = {case: tmp_path / f"{case[0]}-{i}.log" for i, case in enumerate(cases)}
         started = {case: make_serve(*case, logs[case]) for case in cases}
         finished = wait_all(started, max(cases.values()) + 60)
@@ -318,5 +417,7 @@ def test_servers_started_while_the_registry_is_unreachable_fail_fast(tmp_path):
             assert f"model registry at {uri} is unreachable; MlflowException: " in line, line
         assert f"API request to {uri}/api/2.0/mlflow/registered-models/alias failed" in line, line
         assert ("Connection refused" if uri == dead else "Read timed out") in line, line
-        report.append(f"make {target} ({'refused' if uri == dead else 'silent'}): exit {code} after {elapsed:.0f}s")
+        report.append(
+            f"make {target} ({'refused' if uri == dead else 'silent'}): exit {code} after {elapsed:.0f}s"
+        )
     print("\n" + "; ".join(report))

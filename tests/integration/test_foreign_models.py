@@ -67,9 +67,15 @@ def served(tmp_path_factory) -> dict[str, Served]:
     specs = [
         (
             [
-                sys.executable, "-m", "mlflowserver", f"--model_name={model.name}", f"--model_dir={model.path}",
-                f"--http_port={port}", "--enable_grpc=true", f"--grpc_port={grpc_port}",
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "mlflowserver",
+                f"--model_name={model.name}",
+                f"--model_dir={model.path}",
+                f"--http_port={port}",
+                "--enable_grpc=true",
+                f"--grpc_port={grpc_port}",
+            ],
             port,
             f"/v2/models/{model.name}/ready",
         )
@@ -160,12 +166,24 @@ def test_grpc_repository_and_readiness_with_kserves_own_stub(served):
     with grpc.insecure_channel(f"127.0.0.1:{served['text'].grpc_port}") as channel:
         stub = GRPCInferenceServiceStub(channel)
         assert stub.ModelReady(pb.ModelReadyRequest(name="text")).ready
-        assert stub.ServerMetadata(pb.ServerMetadataRequest()).extensions == ["binary_tensor_data", "parameters"]
+        assert stub.ServerMetadata(pb.ServerMetadataRequest()).extensions == [
+            "binary_tensor_data",
+            "parameters",
+        ]
         assert stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="text")).isLoaded
         for call, status in [
-            (lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope")), grpc.StatusCode.NOT_FOUND),
-            (lambda: stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="text")), grpc.StatusCode.INVALID_ARGUMENT),
-            (lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="text", version="7")), grpc.StatusCode.NOT_FOUND),
+            (
+                lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope")),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+            (
+                lambda: stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="text")),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            (
+                lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="text", version="7")),
+                grpc.StatusCode.NOT_FOUND,
+            ),
         ]:
             with pytest.raises(grpc.RpcError) as info:
                 call()
@@ -322,9 +340,14 @@ def grpc_results(served) -> dict[str, dict[str, dict]]:
         for call_id, call in grpc_calls(s).items()
     ]
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.triton_grpc_client"], input=json.dumps([c for _, _, c in calls]),
-        capture_output=True, text=True, timeout=300, cwd=str(REPO), env=process_env(),
-    )  # fmt: skip
+        [sys.executable, "-m", "tests.integration.triton_grpc_client"],
+        input=json.dumps([c for _, _, c in calls]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(REPO),
+        env=process_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results: dict[str, dict[str, dict]] = {}
     for (name, call_id, _), result in zip(calls, json.loads(proc.stdout), strict=True):
@@ -368,20 +391,40 @@ def malformed(model: ForeignModel) -> dict[str, tuple]:
 
     return {
         "missing-input": (infer, {**body, "inputs": rest}, 400, f"missing required input '{first['name']}'"),
-        "unknown-input": (infer, {**body, "inputs": [*body["inputs"], {**first, "name": "no-such-input"}]}, 400, "unknown input 'no-such-input'"),
-        "wrong-datatype": (infer, with_first(datatype="BYTES" if numeric else "FP64"), 400, "which cannot be safely cast"),
-        "wrong-value-type": (infer, with_first(data=["1.5"] + first["data"][1:] if numeric else [5] + first["data"][1:]), 400, "expected"),
+        "unknown-input": (
+            infer,
+            {**body, "inputs": [*body["inputs"], {**first, "name": "no-such-input"}]},
+            400,
+            "unknown input 'no-such-input'",
+        ),
+        "wrong-datatype": (
+            infer,
+            with_first(datatype="BYTES" if numeric else "FP64"),
+            400,
+            "which cannot be safely cast",
+        ),
+        "wrong-value-type": (
+            infer,
+            with_first(data=["1.5"] + first["data"][1:] if numeric else [5] + first["data"][1:]),
+            400,
+            "expected",
+        ),
         "length-mismatch": (infer, with_first(shape=[n + 1, *first["shape"][1:]]), 400, "elements but shape"),
         "wrong-rank": (infer, with_first(shape=[*first["shape"], 1, 1]), 400, "bad shape"),
         "null": (infer, with_first(data=[None] + first["data"][1:]), 400, "null at"),
-        "unknown-output": (infer, {**body, "outputs": [{"name": "no-such-output"}]}, 400, "unknown output 'no-such-output'"),
+        "unknown-output": (
+            infer,
+            {**body, "outputs": [{"name": "no-such-output"}]},
+            400,
+            "unknown output 'no-such-output'",
+        ),
         "empty-body": (infer, b"", 400, "invalid request body"),
         "malformed-json": (infer, b'{"inputs": [{"name": ', 400, "malformed JSON"),
         "not-an-inference-request": (infer, {"rows": []}, 400, "inputs: Field required"),
         "unknown-model": ("/v2/models/no-such-model/infer", body, 404, "no-such-model"),
         "model-version": (f"/v2/models/{model.name}/versions/1/infer", body, 404, "has no version '1'"),
         "model-version-query": (f"{infer}?model_version=2", body, 404, "has no version '2'"),
-    }  # fmt: skip
+    }
 
 
 MALFORMED_IDS = list(

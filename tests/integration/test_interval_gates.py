@@ -44,9 +44,13 @@ def register(model, signature: ModelSignature, example, experiment: str) -> str:
     """Log ``model`` as ``packaging.log_model`` does, but behind ``signature``; register it."""
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
-            name=packaging.ARTIFACT_NAME, python_model=model, signature=signature, input_example=example,
-            code_paths=[str(PROJECT_ROOT / "model")], pip_requirements=packaging.pip_requirements(),
-        )  # fmt: skip
+            name=packaging.ARTIFACT_NAME,
+            python_model=model,
+            signature=signature,
+            input_example=example,
+            code_paths=[str(PROJECT_ROOT / "model")],
+            pip_requirements=packaging.pip_requirements(),
+        )
     return str(registry.register_candidate(info.model_uri).version)
 
 

@@ -52,8 +52,21 @@ def database():
 def tracking_server(database, tmp_path_factory):
     port = free_port()
     artifacts = tmp_path_factory.mktemp("artifacts")
-    command = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(artifacts),
-               "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        database,
+        "--artifacts-destination",
+        str(artifacts),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with running_server(command, port, "/health", timeout=180) as server:
         yield server.base_url
 
@@ -66,9 +79,27 @@ def env(tracking_server) -> dict:
 @pytest.fixture(scope="module")
 def champion(env, raw_data_path):
     completed = subprocess.run(
-        ["mlflow", "run", str(PROJECT_ROOT), "-e", "train", "--env-manager", "local", "--experiment-name", "pod",
-         "-P", f"data_path={raw_data_path}", "-P", "n_estimators=150", "-P", "cv_folds=0"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            "mlflow",
+            "run",
+            str(PROJECT_ROOT),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "pod",
+            "-P",
+            f"data_path={raw_data_path}",
+            "-P",
+            "n_estimators=150",
+            "-P",
+            "cv_folds=0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-5000:]
 
@@ -78,8 +109,13 @@ def mnt_models(champion, env, tmp_path_factory) -> Path:
     """The storage initializer: the ClusterStorageContainer's command with KServe's args."""
     container = manifest("ClusterStorageContainer")["spec"]["container"]
     destination = tmp_path_factory.mktemp("mnt") / "models"
-    completed = subprocess.run([*container["command"], STORAGE_URI, str(destination)],
-                               env=env, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [*container["command"], STORAGE_URI, str(destination)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (destination / "MLmodel").exists(), sorted(p.name for p in destination.iterdir())
     return destination
@@ -101,8 +137,19 @@ def v2_server(mnt_models, env):
 @pytest.fixture(scope="module")
 def mlflow_server(champion, env):
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", STORAGE_URI, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        STORAGE_URI,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with running_server(command, port, "/ping", env=env, timeout=180) as server:
         yield server.base_url
 
@@ -128,6 +175,7 @@ def v2_body(rows: pd.DataFrame, shape_2d: bool = False) -> dict:
         shape = [len(rows), 1] if shape_2d else [len(rows)]
         datatype = "BYTES" if column == "ocean_proximity" else "FP64"
         return {"name": column, "shape": shape, "datatype": datatype, "data": values}
+
     return {"inputs": [tensor(column) for column in FEATURE_COLUMNS]}
 
 
@@ -136,15 +184,22 @@ def test_health_and_metadata_come_from_the_signature(v2_server):
     assert requests.get(f"{v2_server}/v2/models/{ISVC_NAME}/ready", timeout=10).status_code == 200
     metadata = requests.get(f"{v2_server}/v2/models/{ISVC_NAME}", timeout=10).json()
     assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
-        *((column, "FP64") for column in NUMERIC_COLUMNS), ("ocean_proximity", "BYTES")]
+        *((column, "FP64") for column in NUMERIC_COLUMNS),
+        ("ocean_proximity", "BYTES"),
+    ]
     # The interval bounds are optional outputs of the signature (present only with `interval`).
     assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
-        (TARGET, "FP64"), (LOWER_COLUMN, "FP64"), (UPPER_COLUMN, "FP64")]
+        (TARGET, "FP64"),
+        (LOWER_COLUMN, "FP64"),
+        (UPPER_COLUMN, "FP64"),
+    ]
 
 
 @pytest.mark.parametrize("shape_2d", [False, True], ids=["shape-n", "shape-n-1"])
 def test_raw_http_v2_predictions_equal_mlflow_models_serve(v2_server, rows, reference, shape_2d):
-    response = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows, shape_2d), timeout=60)
+    response = requests.post(
+        f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows, shape_2d), timeout=60
+    )
     assert response.status_code == 200, response.text
     [output] = response.json()["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == (TARGET, "FP64", [len(rows)])
@@ -190,7 +245,8 @@ def test_raw_http_v2_intervals_through_request_parameters(v2_server, rows, refer
     assert response.status_code == 200, response.text
     outputs = response.json()["outputs"]
     assert [(o["name"], o["datatype"], o["shape"]) for o in outputs] == [
-        (name, "FP64", [len(rows)]) for name in INTERVAL_OUTPUTS]
+        (name, "FP64", [len(rows)]) for name in INTERVAL_OUTPUTS
+    ]
     for output in outputs:
         np.testing.assert_allclose(output["data"], in_process_interval[output["name"]], rtol=0, atol=1e-9)
     # The point is the answer without the parameter; the bounds hold it between them.
@@ -208,19 +264,26 @@ def test_kserve_sdk_client_intervals_through_request_parameters(v2_server, rows,
     assert [output.name for output in response.outputs] == list(INTERVAL_OUTPUTS)
     for name in INTERVAL_OUTPUTS:
         np.testing.assert_allclose(
-            response.get_output_by_name(name).as_numpy(), in_process_interval[name], rtol=0, atol=1e-9)
+            response.get_output_by_name(name).as_numpy(), in_process_interval[name], rtol=0, atol=1e-9
+        )
     assert [output.name for output in sdk_infer(v2_server, rows.head(3)).outputs] == [TARGET]
 
 
 BAD_INTERVALS = {
-    "out of range": (1.5, "model rejected the input: invalid parameter 'interval': must be a coverage level "
-                          "from 0.5 to 0.99 (e.g. 0.8), or null for no interval"),
+    "out of range": (
+        1.5,
+        "model rejected the input: invalid parameter 'interval': must be a coverage level "
+        "from 0.5 to 0.99 (e.g. 0.8), or null for no interval",
+    ),
     "not a number": ("wide", "parameter 'interval' must be a double, got a str"),
     "a boolean": (True, "parameter 'interval' must be a double, got a bool"),
     # kserve's request model takes no null parameter values: no interval is no parameter.
-    "null": (None, "invalid request body: parameters.interval.float: Input should be a valid number; "
-                   "parameters.interval.int: Input should be a valid integer; parameters.interval.bool: "
-                   "Input should be a valid boolean; parameters.interval.str: Input should be a valid string"),
+    "null": (
+        None,
+        "invalid request body: parameters.interval.float: Input should be a valid number; "
+        "parameters.interval.int: Input should be a valid integer; parameters.interval.bool: "
+        "Input should be a valid boolean; parameters.interval.str: Input should be a valid string",
+    ),
 }
 
 
@@ -253,12 +316,21 @@ def _edit(body: dict, name: str, **changes) -> dict:
 
 
 BAD_REQUESTS = {
-    "unknown input": (lambda b: {"inputs": [*b["inputs"], {**b["inputs"][0], "name": "garden_size"}]}, "garden_size"),
+    "unknown input": (
+        lambda b: {"inputs": [*b["inputs"], {**b["inputs"][0], "name": "garden_size"}]},
+        "garden_size",
+    ),
     "missing input": (lambda b: _without(b, "median_income"), "median_income"),
     "BYTES for a double": (lambda b: _edit(b, "latitude", datatype="BYTES", data=["37.9"] * 3), "latitude"),
-    "FP64 for the string": (lambda b: _edit(b, "ocean_proximity", datatype="FP64", data=[1.0] * 3), "ocean_proximity"),
+    "FP64 for the string": (
+        lambda b: _edit(b, "ocean_proximity", datatype="FP64", data=[1.0] * 3),
+        "ocean_proximity",
+    ),
     "data length not the shape": (lambda b: _edit(b, "population", shape=[4]), "population"),
-    "inputs of different lengths": (lambda b: _edit(b, "households", shape=[2], data=[100.0, 200.0]), "households"),
+    "inputs of different lengths": (
+        lambda b: _edit(b, "households", shape=[2], data=[100.0, 200.0]),
+        "households",
+    ),
     "empty batch": (lambda b: {"inputs": [{**t, "shape": [0], "data": []} for t in b["inputs"]]}, "0 rows"),
 }
 
@@ -266,7 +338,9 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
 def test_bad_v2_requests_get_a_400_naming_the_problem(v2_server, rows, reference, case):
     mutate, named = BAD_REQUESTS[case]
-    response = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=mutate(v2_body(rows.head(3))), timeout=60)
+    response = requests.post(
+        f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=mutate(v2_body(rows.head(3))), timeout=60
+    )
     assert response.status_code == 400, response.text
     assert named in response.json()["error"]
     valid = requests.post(f"{v2_server}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows), timeout=60)
@@ -276,14 +350,25 @@ def test_bad_v2_requests_get_a_400_naming_the_problem(v2_server, rows, reference
 def test_the_runtime_also_resolves_the_registry_uri_itself(env, champion, rows, reference):
     """`make serve-v2`: the same runtime given the models:/ URI instead of a downloaded directory."""
     port = free_port()
-    command = ["python", "-m", "mlflowserver", f"--model_name={ISVC_NAME}", f"--model_dir={STORAGE_URI}",
-               "--http_host=127.0.0.1", f"--http_port={port}"]
+    command = [
+        "python",
+        "-m",
+        "mlflowserver",
+        f"--model_name={ISVC_NAME}",
+        f"--model_dir={STORAGE_URI}",
+        "--http_host=127.0.0.1",
+        f"--http_port={port}",
+    ]
     with running_server(command, port, "/v2/health/ready", env=env, timeout=180) as server:
-        response = requests.post(f"{server.base_url}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows), timeout=60)
+        response = requests.post(
+            f"{server.base_url}/v2/models/{ISVC_NAME}/infer", json=v2_body(rows), timeout=60
+        )
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["outputs"][0]["data"], reference, rtol=0, atol=1e-9)
 
 
 def test_an_unknown_model_is_a_404(v2_server, rows):
-    response = requests.post(f"{v2_server}/v2/models/another-model/infer", json=v2_body(rows.head(1)), timeout=60)
+    response = requests.post(
+        f"{v2_server}/v2/models/another-model/infer", json=v2_body(rows.head(1)), timeout=60
+    )
     assert response.status_code == 404

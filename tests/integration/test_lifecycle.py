@@ -31,12 +31,27 @@ EXPERIMENT = "lifecycle"
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]+)'\)")
 
 
-def mlflow_run(env: dict, entry_point: str, *params: str, experiment: str = EXPERIMENT) -> subprocess.CompletedProcess:
+def mlflow_run(
+    env: dict, entry_point: str, *params: str, experiment: str = EXPERIMENT
+) -> subprocess.CompletedProcess:
     arguments = [argument for param in params for argument in ("-P", param)]
     return subprocess.run(
-        ["mlflow", "run", str(PROJECT_ROOT), "-e", entry_point, "--env-manager", "local",
-         "--experiment-name", experiment, *arguments],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            "mlflow",
+            "run",
+            str(PROJECT_ROOT),
+            "-e",
+            entry_point,
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            experiment,
+            *arguments,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -95,7 +110,9 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     refused = mlflow_run(store, "promote", data)
     assert refused.returncode != 0
     [line] = refusal_lines(refused)
-    assert re.fullmatch(r"refused: rmse gate: challenger [\d,]+ vs champion ([\d,]+) \(needs < \1\)", line), line
+    assert re.fullmatch(r"refused: rmse gate: challenger [\d,]+ vs champion ([\d,]+) \(needs < \1\)", line), (
+        line
+    )
     assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", "2")
     weak_tags = tags("2")
     assert weak_tags["promotion.decision"] == "refused" and weak_tags["promotion.gate"] == "rmse"
@@ -108,14 +125,18 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert {"challenger_rmse", "champion_rmse"} <= set(promote_run.data.metrics)
 
     # `tune`: one nested run per trial, the best configuration registered as challenger.
-    tuned = mlflow_run(store, "tune", data, "n_trials=1", "max_estimators=100", "cv_folds=2", "budget_minutes=10")
+    tuned = mlflow_run(
+        store, "tune", data, "n_trials=1", "max_estimators=100", "cv_folds=2", "budget_minutes=10"
+    )
     assert tuned.returncode == 0, tuned.stderr[-5000:]
     assert f"registered {MODEL_NAME} version 3 as {CHALLENGER}" in tuned.stdout
     assert alias(CHALLENGER) == "3" and tags("3")["tune.study_name"] == "california-housing-lightgbm"
     parent = client.get_run(run_id_of(tuned))
     assert parent.data.metrics["best_cv_rmse"] > 0 and "test_rmse" in parent.data.metrics
     assert parent.data.params["best_n_estimators"] == "100"
-    [trial] = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    [trial] = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert trial.data.tags["optuna.trial"] == "0" and "cv_rmse_mean" in trial.data.metrics
     assert registry.get_version("3").run_id == parent.info.run_id
 
@@ -145,7 +166,9 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert story["promotion.decision"] == "promoted" and story["promotion.gate"] == "none"
     assert story["promotion.previous_champion"] == "1"
     assert float(story["promotion.challenger_rmse"]) < float(story["promotion.champion_rmse"])
-    assert float(story["promotion.challenger_rmse"]) == pytest.approx(metrics["rmse"])  # same code, same split
+    assert float(story["promotion.challenger_rmse"]) == pytest.approx(
+        metrics["rmse"]
+    )  # same code, same split
     assert story["promotion.run_id"] == run_id_of(promoted)
     assert tags("1")["promotion.replaced_by"] == "3"
 
@@ -173,18 +196,34 @@ def database():
 def test_two_racing_promotions_leave_one_champion_and_both_decisions(database, tmp_path, raw_data_path):
     """Two `promote` processes started together against one `mlflow server` on PostgreSQL."""
     port = free_port()
-    command = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"),
-               "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    command = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        database,
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
     train_frame, test_frame = split_train_test(load_raw(raw_data_path))
     # Version 1 = champion, version 2 = a better challenger; fitted while the server migrates its database.
     with ThreadPoolExecutor(1) as pool:
-        fitting = pool.submit(lambda: [fit_model(train_frame, TrainingConfig(n_estimators=n)) for n in (10, 40)])
-        with running_server(command, port, "/health", timeout=180) as server, \
-                tracking_uri(server.base_url):
+        fitting = pool.submit(
+            lambda: [fit_model(train_frame, TrainingConfig(n_estimators=n)) for n in (10, 40)]
+        )
+        with running_server(command, port, "/health", timeout=180) as server, tracking_uri(server.base_url):
             race(server.base_url, fitting.result(), train_frame, test_frame, raw_data_path, tmp_path)
 
 
-def race(tracking_server: str, models: list, train_frame, test_frame, raw_data_path: Path, logs_dir: Path) -> None:
+def race(
+    tracking_server: str, models: list, train_frame, test_frame, raw_data_path: Path, logs_dir: Path
+) -> None:
     client = MlflowClient()
     experiment = client.create_experiment("race")
     for model in models:
@@ -198,13 +237,26 @@ def race(tracking_server: str, models: list, train_frame, test_frame, raw_data_p
     racers = []
     for out, err in logs:  # files, not pipes: a racer never blocks on a full pipe while holding the lock
         with open(out, "w") as stdout, open(err, "w") as stderr:
-            racers.append(subprocess.Popen([sys.executable, "-m", "projects.promote", "--data-path", str(raw_data_path)],
-                                           cwd=PROJECT_ROOT, env=env, stdout=stdout, stderr=stderr))
-    outcomes = [(racer.wait(timeout=600), out.read_text(), err.read_text()) for racer, (out, err) in zip(racers, logs)]
+            racers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "projects.promote", "--data-path", str(raw_data_path)],
+                    cwd=PROJECT_ROOT,
+                    env=env,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+            )
+    outcomes = [
+        (racer.wait(timeout=600), out.read_text(), err.read_text()) for racer, (out, err) in zip(racers, logs)
+    ]
 
-    assert sorted(code == 0 for code, _, _ in outcomes) == [False, True], [err[-3000:] for _, _, err in outcomes]
+    assert sorted(code == 0 for code, _, _ in outcomes) == [False, True], [
+        err[-3000:] for _, _, err in outcomes
+    ]
     assert alias(CHAMPION) == "2" and alias(CHALLENGER) is None
-    refusals = [line for code, _, err in outcomes if code for line in err.splitlines() if line.startswith("refused:")]
+    refusals = [
+        line for code, _, err in outcomes if code for line in err.splitlines() if line.startswith("refused:")
+    ]
     assert len(refusals) == 1, [err[-3000:] for code, _, err in outcomes if code]
     [loser] = refusals
     # Normally the loser re-reads a moved champion under the lock; on a very busy machine it

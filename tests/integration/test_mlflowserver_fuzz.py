@@ -55,14 +55,23 @@ def api(server):
 
 # The operations of kserve 0.21's document (checked below): one test each, so a failure names it.
 OPERATIONS = [
-    "GET /", "GET /metrics",
-    "GET /v1/models", "GET /v1/models/{model_name}", "POST /v1/models/{model_name}:predict",
+    "GET /",
+    "GET /metrics",
+    "GET /v1/models",
+    "GET /v1/models/{model_name}",
+    "POST /v1/models/{model_name}:predict",
     "POST /v1/models/{model_name}:explain",
-    "GET /v2", "GET /v2/health/live", "GET /v2/health/ready", "GET /v2/models",
-    "GET /v2/models/{model_name}", "GET /v2/models/{model_name}/ready",
-    "GET /v2/models/{model_name}/versions/{model_version}/ready", "POST /v2/models/{model_name}/infer",
-    "POST /v2/repository/models/{model_name}/load", "POST /v2/repository/models/{model_name}/unload",
-]  # fmt: skip
+    "GET /v2",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    "GET /v2/models",
+    "GET /v2/models/{model_name}",
+    "GET /v2/models/{model_name}/ready",
+    "GET /v2/models/{model_name}/versions/{model_version}/ready",
+    "POST /v2/models/{model_name}/infer",
+    "POST /v2/repository/models/{model_name}/load",
+    "POST /v2/repository/models/{model_name}/unload",
+]
 
 
 def test_the_document_has_these_operations(api):
@@ -88,8 +97,13 @@ def test_no_server_errors(api, label, mode):
     fixed = {"model_name": MODEL} if positive else None
     session = requests.Session()
 
-    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=fixed))
     def check(case):
         case.call_and_validate(session=session, checks=[not_a_server_error], timeout=30)

@@ -41,9 +41,13 @@ def model_dir(tmp_path_factory):
 def server(model_dir):
     port = free_port()
     cmd = [
-        sys.executable, "-m", "mlflowserver",
-        f"--model_name={MODEL}", f"--model_dir={model_dir}", f"--http_port={port}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflowserver",
+        f"--model_name={MODEL}",
+        f"--model_dir={model_dir}",
+        f"--http_port={port}",
+    ]
     with running_server(cmd, port, "/v2/health/ready", env=process_env(), timeout=120, cwd=str(REPO)) as srv:
         yield srv
 
@@ -96,10 +100,16 @@ def test_health_and_model_endpoints(server):
 
 def test_model_versions_are_404_naming_model_and_version(server):
     base = server.base_url
-    for url in (f"{base}/v2/models/{MODEL}/versions/3", f"{base}/v2/models/{MODEL}/versions/3/ready",
-                f"{base}/v2/models/{MODEL}?model_version=3", f"{base}/v2/models/{MODEL}/ready?model_version=3"):
+    for url in (
+        f"{base}/v2/models/{MODEL}/versions/3",
+        f"{base}/v2/models/{MODEL}/versions/3/ready",
+        f"{base}/v2/models/{MODEL}?model_version=3",
+        f"{base}/v2/models/{MODEL}/ready?model_version=3",
+    ):
         r = requests.get(url, timeout=10)
-        assert r.status_code == 404 and r.json()["error"].startswith(f"model '{MODEL}' has no version '3'"), url
+        assert r.status_code == 404 and r.json()["error"].startswith(f"model '{MODEL}' has no version '3'"), (
+            url
+        )
     r = infer(server, v2_body([1.0], ["x"]), params={"model_version": "3"})
     assert r.status_code == 404
     assert requests.get(f"{base}/v2/models/{MODEL}?model_version=", timeout=10).status_code == 200
@@ -151,8 +161,12 @@ def test_v2_infer_raw_http(server):
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_v2_json_without_a_json_content_type(server, content_type):
     headers = {"content-type": content_type} if content_type else {}
-    r = requests.post(f"{server.base_url}/v2/models/{MODEL}/infer", data=json.dumps(v2_body([1.0], ["ab"])),
-                      headers=headers, timeout=30)  # fmt: skip
+    r = requests.post(
+        f"{server.base_url}/v2/models/{MODEL}/infer",
+        data=json.dumps(v2_body([1.0], ["ab"])),
+        headers=headers,
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["data"] == [4.0]
 
@@ -177,7 +191,9 @@ def test_v1_predict_raw_http(server):
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"predictions": [4.0, 16.0]}
-    r = requests.post(f"{server.base_url}/v1/models/{MODEL}:predict", json={"inputs": {"a": [0], "s": ["abc"]}}, timeout=30)
+    r = requests.post(
+        f"{server.base_url}/v1/models/{MODEL}:predict", json={"inputs": {"a": [0], "s": ["abc"]}}, timeout=30
+    )
     assert r.json() == {"predictions": [3.0]}
 
 
@@ -220,30 +236,90 @@ def test_kserve_sdk_rest_client(server):
 # ------------------------------------------------------------------ bad requests (table-driven)
 
 BAD = [
-    ("malformed-json", b'{"inputs": [{"name": "a", "data": ["' + MARKER.encode() + b'"', 400, "malformed JSON"),
+    (
+        "malformed-json",
+        b'{"inputs": [{"name": "a", "data": ["' + MARKER.encode() + b'"',
+        400,
+        "malformed JSON",
+    ),
     ("not-an-inference-request", {"rows": [MARKER]}, 400, "inputs: Field required"),
-    ("shape-not-a-list", {"inputs": [{"name": "a", "shape": MARKER, "datatype": "FP64", "data": [1]}]}, 400, "shape"),
+    (
+        "shape-not-a-list",
+        {"inputs": [{"name": "a", "shape": MARKER, "datatype": "FP64", "data": [1]}]},
+        400,
+        "shape",
+    ),
     ("unknown-input", v2_body([1.0], ["x"], zz=("FP64", [1.0])), 400, "unknown input 'zz'"),
     ("missing-input", {"inputs": v2_body([1.0], [MARKER])["inputs"][1:]}, 400, "missing required input 'a'"),
-    ("bytes-for-double", {"inputs": [
-        {"name": "a", "shape": [1], "datatype": "BYTES", "data": [MARKER]},
-        {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}, 400, "input 'a' has datatype BYTES"),
-    ("fp64-for-string", {"inputs": [
-        {"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]},
-        {"name": "s", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, 400, "input 's' has datatype FP64"),
-    ("string-in-fp64", {"inputs": [
-        {"name": "a", "shape": [1], "datatype": "FP64", "data": [MARKER]},
-        {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}, 400, "input 'a': expected numbers"),
-    ("length-ne-shape", {"inputs": [
-        {"name": "a", "shape": [3], "datatype": "FP64", "data": [1.0, 2.0]},
-        {"name": "s", "shape": [3], "datatype": "BYTES", "data": ["x", "y", MARKER]}]}, 400, "data has 2 elements but shape [3] needs 3"),
+    (
+        "bytes-for-double",
+        {
+            "inputs": [
+                {"name": "a", "shape": [1], "datatype": "BYTES", "data": [MARKER]},
+                {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+            ]
+        },
+        400,
+        "input 'a' has datatype BYTES",
+    ),
+    (
+        "fp64-for-string",
+        {
+            "inputs": [
+                {"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "s", "shape": [1], "datatype": "FP64", "data": [1.0]},
+            ]
+        },
+        400,
+        "input 's' has datatype FP64",
+    ),
+    (
+        "string-in-fp64",
+        {
+            "inputs": [
+                {"name": "a", "shape": [1], "datatype": "FP64", "data": [MARKER]},
+                {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+            ]
+        },
+        400,
+        "input 'a': expected numbers",
+    ),
+    (
+        "length-ne-shape",
+        {
+            "inputs": [
+                {"name": "a", "shape": [3], "datatype": "FP64", "data": [1.0, 2.0]},
+                {"name": "s", "shape": [3], "datatype": "BYTES", "data": ["x", "y", MARKER]},
+            ]
+        },
+        400,
+        "data has 2 elements but shape [3] needs 3",
+    ),
     ("different-lengths", v2_body([1.0, 2.0], [MARKER]), 400, "different lengths"),
     ("empty-batch", v2_body([], []), 400, "empty batch"),
-    ("bad-rank", {"inputs": [
-        {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]},
-        {"name": "s", "shape": [1], "datatype": "BYTES", "data": [MARKER]}]}, 400, "bad shape [1, 2]: expected [n] or [n, 1]"),
-    ("null-in-required-input", v2_body([1.0, None], ["x", MARKER]), 400, "input 'a': null at row 1 of a required column"),
-    ("model-rejects-input", v2_body([float("nan")], [MARKER]), 400, "model rejected the input: a must not be missing"),
+    (
+        "bad-rank",
+        {
+            "inputs": [
+                {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]},
+                {"name": "s", "shape": [1], "datatype": "BYTES", "data": [MARKER]},
+            ]
+        },
+        400,
+        "bad shape [1, 2]: expected [n] or [n, 1]",
+    ),
+    (
+        "null-in-required-input",
+        v2_body([1.0, None], ["x", MARKER]),
+        400,
+        "input 'a': null at row 1 of a required column",
+    ),
+    (
+        "model-rejects-input",
+        v2_body([float("nan")], [MARKER]),
+        400,
+        "model rejected the input: a must not be missing",
+    ),
     ("model-fails", v2_body([1.0], ["boom"]), 500, "model prediction failed (RuntimeError)"),
 ]
 
@@ -286,8 +362,12 @@ def test_one_row_latency(server):
         times = []
         for _ in range(30):
             t0 = time.perf_counter()
-            r = session.post(f"{server.base_url}/v2/models/{MODEL}/infer", data=body,
-                             headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
+            r = session.post(
+                f"{server.base_url}/v2/models/{MODEL}/infer",
+                data=body,
+                headers={"content-type": "application/json"},
+                timeout=30,
+            )
             times.append(time.perf_counter() - t0)
             assert r.status_code == 200
     median_ms = statistics.median(times) * 1000
@@ -300,16 +380,30 @@ def test_one_row_latency(server):
 
 def test_fails_fast_when_registry_unreachable():
     dead = free_port()  # nothing listens there
-    env = process_env({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{dead}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    env = process_env(
+        {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{dead}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    )
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "mlflowserver", "--model_name=x",
-         "--model_dir=models:/CaliforniaHousingRegressor@champion", f"--http_port={free_port()}"],
-        env=env, capture_output=True, text=True, timeout=120, cwd=str(REPO),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflowserver",
+            "--model_name=x",
+            "--model_dir=models:/CaliforniaHousingRegressor@champion",
+            f"--http_port={free_port()}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO),
+    )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("mlflowserver: cannot load model 'models:/CaliforniaHousingRegressor@champion':"), last
+    assert last.startswith(
+        "mlflowserver: cannot load model 'models:/CaliforniaHousingRegressor@champion':"
+    ), last
     assert "Traceback" not in proc.stderr
     assert elapsed < 60

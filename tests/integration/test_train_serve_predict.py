@@ -33,9 +33,25 @@ QUICK_TRAINING = ["-P", "n_estimators=150", "-P", "cv_folds=2"]
 
 def mlflow_run_train(env: dict, data_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["mlflow", "run", str(PROJECT_ROOT), "-e", "train", "--env-manager", "local",
-         "--experiment-name", EXPERIMENT, "-P", f"data_path={data_path}", *QUICK_TRAINING, *extra],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            "mlflow",
+            "run",
+            str(PROJECT_ROOT),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            EXPERIMENT,
+            "-P",
+            f"data_path={data_path}",
+            *QUICK_TRAINING,
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -72,8 +88,17 @@ def test_train_registers_a_champion_with_its_lineage(store, raw_data_path):
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     run = client.get_run(version.run_id)
-    for metric in ("test_rmse", "test_mae", "test_r2", "cv_rmse_mean", "cv_rmse_std", "training_seconds",
-                   "test_interval_coverage_50", "test_interval_coverage_90", "test_interval_width_median_80"):
+    for metric in (
+        "test_rmse",
+        "test_mae",
+        "test_r2",
+        "cv_rmse_mean",
+        "cv_rmse_std",
+        "training_seconds",
+        "test_interval_coverage_50",
+        "test_interval_coverage_90",
+        "test_interval_width_median_80",
+    ):
         assert np.isfinite(run.data.metrics[metric]), metric
     # The issue's calibration target, logged with the test metrics by the registering run.
     assert 0.78 <= run.data.metrics["test_interval_coverage_80"] <= 0.82
@@ -109,9 +134,13 @@ def test_artifact_loads_in_a_fresh_process_outside_the_repo(store, rows, in_proc
         f"print(json.dumps(mlflow.pyfunc.load_model('{CHAMPION_URI}').predict(frame)['{TARGET}'].tolist()))\n"
     )
     env = {key: value for key, value in store["env"].items() if key != "PYTHONPATH"}
-    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    np.testing.assert_allclose(json.loads(completed.stdout.strip().splitlines()[-1]), in_process, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        json.loads(completed.stdout.strip().splitlines()[-1]), in_process, rtol=0, atol=1e-9
+    )
 
 
 def served_predictions(response: requests.Response) -> np.ndarray:
@@ -121,27 +150,47 @@ def served_predictions(response: requests.Response) -> np.ndarray:
 
 def test_served_predictions_equal_in_process_ones_in_every_request_form(store, rows, in_process):
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        CHAMPION_URI,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
         url = f"{server.base_url}/invocations"
         records = json.loads(rows.to_json(orient="records"))
         bodies = {
             "dataframe_split": {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))},
             "dataframe_records": {"dataframe_records": records},
-            "inputs": {"inputs": {column: json.loads(rows[column].to_json(orient="values")) for column in rows}},
+            "inputs": {
+                "inputs": {column: json.loads(rows[column].to_json(orient="values")) for column in rows}
+            },
         }
         for form, body in bodies.items():
             np.testing.assert_allclose(
-                served_predictions(requests.post(url, json=body, timeout=30)), in_process, rtol=0, atol=1e-9,
+                served_predictions(requests.post(url, json=body, timeout=30)),
+                in_process,
+                rtol=0,
+                atol=1e-9,
                 err_msg=form,
             )
-        csv_response = requests.post(url, data=rows.to_csv(index=False), headers={"Content-Type": "text/csv"}, timeout=30)
+        csv_response = requests.post(
+            url, data=rows.to_csv(index=False), headers={"Content-Type": "text/csv"}, timeout=30
+        )
         np.testing.assert_allclose(served_predictions(csv_response), in_process, rtol=0, atol=1e-9)
         one_row = requests.post(url, json={"dataframe_records": records[:1]}, timeout=30)
         np.testing.assert_allclose(served_predictions(one_row), in_process[:1], rtol=0, atol=1e-9)
 
-        broken = requests.post(url, json={"dataframe_records": [records[0], {**records[1], "households": 0}]}, timeout=30)
+        broken = requests.post(
+            url, json={"dataframe_records": [records[0], {**records[1], "households": 0}]}, timeout=30
+        )
         assert broken.status_code == 400
         assert "column 'households', row 1: must be greater than 0" in broken.json()["message"]
         assert "Traceback" not in broken.text
@@ -153,9 +202,25 @@ def test_batch_predict_writes_one_prediction_per_row_in_order(store, rows, in_pr
     input_path, output_path = tmp_path / "in.csv", tmp_path / "out.json"
     rows.to_csv(input_path, index=False)
     completed = subprocess.run(
-        ["mlflow", "models", "predict", "-m", CHAMPION_URI, "-i", str(input_path), "-o", str(output_path),
-         "-t", "csv", "--env-manager", "local"],
-        env=store["env"], capture_output=True, text=True, timeout=300,
+        [
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            CHAMPION_URI,
+            "-i",
+            str(input_path),
+            "-o",
+            str(output_path),
+            "-t",
+            "csv",
+            "--env-manager",
+            "local",
+        ],
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     predictions = [row[TARGET] for row in json.loads(output_path.read_text())["predictions"]]
@@ -180,10 +245,23 @@ def assert_intervals(predictions: list[dict], expected: pd.DataFrame) -> None:
     assert (served[LOWER_COLUMN] <= served[TARGET]).all() and (served[TARGET] <= served[UPPER_COLUMN]).all()
 
 
-def test_served_intervals_on_request_and_the_plain_answer_without(store, rows, in_process, in_process_interval):
+def test_served_intervals_on_request_and_the_plain_answer_without(
+    store, rows, in_process, in_process_interval
+):
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        CHAMPION_URI,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
         url = f"{server.base_url}/invocations"
         split_body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
@@ -193,10 +271,19 @@ def test_served_intervals_on_request_and_the_plain_answer_without(store, rows, i
         with_interval = requests.post(url, json={**split_body, "params": {"interval": 0.8}}, timeout=30)
         assert with_interval.status_code == 200, with_interval.text
         assert_intervals(with_interval.json()["predictions"], in_process_interval)
-        records = {"dataframe_records": json.loads(rows.head(1).to_json(orient="records")), "params": {"interval": 0.8}}
-        assert_intervals(requests.post(url, json=records, timeout=30).json()["predictions"], in_process_interval.head(1))
-        assert [list(row) for row in requests.post(url, json={**split_body, "params": {"interval": None}}, timeout=30)
-                .json()["predictions"]] == [[TARGET]] * len(rows)  # fmt: skip
+        records = {
+            "dataframe_records": json.loads(rows.head(1).to_json(orient="records")),
+            "params": {"interval": 0.8},
+        }
+        assert_intervals(
+            requests.post(url, json=records, timeout=30).json()["predictions"], in_process_interval.head(1)
+        )
+        assert [
+            list(row)
+            for row in requests.post(
+                url, json={**split_body, "params": {"interval": None}}, timeout=30
+            ).json()["predictions"]
+        ] == [[TARGET]] * len(rows)
 
         out_of_range = requests.post(url, json={**split_body, "params": {"interval": 1.5}}, timeout=30)
         assert out_of_range.status_code == 400
@@ -205,21 +292,44 @@ def test_served_intervals_on_request_and_the_plain_answer_without(store, rows, i
             "invalid parameter 'interval': must be a coverage level from 0.5 to 0.99 (e.g. 0.8), or null for no interval"
         )
         not_a_number = requests.post(url, json={**split_body, "params": {"interval": "wide"}}, timeout=30)
-        assert not_a_number.status_code == 400 and not_a_number.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert (
+            not_a_number.status_code == 400 and not_a_number.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        )
         assert "interval" in not_a_number.json()["message"]
 
 
-def test_mlflow_models_predict_takes_the_interval_from_a_json_input(store, rows, in_process_interval, tmp_path):
+def test_mlflow_models_predict_takes_the_interval_from_a_json_input(
+    store, rows, in_process_interval, tmp_path
+):
     """`mlflow models predict` has no params option: with `-t json` it reads the same body the
     server takes, `params` included (pyfunc/scoring_server `_predict`); a CSV input has none."""
     input_path, output_path = tmp_path / "in.json", tmp_path / "out.json"
-    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False)), "params": {"interval": 0.8}}
+    body = {
+        "dataframe_split": json.loads(rows.to_json(orient="split", index=False)),
+        "params": {"interval": 0.8},
+    }
     input_path.write_text(json.dumps(body))
     completed = subprocess.run(
-        ["mlflow", "models", "predict", "-m", CHAMPION_URI, "-i", str(input_path), "-o", str(output_path),
-         "-t", "json", "--env-manager", "local"],
-        env=store["env"], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            CHAMPION_URI,
+            "-i",
+            str(input_path),
+            "-o",
+            str(output_path),
+            "-t",
+            "json",
+            "--env-manager",
+            "local",
+        ],
+        env=store["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert_intervals(json.loads(output_path.read_text())["predictions"], in_process_interval)
 
@@ -253,8 +363,12 @@ def shown_plots(page, url: str, screenshot: Path) -> dict[str, dict]:
     images = page.wait_for(ALL_LOADED, timeout=120)
     assert images, f"{url}: the plots never loaded; images: {page.evaluate(IMAGES)}"
     if min(image["shown"] for image in images) < 0.95:
-        assert page.evaluate(EXPAND) and page.wait_for(EXPANDED, timeout=30), f"{url}: description not expanded"
-    page.wait_for(f"(() => {{ const images = {IMAGES}; return images.every(i => i.shown > 0.95) }})()", timeout=30)
+        assert page.evaluate(EXPAND) and page.wait_for(EXPANDED, timeout=30), (
+            f"{url}: description not expanded"
+        )
+    page.wait_for(
+        f"(() => {{ const images = {IMAGES}; return images.every(i => i.shown > 0.95) }})()", timeout=30
+    )
     page.screenshot(screenshot)
     images = page.evaluate(IMAGES)  # as the screenshot shows them
     return {Path(image["src"].split("path=")[1].split("&")[0]).name: image for image in images}
@@ -262,14 +376,27 @@ def shown_plots(page, url: str, screenshot: Path) -> dict[str, dict]:
 
 def test_the_champions_version_and_run_pages_show_the_evaluation_plots(store, tmp_path):
     if chromium_path() is None:
-        pytest.skip("no chromium: the browser could not be installed here (`apt-get install chromium`; .ci/run does)")
+        pytest.skip(
+            "no chromium: the browser could not be installed here (`apt-get install chromium`; .ci/run does)"
+        )
     version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     run = MlflowClient().get_run(version.run_id)
     port = free_port()
-    command = ["mlflow", "ui", "--backend-store-uri", store["tracking_uri"], "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        store["tracking_uri"],
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with running_server(command, port, "/health", env=store["env"], timeout=180) as ui, \
-            headless_chromium(tmp_path, height=5200) as page:
+    with (
+        running_server(command, port, "/health", env=store["env"], timeout=180) as ui,
+        headless_chromium(tmp_path, height=5200) as page,
+    ):
         pages = {
             "version": f"{ui.base_url}/#/models/{MODEL_NAME}/versions/{version.version}",
             "run": f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",

@@ -25,7 +25,9 @@ def test_rows(split) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def answers(trained_model, test_rows) -> dict[float, pd.DataFrame]:
     rows = test_rows[list(FEATURE_COLUMNS)]
-    return {level: trained_model.predict(None, rows, {"interval": level}) for level in (0.5, 0.8, 0.9, 0.95, 0.99)}
+    return {
+        level: trained_model.predict(None, rows, {"interval": level}) for level in (0.5, 0.8, 0.9, 0.95, 0.99)
+    }
 
 
 def coverage(answer: pd.DataFrame, y) -> float:
@@ -92,7 +94,11 @@ def test_the_loaded_pyfunc_takes_the_level_as_an_inference_parameter(loaded, tra
         trained_model.predict(None, rows, {"interval": 0.8}),
         check_exact=True,
     )
-    assert list(loaded.predict(rows, params={"interval": 0.9}).columns) == [TARGET, LOWER_COLUMN, UPPER_COLUMN]
+    assert list(loaded.predict(rows, params={"interval": 0.9}).columns) == [
+        TARGET,
+        LOWER_COLUMN,
+        UPPER_COLUMN,
+    ]
 
 
 @pytest.mark.parametrize(

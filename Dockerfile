@@ -20,14 +20,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 ARG PIP_CERT
 
 # Exactly the pinned serving lock, nothing resolved at build time (--no-deps), into a relocatable
-# venv. Once the lock is checked, pip goes (no role installs anything at run time) and so do the
-# test suites the wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB nothing imports).
+# venv. Once the lock is checked, what no role loads goes: pip (nothing is installed at run time),
+# the test suites wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB) and the files for
+# building against a package (C/C++ and Cython sources and headers, type stubs: ~20 MB).
 COPY requirements/serve.lock /tmp/serve.lock
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-deps -r /tmp/serve.lock \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes --quiet pip \
-    && find /opt/venv -depth -type d -name tests -exec rm -rf {} +
+    && find /opt/venv -depth -type d \( -name tests -o -name test \) -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.[ch]' -o -name '*.[ch]pp' -o -name '*.cc' -o -name '*.py[xi]' -o -name '*.pxd' \) -delete
 
 
 FROM ${PYTHON_BASE}
@@ -56,6 +58,8 @@ COPY --from=deps /opt/venv /opt/venv
 # The system libraries the wheels load: LightGBM's OpenMP runtime (libgomp.so.1), absent from
 # python:3.11-slim. Right after the venv so a variant without it (the image test's seeded
 # mistake, RUNTIME_PACKAGES="") reuses every layer above.
+# Unpinned (DL3008): the base release's current package; Debian drops superseded versions from
+# its archive, so a pinned version would stop building.
 ARG RUNTIME_PACKAGES="libgomp1"
 # hadolint ignore=DL3008
 RUN apt-get update \

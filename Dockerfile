@@ -1,24 +1,38 @@
 # One image for every role of the project: MLflow tracking server, trainer (`mlflow run`),
 # KServe storage initializer (`mlflow artifacts download`) and the V2 runtime (`python -m mlflowserver`).
 # Each role picks its process with `command`/`args` (k8s/, docker-compose.yml); the default CMD serves
-# a model already downloaded to /mnt/models.
+# a model already downloaded to /mnt/models. Why one image and what is in it: docs/environments/images.md.
 #
-#   docker build -t california-housing:dev .
+#   docker build -t california-housing:dev .      # or `make image`, with Docker or Podman/Buildah
 
-FROM python:3.11-slim AS deps
+# The Python 3.11 base; `make image` passes a local Debian bookworm stand-in when no registry
+# can be reached (containers/make-base).
+ARG PYTHON_BASE=python:3.11-slim
+
+FROM ${PYTHON_BASE} AS deps
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 
-# Exactly the pinned lock, nothing resolved at build time (--no-deps), into a relocatable venv.
-COPY requirements.lock /tmp/requirements.lock
+# A CA bundle for pip behind a TLS-inspecting proxy, given at build time only (`make image` passes
+# the host's, mounted read-only); unset, pip uses its own.
+ARG PIP_CERT
+
+# Exactly the pinned serving lock, nothing resolved at build time (--no-deps), into a relocatable
+# venv. Once the lock is checked, what no role loads goes: pip (nothing is installed at run time),
+# the test suites wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB) and the files for
+# building against a package (C/C++ and Cython sources and headers, type stubs: ~20 MB).
+COPY requirements/serve.lock /tmp/serve.lock
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements.lock \
-    && /opt/venv/bin/pip check
+    && /opt/venv/bin/pip install --no-deps -r /tmp/serve.lock \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/pip uninstall --yes --quiet pip \
+    && find /opt/venv -depth -type d \( -name tests -o -name test \) -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.[ch]' -o -name '*.[ch]pp' -o -name '*.cc' -o -name '*.py[xi]' -o -name '*.pxd' \) -delete
 
 
-FROM python:3.11-slim
+FROM ${PYTHON_BASE}
 
 # No secret is baked in: credentials reach the containers at run time from Secrets / env files.
 ENV VIRTUAL_ENV=/opt/venv \
@@ -41,8 +55,21 @@ RUN groupadd --gid 1000 app \
 
 COPY --from=deps /opt/venv /opt/venv
 
+# The system libraries the wheels load: LightGBM's OpenMP runtime (libgomp.so.1), absent from
+# python:3.11-slim. Right after the venv so a variant without it (the image test's seeded
+# mistake, RUNTIME_PACKAGES="") reuses every layer above.
+# Unpinned (DL3008): the base release's current package; Debian drops superseded versions from
+# its archive, so a pinned version would stop building.
+ARG RUNTIME_PACKAGES="libgomp1"
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends ${RUNTIME_PACKAGES} \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
 # The project, root-owned and read-only for the runtime user. data/raw holds only the DVC pointer
-# (the pinned md5), never the data set itself (.dockerignore).
+# (the pinned md5), never the data set itself (.dockerignore). requirements.lock is what training
+# pins the model's logged requirements from (model/packaging.py).
 WORKDIR /app
 COPY requirements.lock MLproject conda.yaml pyproject.toml ./
 COPY model/ ./model/

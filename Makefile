@@ -34,6 +34,14 @@ MLFLOW_PARAMS ?=
 
 venv: $(VENV)/.installed
 
+# Regenerate both locks after editing requirements.in or requirements/serve.in: the serving lock
+# (what the image installs) is constrained by the dev lock, so every shared pin agrees
+# (tests/code/test_locks.py checks it).
+.PHONY: locks
+locks:
+	$(VENV)/bin/uv pip compile requirements.in --python-version $(PYTHON_VERSION) -o requirements.lock
+	$(VENV)/bin/uv pip compile requirements/serve.in -c requirements.lock --python-version $(PYTHON_VERSION) -o requirements/serve.lock
+
 $(VENV)/.installed: requirements.lock
 	python$(PYTHON_VERSION) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
@@ -121,3 +129,28 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: data
 	$(PY) -m benchmarks --write-docs $(BENCH_ARGS)
+
+# The project image, with Docker when a daemon answers, else Buildah/Podman configured by
+# containers/ (never /etc/containers); without a reachable registry LOCAL_PYTHON_BASE, a
+# python:3.11-slim stand-in, is made first with debootstrap (docs/environments/images.md).
+# IMAGE_BUILD_ARGS go to the build, e.g. IMAGE_BUILD_ARGS='--build-arg RUNTIME_PACKAGES=' (no libgomp1).
+IMAGE ?= california-housing:dev
+IMAGE_BUILD_ARGS ?=
+LOCAL_PYTHON_BASE ?= localhost/debian-python:3.11-bookworm
+IMAGE_TARGETS := image image-test image-clean
+$(IMAGE_TARGETS): export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
+$(IMAGE_TARGETS): export CONTAINERS_STORAGE_CONF := $(CURDIR)/containers/storage.conf
+$(IMAGE_TARGETS): export LOCAL_PYTHON_BASE := $(LOCAL_PYTHON_BASE)
+.PHONY: $(IMAGE_TARGETS)
+image:
+	containers/build-image $(IMAGE) $(IMAGE_BUILD_ARGS)
+
+# Build the image, then run every role from it as the manifests do (tests/image/: Podman and the
+# machine's PostgreSQL); not part of `make test`.
+image-test: venv data image
+	OMP_NUM_THREADS=1 IMAGE=$(IMAGE) $(PY) -m pytest tests/image $(PYTEST_ARGS)
+
+# Remove the project's images and the build cache (dangling layers) from Podman's storage.
+image-clean:
+	podman rmi --force --ignore $(IMAGE) $(LOCAL_PYTHON_BASE)
+	podman image prune --force

@@ -2,6 +2,8 @@
 
 * ``temporary_database(prefix)``: a fresh PostgreSQL database on 127.0.0.1:5432 (SQLAlchemy URI), dropped after.
 * ``write_tiny_pyfunc(path)``: saves a tiny MLflow pyfunc model used to test model servers.
+* ``k8s_object(kind, name)``: an object of ``k8s/`` as its manifest declares it, for tests that run
+  what the cluster would run (commands, args, env).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ import contextlib
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+
+import yaml
+
+from model.data import PROJECT_ROOT
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
@@ -29,6 +35,15 @@ def temporary_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def k8s_object(kind: str, name: str | None = None) -> dict:
+    """The first object of ``kind`` (named ``name``, when given) in the YAML files under k8s/."""
+    for path in sorted((PROJECT_ROOT / "k8s").rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") == kind and name in (None, document["metadata"]["name"]):
+                return document
+    raise AssertionError(f"no {kind} {name or ''} in k8s/")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,27 +19,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-import yaml
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
 from testbed.processes import free_port, process_env, running_server
-from tests.integration.servers import temporary_database
+from tests.integration.servers import k8s_object, temporary_database
 
 pytestmark = pytest.mark.integration
 
 STORAGE_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
 ISVC_NAME = "california-housing"
-
-
-def manifest(kind: str) -> dict:
-    for path in sorted((PROJECT_ROOT / "k8s").rglob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") == kind:
-                return document
-    raise AssertionError(f"no {kind} in k8s/")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +98,7 @@ def champion(env, raw_data_path):
 @pytest.fixture(scope="module")
 def mnt_models(champion, env, tmp_path_factory) -> Path:
     """The storage initializer: the ClusterStorageContainer's command with KServe's args."""
-    container = manifest("ClusterStorageContainer")["spec"]["container"]
+    container = k8s_object("ClusterStorageContainer")["spec"]["container"]
     destination = tmp_path_factory.mktemp("mnt") / "models"
     completed = subprocess.run(
         [*container["command"], STORAGE_URI, str(destination)],
@@ -124,7 +115,7 @@ def mnt_models(champion, env, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def v2_server(mnt_models, env):
     """The ClusterServingRuntime's container command, on loopback instead of 0.0.0.0."""
-    container = manifest("ClusterServingRuntime")["spec"]["containers"][0]
+    container = k8s_object("ClusterServingRuntime")["spec"]["containers"][0]
     port = free_port()
     args = [arg.replace("{{.Name}}", ISVC_NAME) for arg in container["args"]]
     args = [arg for arg in args if not arg.startswith(("--http_port", "--http_host"))]

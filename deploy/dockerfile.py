@@ -49,8 +49,11 @@ class Stages:
     """A Dockerfile's stages, as dockerfile-parse reads its instructions."""
 
     def __init__(self, text: str):
+        parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+        # Each stage's FROM image with the ARG defaults declared before it substituted.
+        self.bases: list[str] = parser.parent_images
         self.stages: list[list[dict]] = []
-        for instruction in DockerfileParser(fileobj=io.BytesIO(text.encode())).structure:
+        for instruction in parser.structure:
             if instruction["instruction"] == "FROM":
                 self.stages.append([])
             if self.stages and instruction["instruction"] != "COMMENT":
@@ -135,7 +138,7 @@ def check_target(build: Build, stages: Stages, index: int, root: Path) -> list[P
         f"target {build.target or '(last)'}",
     )
     problems = []
-    base = stages.stages[chain[0]][0]["value"].split()[0]
+    base = stages.bases[chain[0]]
     if not base.startswith(BASE_IMAGE):
         problems.append(Problem("dockerfile", rel, f"{label}: must be based on {BASE_IMAGE} (got {base})"))
     users = [i["value"] for i in stages.instructions(chain, "USER")]

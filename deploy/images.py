@@ -140,20 +140,27 @@ def check_locks_agree(root: Path) -> list[Problem]:
 
 
 def locks_installed(build: Build) -> list[Path]:
-    """The lock files the stages of a build copy in (its FROM chain and COPY --from sources)."""
+    """The lock files a build installs: those the stages it is built from (its FROM chain and
+    COPY --from sources) copy in and a RUN then names (``pip install -r <copied path>``); a lock
+    copied only to be read, as the project's own ``requirements.lock``, is not installed."""
     if not build.dockerfile.is_file():
         return []
     stages = Stages(build.dockerfile.read_text())
     index = stages.index(build.target)
     used = stages.used_by(index) if index is not None else []
-    return sorted(
-        {
-            build.context / s
-            for i in stages.instructions(used, "COPY")
-            for s in copy_sources(i)
-            if s.endswith(".lock")
-        }
-    )
+    runs = " ".join(i["value"] for i in stages.instructions(used, "RUN"))
+    installed = set()
+    for copy in stages.instructions(used, "COPY"):
+        sources = copy_sources(copy)
+        destination = copy["value"].split()[-1]
+        for source in sources:
+            if not source.endswith(".lock"):
+                continue
+            path = destination if len(sources) == 1 and not destination.endswith("/") else ""
+            path = path or f"{destination.rstrip('/')}/{Path(source).name}"
+            if re.search(rf"-r\s+{re.escape(path)}\b", runs):
+                installed.add(build.context / source)
+    return sorted(installed)
 
 
 def check_requirements(builds: Sequence[Build], uses: Sequence[Use], root: Path) -> list[Problem]:

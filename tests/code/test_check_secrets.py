@@ -21,6 +21,36 @@ from model.data import PROJECT_ROOT
 FAKE_PASSWORD = "Tr0ub4dor" + "-and-3"  # pragma: allowlist secret
 AWS_KEY_ID = "AKIA" + "Q3EXAMPLE7TESTKEY"[:16]
 PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n"  # pragma: allowlist secret
+GITHUB_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"  # pragma: allowlist secret
+SLACK_TOKEN = "xoxb-" + "123456789012-123456789012-" + "a1b2c3d4e5f6g7h8i9j0k1l2"
+FLASK_KEY = "3f9a1c0b7e2d4a6f" * 4  # what `openssl rand -hex 32` gives  # pragma: allowlist secret
+
+CLEAN_FILES = {
+    "README.md": "# demo\n\nConnect with `postgresql://user@host/db`; libpq reads PGPASSWORD.\n",
+    "k8s/deploy.yaml": (
+        "env:\n"
+        "  - name: PGPASSWORD\n"
+        "    valueFrom:\n"
+        "      secretKeyRef:\n"
+        "        name: postgres-credentials\n"
+        "        key: password\n"
+        "  - name: DATABASE_URI\n"
+        "    value: postgresql+psycopg://mlflow@postgres:5432/mlflow\n"
+    ),
+    "k8s/secrets.example.yaml": "stringData:\n  password: <admin-password>\n  flask-secret-key: <random-hex-string>\n",
+    "docker-compose.yml": (
+        "services:\n"
+        "  db:\n"
+        "    environment:\n"
+        "      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}\n"
+        "      MLFLOW_TRACKING_PASSWORD: ${MLFLOW_ADMIN_PASSWORD}\n"
+        '      API_TOKEN: ""\n'
+    ),
+    ".env.example": "POSTGRES_PASSWORD=<choose-one>\n",
+    "app.py": "def connect(password):\n    return password\n",
+}
+
+# (id, file, text, line, the detect-secrets type reported)
 SEEDED = [
     (
         "yaml-password",

@@ -8,7 +8,6 @@ Every seeded test works on a copy of the repository's deployment files in ``tmp_
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -42,10 +41,9 @@ def deploy_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "k8s", root / "k8s")
     for name in ("Dockerfile", ".dockerignore", "docker-compose.yml", ".yamllint.yaml", ".secrets.baseline"):
         shutil.copy(REPO / name, root / name)
-    lock = (REPO / "requirements.lock").read_text()
-    if not re.search(r"(?im)^flask-wtf==", lock):
-        lock += "flask-wtf==1.3.0\nwtforms==3.3.2\n"
-    (root / "requirements.lock").write_text(lock)
+    for lock in ("requirements.lock", "requirements/serve.lock"):
+        (root / lock).parent.mkdir(exist_ok=True)
+        shutil.copy(REPO / lock, root / lock)
     for name in BUILD_CONTEXT_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("stand-in\n")
@@ -509,7 +507,7 @@ def test_compose_builds_a_target_the_dockerfile_lacks(deploy_copy):
 
 def test_a_target_built_on_another_stage_keeps_its_base_and_env(deploy_copy):
     # The final stage split in two, built as a named target: ENV and base come from the stage below.
-    edit_text(deploy_copy / "Dockerfile", "\nFROM python:3.11-slim\n", "\nFROM python:3.11-slim AS base\n")
+    edit_text(deploy_copy / "Dockerfile", "\nFROM ${PYTHON_BASE}\n", "\nFROM ${PYTHON_BASE} AS base\n")
     edit_text(deploy_copy / "Dockerfile", "COPY --from=deps", "FROM base AS serve\nCOPY --from=deps")
     edit_text(deploy_copy / "docker-compose.yml", "    context: .\n", "    context: .\n    target: serve\n")
     assert run(deploy_copy) == []
@@ -517,8 +515,16 @@ def test_a_target_built_on_another_stage_keeps_its_base_and_env(deploy_copy):
     assert_reported(run(deploy_copy), "Dockerfile", "target serve: ENV OMP_NUM_THREADS=1 is required")
 
 
+def test_the_base_image_is_the_default_of_its_build_argument(deploy_copy):
+    edit_text(
+        deploy_copy / "Dockerfile", "ARG PYTHON_BASE=python:3.11-slim", "ARG PYTHON_BASE=python:3.12-slim"
+    )
+    assert_reported(
+        run(deploy_copy), "Dockerfile", "must be based on python:3.11-slim (got python:3.12-slim)"
+    )
+
+
 def test_locks_disagree_on_a_shared_package(deploy_copy):
-    (deploy_copy / "requirements").mkdir()
     (deploy_copy / "requirements" / "serve.lock").write_text("mlflow==0.0.1\n")
     assert_reported(
         run(deploy_copy),
@@ -553,14 +559,14 @@ def test_compose_required_variables_are_really_required(deploy_copy):
 
 
 def test_lock_must_pin_what_the_roles_run(deploy_copy):
-    lock = deploy_copy / "requirements.lock"
+    lock = deploy_copy / "requirements" / "serve.lock"
     lock.write_text(
         "\n".join(
             line for line in lock.read_text().splitlines() if not line.lower().startswith("flask-wtf==")
         )
     )
     assert_reported(
-        run(deploy_copy), "requirements.lock", "does not pin flask-wtf", "basic-auth", "[requirements]"
+        run(deploy_copy), "requirements/serve.lock", "does not pin flask-wtf", "basic-auth", "[requirements]"
     )
 
 

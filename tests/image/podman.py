@@ -37,7 +37,9 @@ SUMMARY: list[str] = []
 
 def podman(*args: str, timeout: float = 300) -> str:
     completed = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
-    assert completed.returncode == 0, f"podman {args[0]} exited {completed.returncode}: {completed.stderr[-2000:]}"
+    assert completed.returncode == 0, (
+        f"podman {args[0]} exited {completed.returncode}: {completed.stderr[-2000:]}"
+    )
     return completed.stdout
 
 

@@ -53,7 +53,13 @@ REDUCED_TRAINING = ["-P", "n_estimators=150", "-P", "cv_folds=0"]
 # Every module a role loads; imported in the image as uid 1000, the first failure exits with
 # one line: `import <module>: <error>`.
 ROLE_MODULES = {
-    "tracking-server": ["mlflow.cli", "mlflow.server", "mlflow.server.auth", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"],
+    "tracking-server": [
+        "mlflow.cli",
+        "mlflow.server",
+        "mlflow.server.auth",
+        "psycopg",
+        "sqlalchemy.dialects.postgresql.psycopg",
+    ],
     "trainer": ["mlflow.cli", "mlflow.projects", "projects.train", "model.plots", "lightgbm"],
     "storage-initializer": ["mlflow.cli", "mlflow.store.artifact.cli"],
     "runtime": ["lightgbm", "sklearn", "kserve", "mlflowserver.__main__", "model.pyfunc"],
@@ -116,22 +122,35 @@ def tracking_server(credentials, tmp_path_factory):
     [container] = k8s_object("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
     env = resolved_env(container, credentials)
     with temporary_database("mlflow_image") as database, volume("artifacts") as artifacts:
-        args = [f"--backend-store-uri={database}" if arg.startswith("--backend-store-uri=") else arg
-                for arg in on_loopback(container["args"])]
+        args = [
+            f"--backend-store-uri={database}" if arg.startswith("--backend-store-uri=") else arg
+            for arg in on_loopback(container["args"])
+        ]
         auth_config = tmp_path_factory.mktemp("auth") / "basic_auth.ini"
         ini = (PROJECT_ROOT / "k8s" / "base" / "mlflow-basic-auth.ini").read_text()
-        auth_config.write_text(ini.replace(f"database_uri = {option(container['args'], '--backend-store-uri')}",
-                                           f"database_uri = {database}"))
+        auth_config.write_text(
+            ini.replace(
+                f"database_uri = {option(container['args'], '--backend-store-uri')}",
+                f"database_uri = {database}",
+            )
+        )
         auth_config.chmod(0o644)
-        mounts = [f"{artifacts}:{option(args, '--artifacts-destination')}",
-                  f"{auth_config}:{env['MLFLOW_AUTH_CONFIG_PATH']}:ro"]
+        mounts = [
+            f"{artifacts}:{option(args, '--artifacts-destination')}",
+            f"{auth_config}:{env['MLFLOW_AUTH_CONFIG_PATH']}:ro",
+        ]
         port = int(option(args, "--port"))
-        with serving(IMAGE, [*container["command"], *args], port, "/health", env=env, mounts=mounts) as server:
+        with serving(
+            IMAGE, [*container["command"], *args], port, "/health", env=env, mounts=mounts
+        ) as server:
             response = requests.post(
-                f"{server.base_url}/api/2.0/mlflow/users/create", timeout=30,
+                f"{server.base_url}/api/2.0/mlflow/users/create",
+                timeout=30,
                 auth=(credentials["mlflow-admin", "username"], credentials["mlflow-admin", "password"]),
-                json={"username": credentials["mlflow-client", "username"],
-                      "password": credentials["mlflow-client", "password"]},
+                json={
+                    "username": credentials["mlflow-client", "username"],
+                    "password": credentials["mlflow-client", "password"],
+                },
             )
             assert response.status_code == 200, response.text
             yield server.base_url, artifacts
@@ -145,9 +164,15 @@ def champion(tracking_server, credentials, raw_data_path) -> str:
     env = resolved_env(container, credentials)
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
     [data] = compose["services"]["trainer"]["volumes"]
-    completed = run_role(IMAGE, [*container["command"], *REDUCED_TRAINING], env=env, timeout=1800,
-                         mounts=[f"{raw_data_path}:{data['target']}:ro"], hosts=service_hosts(env),
-                         workdir=container["workingDir"])
+    completed = run_role(
+        IMAGE,
+        [*container["command"], *REDUCED_TRAINING],
+        env=env,
+        timeout=1800,
+        mounts=[f"{raw_data_path}:{data['target']}:ro"],
+        hosts=service_hosts(env),
+        workdir=container["workingDir"],
+    )
     assert completed.returncode == 0, completed.stderr[-5000:]
     return completed.stdout
 
@@ -158,8 +183,14 @@ def models(champion, credentials):
     container = k8s_object("ClusterStorageContainer")["spec"]["container"]
     env = resolved_env(container, credentials)
     with volume("models") as name:
-        completed = run_role(IMAGE, [*container["command"], STORAGE_URI, MODEL_MOUNT], env=env, timeout=600,
-                             mounts=[f"{name}:{MODEL_MOUNT}"], hosts=service_hosts(env))
+        completed = run_role(
+            IMAGE,
+            [*container["command"], STORAGE_URI, MODEL_MOUNT],
+            env=env,
+            timeout=600,
+            mounts=[f"{name}:{MODEL_MOUNT}"],
+            hosts=service_hosts(env),
+        )
         assert completed.returncode == 0, completed.stderr[-3000:]
         yield name
 
@@ -173,8 +204,14 @@ def runtime(models):
     assert "{{" not in " ".join(args), args
     env = {**resolved_env(container, {}), **resolved_env(ISVC["spec"]["predictor"]["model"], {})}
     port = int(option(args, "--http_port"))
-    with serving(IMAGE, [*container["command"], *args], port, "/v2/health/ready", env=env,
-                 mounts=[f"{models}:{MODEL_MOUNT}:ro"]) as server:
+    with serving(
+        IMAGE,
+        [*container["command"], *args],
+        port,
+        "/v2/health/ready",
+        env=env,
+        mounts=[f"{models}:{MODEL_MOUNT}:ro"],
+    ) as server:
         yield server.base_url
 
 
@@ -187,7 +224,9 @@ def rows(raw_frame) -> pd.DataFrame:
 
 def test_the_serving_image_is_within_its_size_budget():
     size = image_size(IMAGE)
-    assert size <= SERVING_IMAGE_BUDGET, f"{IMAGE} is {size / 1e9:.3f} GB, over {SERVING_IMAGE_BUDGET / 1e9:.1f} GB"
+    assert size <= SERVING_IMAGE_BUDGET, (
+        f"{IMAGE} is {size / 1e9:.3f} GB, over {SERVING_IMAGE_BUDGET / 1e9:.1f} GB"
+    )
 
 
 @pytest.mark.parametrize("role", ROLE_MODULES)
@@ -198,9 +237,19 @@ def test_every_module_a_role_loads_imports_as_uid_1000(role):
 
 def test_the_seeded_mistake_an_image_without_libgomp1_fails_the_import_check_in_one_line():
     variant = f"{IMAGE.rsplit(':', 1)[0]}:no-libgomp1"
-    build = subprocess.run(["make", "--no-print-directory", "image", f"IMAGE={variant}",
-                            "IMAGE_BUILD_ARGS=--build-arg RUNTIME_PACKAGES="],
-                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800)
+    build = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "image",
+            f"IMAGE={variant}",
+            "IMAGE_BUILD_ARGS=--build-arg RUNTIME_PACKAGES=",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     try:
         assert build.returncode == 0, build.stderr[-3000:]
         image_size(variant)
@@ -220,15 +269,22 @@ def test_the_tracking_server_demands_basic_auth(tracking_server, credentials):
     assert requests.get(url, auth=client, timeout=30).status_code == 200
 
 
-def test_the_trainer_registers_a_champion_whose_files_the_server_keeps(tracking_server, champion, credentials):
+def test_the_trainer_registers_a_champion_whose_files_the_server_keeps(
+    tracking_server, champion, credentials
+):
     base_url, artifacts = tracking_server
     assert f"registered {MODEL_NAME} version 1 as {CHAMPION}" in champion
-    response = requests.get(f"{base_url}/api/2.0/mlflow/registered-models/alias", timeout=30,
-                            params={"name": MODEL_NAME, "alias": CHAMPION},
-                            auth=(credentials["mlflow-client", "username"], credentials["mlflow-client", "password"]))
+    response = requests.get(
+        f"{base_url}/api/2.0/mlflow/registered-models/alias",
+        timeout=30,
+        params={"name": MODEL_NAME, "alias": CHAMPION},
+        auth=(credentials["mlflow-client", "username"], credentials["mlflow-client", "password"]),
+    )
     assert response.status_code == 200, response.text
     assert response.json()["model_version"]["version"] == "1"
-    assert list(Path(volume_path(artifacts)).rglob("MLmodel")), "no model in the tracking server's artifact volume"
+    assert list(Path(volume_path(artifacts)).rglob("MLmodel")), (
+        "no model in the tracking server's artifact volume"
+    )
 
 
 def test_the_storage_initializer_puts_the_model_at_the_mount_root(models):
@@ -253,9 +309,16 @@ def test_v2_predictions_through_the_kserve_client_equal_in_process_ones(runtime,
 
 
 def test_a_request_without_an_input_gets_a_400_naming_it(runtime, rows):
-    tensors = [{"name": column, "shape": [1], "datatype": "BYTES" if column == "ocean_proximity" else "FP64",
-                "data": [None if pd.isna(value) else value for value in rows[column].head(1)]}
-               for column in FEATURE_COLUMNS if column != "median_income"]
+    tensors = [
+        {
+            "name": column,
+            "shape": [1],
+            "datatype": "BYTES" if column == "ocean_proximity" else "FP64",
+            "data": [None if pd.isna(value) else value for value in rows[column].head(1)],
+        }
+        for column in FEATURE_COLUMNS
+        if column != "median_income"
+    ]
     response = requests.post(f"{runtime}/v2/models/{ISVC_NAME}/infer", json={"inputs": tensors}, timeout=60)
     assert response.status_code == 400, response.text
     assert "median_income" in response.json()["error"]

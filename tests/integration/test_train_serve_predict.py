@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -20,7 +22,7 @@ from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.processes import free_port, process_env, running_server
+from testbed.processes import Server, free_port, process_env, running_server
 from tests.integration.browser import chromium_path, headless_chromium
 
 pytestmark = pytest.mark.integration
@@ -148,22 +150,18 @@ def served_predictions(response: requests.Response) -> np.ndarray:
     return np.array([row[TARGET] for row in response.json()["predictions"]])
 
 
-def test_served_predictions_equal_in_process_ones_in_every_request_form(store, rows, in_process):
+@contextmanager
+def serving_the_champion(store) -> Iterator[Server]:
+    """`mlflow models serve` on the champion, on a free loopback port, stopped on exit."""
     port = free_port()
-    command = [
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        CHAMPION_URI,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
     with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
+        yield server
+
+
+def test_served_predictions_equal_in_process_ones_in_every_request_form(store, rows, in_process):
+    with serving_the_champion(store) as server:
         url = f"{server.base_url}/invocations"
         records = json.loads(rows.to_json(orient="records"))
         bodies = {
@@ -248,21 +246,7 @@ def assert_intervals(predictions: list[dict], expected: pd.DataFrame) -> None:
 def test_served_intervals_on_request_and_the_plain_answer_without(
     store, rows, in_process, in_process_interval
 ):
-    port = free_port()
-    command = [
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        CHAMPION_URI,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
+    with serving_the_champion(store) as server:
         url = f"{server.base_url}/invocations"
         split_body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         plain = requests.post(url, json=split_body, timeout=30)

@@ -13,7 +13,7 @@ from benchmarks.bench import Bench
 from benchmarks.report import Figure
 from model.data import PROJECT_ROOT
 from model.registry import MODEL_NAME
-from testbed.processes import VENV_BIN, run_measured
+from testbed.processes import mlflow_run_command, run_measured
 
 TRAIN_LIMIT = 120.0  # seconds, wall time of the default `train`
 RMSE_LIMIT = 37_500.0  # USD, test RMSE of the default model
@@ -27,21 +27,10 @@ def run(bench: Bench) -> None:
     tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     experiment = client.create_experiment(EXPERIMENT, artifact_location=(store / "artifacts").as_uri())
-    command = [
-        str(VENV_BIN / "mlflow"),
-        "run",
-        str(PROJECT_ROOT),
-        "-e",
-        "train",
-        "--env-manager",
-        "local",
-        "--experiment-name",
-        EXPERIMENT,
-        "-P",
-        f"data_path={bench.data_path}",
-    ]
-    for parameter in bench.options.train_params:  # not the default any more: the label says so
-        command += ["-P", parameter]
+    # Any parameter not at its default is in the figure's label.
+    command = mlflow_run_command(
+        PROJECT_ROOT, "train", EXPERIMENT, f"data_path={bench.data_path}", *bench.options.train_params
+    )
     # Training uses every core, as `make train` does: OMP_NUM_THREADS is left to LightGBM.
     env = bench.process_env({"MLFLOW_TRACKING_URI": tracking_uri})
     env.pop("OMP_NUM_THREADS")

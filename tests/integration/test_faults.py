@@ -27,13 +27,13 @@ from model import registry
 from model.data import PROJECT_ROOT
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from testbed.processes import free_port, process_env, running_server, stop_process_group
+from testbed.processes import free_port, mlflow_run_command, process_env, running_server, stop_process_group
 from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration
 
 EXPERIMENT = "faults"
-QUICK = ["-P", "n_estimators=50", "-P", "cv_folds=0"]
+QUICK = ["n_estimators=50", "cv_folds=0"]
 # The trainer's MLflow client gives up on a dead server (connection refused) in seconds; MLflow's
 # default retries take ~4.5 min per call. The timeout stays MLflow's: a busy server is not a dead one.
 TRAINER_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -74,20 +74,7 @@ class Clock:
 
 
 def mlflow_run_train(data_path: Path, *params: str) -> list[str]:
-    return [
-        "mlflow",
-        "run",
-        str(PROJECT_ROOT),
-        "-e",
-        "train",
-        "--env-manager",
-        "local",
-        "--experiment-name",
-        EXPERIMENT,
-        "-P",
-        f"data_path={data_path}",
-        *params,
-    ]
+    return mlflow_run_command(PROJECT_ROOT, "train", EXPERIMENT, f"data_path={data_path}", *params)
 
 
 def error_lines(text: str) -> list[str]:

@@ -24,7 +24,7 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
-from testbed.processes import free_port, process_env, running_server
+from testbed.processes import free_port, mlflow_run_command, process_env, running_server
 from tests.integration.servers import k8s_object, temporary_database
 
 pytestmark = pytest.mark.integration
@@ -70,23 +70,9 @@ def env(tracking_server) -> dict:
 @pytest.fixture(scope="module")
 def champion(env, raw_data_path):
     completed = subprocess.run(
-        [
-            "mlflow",
-            "run",
-            str(PROJECT_ROOT),
-            "-e",
-            "train",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            "pod",
-            "-P",
-            f"data_path={raw_data_path}",
-            "-P",
-            "n_estimators=150",
-            "-P",
-            "cv_folds=0",
-        ],
+        mlflow_run_command(
+            PROJECT_ROOT, "train", "pod", f"data_path={raw_data_path}", "n_estimators=150", "cv_folds=0"
+        ),
         env=env,
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.processes import Server, free_port, process_env, running_server
+from testbed.processes import Server, free_port, mlflow_run_command, process_env, running_server
 from tests.integration.browser import chromium_path, headless_chromium
 
 pytestmark = pytest.mark.integration
@@ -30,26 +30,14 @@ pytestmark = pytest.mark.integration
 CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
 EXPERIMENT = "integration"
 # Small enough to train in seconds; the full default is exercised by the model tests.
-QUICK_TRAINING = ["-P", "n_estimators=150", "-P", "cv_folds=2"]
+QUICK_TRAINING = ["n_estimators=150", "cv_folds=2"]
 
 
 def mlflow_run_train(env: dict, data_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            "mlflow",
-            "run",
-            str(PROJECT_ROOT),
-            "-e",
-            "train",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            EXPERIMENT,
-            "-P",
-            f"data_path={data_path}",
-            *QUICK_TRAINING,
-            *extra,
-        ],
+        mlflow_run_command(
+            PROJECT_ROOT, "train", EXPERIMENT, f"data_path={data_path}", *QUICK_TRAINING, *extra
+        ),
         env=env,
         capture_output=True,
         text=True,
@@ -120,7 +108,7 @@ def test_logged_requirements_are_the_lock(store):
 
 
 def test_a_second_run_registers_a_challenger_and_leaves_the_champion(store, raw_data_path):
-    completed = mlflow_run_train(store["env"], raw_data_path, "-P", "seed=7")
+    completed = mlflow_run_train(store["env"], raw_data_path, "seed=7")
     assert completed.returncode == 0, completed.stderr[-5000:]
     client = MlflowClient()
     assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == 2

@@ -17,7 +17,8 @@ from pathlib import Path
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
 from model.data import PROJECT_ROOT, TARGET
-from testbed.processes import VENV_BIN, run_measured
+from testbed.mlflow_cli import mlflow_models_predict
+from testbed.processes import run_measured
 
 THROUGHPUT_BOUND = 0.8  # × the bare regressor's rows/s
 RSS_LIMIT = 2**30  # bytes, at the largest size
@@ -30,21 +31,7 @@ def commands(model_dir: Path, input_path: Path, output_dir: Path) -> dict[str, t
     found = {
         "mlflow_predict": (
             "mlflow models predict",
-            [
-                str(VENV_BIN / "mlflow"),
-                "models",
-                "predict",
-                "-m",
-                str(model_dir),
-                "-i",
-                str(input_path),
-                "-o",
-                str(mlflow_out),
-                "-t",
-                "csv",
-                "--env-manager",
-                "local",
-            ],
+            mlflow_models_predict(model_dir, input_path, mlflow_out, "csv"),
             mlflow_out,
         ),
     }

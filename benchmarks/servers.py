@@ -24,7 +24,8 @@ from benchmarks import load
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, TARGET
-from testbed.processes import VENV_BIN, RssSampler, free_port, running_server, running_servers, wait_settled
+from testbed.mlflow_cli import mlflow_models_serve
+from testbed.processes import RssSampler, free_port, running_server, running_servers, wait_settled
 
 THROUGHPUT_BOUND = 0.7  # × the trivial model's req/s on the same server
 LATENCY_BOUND = 1.5  # × the trivial model's 1-row p50 on the same server
@@ -62,21 +63,7 @@ class Kind:
 
     def command(self, model_dir, port: int) -> list[str]:
         if self.key.startswith("mlflow_serve"):
-            return [
-                str(VENV_BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                str(model_dir),
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(self.workers),
-            ]
+            return mlflow_models_serve(model_dir, port, self.workers)
         return [
             sys.executable,
             "-m",

@@ -13,7 +13,8 @@ from benchmarks.bench import Bench
 from benchmarks.report import Figure
 from model.data import PROJECT_ROOT
 from model.registry import MODEL_NAME
-from testbed.processes import mlflow_run_command, run_measured
+from testbed.mlflow_cli import mlflow_run
+from testbed.processes import run_measured
 
 TRAIN_LIMIT = 120.0  # seconds, wall time of the default `train`
 RMSE_LIMIT = 37_500.0  # USD, test RMSE of the default model
@@ -28,7 +29,7 @@ def run(bench: Bench) -> None:
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     experiment = client.create_experiment(EXPERIMENT, artifact_location=(store / "artifacts").as_uri())
     # Any parameter not at its default is in the figure's label.
-    command = mlflow_run_command(
+    command = mlflow_run(
         PROJECT_ROOT, "train", EXPERIMENT, f"data_path={bench.data_path}", *bench.options.train_params
     )
     # Training uses every core, as `make train` does: OMP_NUM_THREADS is left to LightGBM.

@@ -38,13 +38,6 @@ VENV_BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 
 
-def mlflow_run_command(project: Path, entry_point: str, experiment: str, *params: str) -> list[str]:
-    """``mlflow run`` of ``project``'s ``entry_point`` in this environment (``--env-manager local``),
-    into ``experiment``, each of ``params`` (``name=value``) passed as ``-P``."""
-    command = [str(VENV_BIN / "mlflow"), "run", str(project), "-e", entry_point, "--env-manager", "local"]
-    return [*command, "--experiment-name", experiment, *(arg for param in params for arg in ("-P", param))]
-
-
 def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

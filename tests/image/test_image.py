@@ -17,7 +17,6 @@ test's credentials; volumes are Podman volumes; the trainer reads the raw file w
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import subprocess
@@ -30,13 +29,12 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.registry import CHAMPION, MODEL_NAME
 from testbed.processes import listening_addresses
 from tests.image.podman import SUMMARY, image_size, podman, run_role, serving, volume, volume_path
-from tests.integration.servers import k8s_object, temporary_database
+from tests.integration.servers import k8s_object, kserve_sdk_infer, temporary_database
 
 pytestmark = pytest.mark.integration
 
@@ -293,18 +291,7 @@ def test_the_storage_initializer_puts_the_model_at_the_mount_root(models):
 
 def test_v2_predictions_through_the_kserve_client_equal_in_process_ones(runtime, models, rows):
     expected = mlflow.pyfunc.load_model(volume_path(models)).predict(rows)[TARGET].to_numpy()
-    inputs = []
-    for column in FEATURE_COLUMNS:
-        datatype = "BYTES" if column == "ocean_proximity" else "FP64"
-        tensor = InferInput(column, [len(rows)], datatype)
-        tensor.set_data_from_numpy(rows[column].to_numpy(dtype=object if datatype == "BYTES" else float))
-        inputs.append(tensor)
-
-    async def call():
-        async with InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
-            return await client.infer(runtime, InferRequest(ISVC_NAME, inputs), model_name=ISVC_NAME)
-
-    response = asyncio.run(call())
+    response = kserve_sdk_infer(runtime, ISVC_NAME, rows)
     np.testing.assert_allclose(response.get_output_by_name(TARGET).as_numpy(), expected, rtol=0, atol=1e-9)
 
 

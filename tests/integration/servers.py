@@ -8,14 +8,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import yaml
+from kserve import InferenceRESTClient, InferInput, InferRequest, InferResponse, RESTConfig
 
-from model.data import PROJECT_ROOT
+from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, PROJECT_ROOT
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
@@ -100,3 +103,22 @@ def write_tiny_pyfunc(path: Path) -> Path:
             str(path), python_model=str(code), signature=signature, pip_requirements=["mlflow"]
         )
     return path
+
+
+def kserve_sdk_infer(
+    url: str, model_name: str, rows: pd.DataFrame, parameters: dict | None = None
+) -> InferResponse:
+    """The kserve SDK's REST client's V2 answer for the housing ``rows``, one tensor per column."""
+    inputs = []
+    for column in FEATURE_COLUMNS:
+        datatype = "BYTES" if column == CATEGORICAL_COLUMN else "FP64"
+        tensor = InferInput(column, [len(rows)], datatype)
+        tensor.set_data_from_numpy(rows[column].to_numpy(dtype=object if datatype == "BYTES" else float))
+        inputs.append(tensor)
+
+    async def call():
+        async with InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
+            request = InferRequest(model_name, inputs, parameters=parameters)
+            return await client.infer(url, request, model_name=model_name)
+
+    return asyncio.run(call())

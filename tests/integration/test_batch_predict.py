@@ -27,6 +27,7 @@ from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
+from testbed.mlflow_cli import mlflow_run
 from testbed.processes import process_env
 
 pytestmark = pytest.mark.integration
@@ -80,21 +81,9 @@ def expected_interval(store, rows) -> pd.DataFrame:
     )
 
 
-def mlflow_run(store, *parameters: str) -> subprocess.CompletedProcess:
-    arguments = [word for parameter in parameters for word in ("-P", parameter)]
+def run_batch_predict(store, *parameters: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            "mlflow",
-            "run",
-            str(PROJECT_ROOT),
-            "-e",
-            "batch_predict",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            EXPERIMENT,
-            *arguments,
-        ],
+        mlflow_run(PROJECT_ROOT, "batch_predict", EXPERIMENT, *parameters),
         env=store["env"],
         capture_output=True,
         text=True,
@@ -125,7 +114,7 @@ def partials(directory: Path) -> list[Path]:
 
 def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expected, tmp_path):
     rows.to_csv(tmp_path / "in.csv", index=False)
-    completed = mlflow_run(
+    completed = run_batch_predict(
         store,
         f"input={tmp_path / 'in.csv'}",
         f"output={tmp_path / 'out.parquet'}",
@@ -155,7 +144,7 @@ def test_mlflow_run_scores_a_csv_into_parquet_and_logs_the_run(store, rows, expe
 
 def test_mlflow_run_with_an_interval_writes_its_bounds(store, rows, expected, expected_interval, tmp_path):
     rows.to_parquet(tmp_path / "in.parquet", index=False)
-    completed = mlflow_run(
+    completed = run_batch_predict(
         store,
         f"input={tmp_path / 'in.parquet'}",
         f"output={tmp_path / 'out.csv'}",
@@ -198,7 +187,9 @@ def test_a_bad_interval_fails_with_one_line_before_anything_runs(store, rows, tm
     assert not output.exists() and partials(tmp_path) == []
     assert len(MlflowClient().search_runs([store["experiment"]])) == runs_before  # refused before its run
     # The entry point under `mlflow run`: the same line, a failed command, no output.
-    completed = mlflow_run(store, f"input={tmp_path / 'in.csv'}", f"output={output}", f"interval={value}")
+    completed = run_batch_predict(
+        store, f"input={tmp_path / 'in.csv'}", f"output={output}", f"interval={value}"
+    )
     assert (
         completed.returncode != 0 and "batch_predict: interval must be a coverage level" in completed.stderr
     )

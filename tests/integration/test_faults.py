@@ -27,7 +27,8 @@ from model import registry
 from model.data import PROJECT_ROOT
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.train import TrainingConfig, fit_model, log_and_register
-from testbed.processes import free_port, mlflow_run_command, process_env, running_server, stop_process_group
+from testbed.mlflow_cli import mlflow_run, mlflow_server
+from testbed.processes import free_port, process_env, running_server, stop_process_group
 from tests.integration.servers import temporary_database
 
 pytestmark = pytest.mark.integration
@@ -74,7 +75,7 @@ class Clock:
 
 
 def mlflow_run_train(data_path: Path, *params: str) -> list[str]:
-    return mlflow_run_command(PROJECT_ROOT, "train", EXPERIMENT, f"data_path={data_path}", *params)
+    return mlflow_run(PROJECT_ROOT, "train", EXPERIMENT, f"data_path={data_path}", *params)
 
 
 def error_lines(text: str) -> list[str]:
@@ -110,21 +111,7 @@ def test_training_when_the_tracking_server_is_killed_mid_run(database, tmp_path,
     clock = Clock()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    server = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        database,
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    server = mlflow_server(database, tmp_path / "artifacts", port)
     env = process_env({"MLFLOW_TRACKING_URI": base_url, **TRAINER_HTTP})
     train_frame, test_frame = split
 

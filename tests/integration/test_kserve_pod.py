@@ -9,7 +9,6 @@ kserve SDK's REST client must equal `mlflow models serve`'s answers for the same
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -19,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
-from testbed.processes import free_port, mlflow_run_command, process_env, running_server
-from tests.integration.servers import k8s_object, temporary_database
+from testbed import mlflow_cli
+from testbed.processes import free_port, process_env, running_server
+from tests.integration.servers import k8s_object, kserve_sdk_infer, temporary_database
 
 pytestmark = pytest.mark.integration
 
@@ -43,21 +42,7 @@ def database():
 def tracking_server(database, tmp_path_factory):
     port = free_port()
     artifacts = tmp_path_factory.mktemp("artifacts")
-    command = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        database,
-        "--artifacts-destination",
-        str(artifacts),
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    command = mlflow_cli.mlflow_server(database, artifacts, port)
     with running_server(command, port, "/health", timeout=180) as server:
         yield server.base_url
 
@@ -70,7 +55,7 @@ def env(tracking_server) -> dict:
 @pytest.fixture(scope="module")
 def champion(env, raw_data_path):
     completed = subprocess.run(
-        mlflow_run_command(
+        mlflow_cli.mlflow_run(
             PROJECT_ROOT, "train", "pod", f"data_path={raw_data_path}", "n_estimators=150", "cv_folds=0"
         ),
         env=env,
@@ -114,19 +99,7 @@ def v2_server(mnt_models, env):
 @pytest.fixture(scope="module")
 def mlflow_server(champion, env):
     port = free_port()
-    command = [
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        STORAGE_URI,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = mlflow_cli.mlflow_models_serve(STORAGE_URI, port)
     with running_server(command, port, "/ping", env=env, timeout=180) as server:
         yield server.base_url
 
@@ -184,20 +157,7 @@ def test_raw_http_v2_predictions_equal_mlflow_models_serve(v2_server, rows, refe
 
 
 def sdk_infer(v2_server: str, rows: pd.DataFrame, parameters: dict | None = None):
-    """The kserve SDK's REST client's answer for ``rows`` (one tensor per column)."""
-    inputs = []
-    for column in FEATURE_COLUMNS:
-        datatype = "BYTES" if column == "ocean_proximity" else "FP64"
-        tensor = InferInput(column, [len(rows)], datatype)
-        tensor.set_data_from_numpy(rows[column].to_numpy(dtype=object if datatype == "BYTES" else float))
-        inputs.append(tensor)
-
-    async def call():
-        async with InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60)) as client:
-            request = InferRequest(ISVC_NAME, inputs, parameters=parameters)
-            return await client.infer(v2_server, request, model_name=ISVC_NAME)
-
-    return asyncio.run(call())
+    return kserve_sdk_infer(v2_server, ISVC_NAME, rows, parameters)
 
 
 def test_kserve_sdk_client_predictions_equal_mlflow_models_serve(v2_server, rows, reference):

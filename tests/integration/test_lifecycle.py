@@ -22,6 +22,7 @@ from model.data import PROJECT_ROOT, load_raw, split_train_test
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.report import PLOTS
 from model.train import TrainingConfig, fit_model, log_and_register
+from testbed.mlflow_cli import mlflow_run, mlflow_server
 from testbed.processes import free_port, process_env, running_server
 from tests.integration.servers import temporary_database
 
@@ -31,23 +32,11 @@ EXPERIMENT = "lifecycle"
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]+)'\)")
 
 
-def mlflow_run(
+def run_entry_point(
     env: dict, entry_point: str, *params: str, experiment: str = EXPERIMENT
 ) -> subprocess.CompletedProcess:
-    arguments = [argument for param in params for argument in ("-P", param)]
     return subprocess.run(
-        [
-            "mlflow",
-            "run",
-            str(PROJECT_ROOT),
-            "-e",
-            entry_point,
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            experiment,
-            *arguments,
-        ],
+        mlflow_run(PROJECT_ROOT, entry_point, experiment, *params),
         env=env,
         capture_output=True,
         text=True,
@@ -97,17 +86,17 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     data = f"data_path={raw_data_path}"
     client = MlflowClient()
 
-    first = mlflow_run(store, "train", data, "n_estimators=60", "learning_rate=0.02", "cv_folds=0")
+    first = run_entry_point(store, "train", data, "n_estimators=60", "learning_rate=0.02", "cv_folds=0")
     assert first.returncode == 0, first.stderr[-5000:]
     assert f"registered {MODEL_NAME} version 1 as {CHAMPION}" in first.stdout
     assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", None)
 
     # A deliberately weak candidate: registered as challenger, refused by the rmse gate.
-    weak = mlflow_run(store, "train", data, "n_estimators=3", "num_leaves=2", "cv_folds=0")
+    weak = run_entry_point(store, "train", data, "n_estimators=3", "num_leaves=2", "cv_folds=0")
     assert weak.returncode == 0, weak.stderr[-5000:]
     assert f"registered {MODEL_NAME} version 2 as {CHALLENGER}" in weak.stdout
     assert (alias(CHAMPION), alias(CHALLENGER)) == ("1", "2")
-    refused = mlflow_run(store, "promote", data)
+    refused = run_entry_point(store, "promote", data)
     assert refused.returncode != 0
     [line] = refusal_lines(refused)
     assert re.fullmatch(r"refused: rmse gate: challenger [\d,]+ vs champion ([\d,]+) \(needs < \1\)", line), (
@@ -125,7 +114,7 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert {"challenger_rmse", "champion_rmse"} <= set(promote_run.data.metrics)
 
     # `tune`: one nested run per trial, the best configuration registered as challenger.
-    tuned = mlflow_run(
+    tuned = run_entry_point(
         store, "tune", data, "n_trials=1", "max_estimators=100", "cv_folds=2", "budget_minutes=10"
     )
     assert tuned.returncode == 0, tuned.stderr[-5000:]
@@ -141,7 +130,7 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert registry.get_version("3").run_id == parent.info.run_id
 
     # `evaluate` scores the challenger by default: metrics, bootstrap CI, intervals, the five plots.
-    evaluated = mlflow_run(store, "evaluate", data, "n_bootstrap=200", "permutation_repeats=1")
+    evaluated = run_entry_point(store, "evaluate", data, "n_bootstrap=200", "permutation_repeats=1")
     assert evaluated.returncode == 0, evaluated.stderr[-5000:]
     run = client.get_run(run_id_of(evaluated))
     metrics = run.data.metrics
@@ -158,7 +147,7 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert plots == set(PLOTS)
 
     # The better candidate is promoted; the challenger alias goes; the tags tell the story.
-    promoted = mlflow_run(store, "promote", data)
+    promoted = run_entry_point(store, "promote", data)
     assert promoted.returncode == 0, promoted.stderr[-5000:]
     assert "promoted: version 3 " in promoted.stdout and "replaces champion version 1" in promoted.stdout
     assert (alias(CHAMPION), alias(CHALLENGER)) == ("3", None)
@@ -173,13 +162,13 @@ def test_train_promote_tune_evaluate_rollback(store, raw_data_path):
     assert tags("1")["promotion.replaced_by"] == "3"
 
     # Rollback restores the previous champion; a second one has nothing recorded to go back to.
-    rolled_back = mlflow_run(store, "rollback")
+    rolled_back = run_entry_point(store, "rollback")
     assert rolled_back.returncode == 0, rolled_back.stderr[-5000:]
     assert "rolled back: champion is version 1 again (was version 3)" in rolled_back.stdout
     assert alias(CHAMPION) == "1"
     assert tags("3")["rollback.restored_version"] == "1"
     assert tags("1")["rollback.replaced_version"] == "3"
-    again = mlflow_run(store, "rollback")
+    again = run_entry_point(store, "rollback")
     assert again.returncode != 0
     assert refusal_lines(again) == [
         "refused: no previous champion: champion version 1 has no promotion.previous_champion tag"
@@ -196,21 +185,7 @@ def database():
 def test_two_racing_promotions_leave_one_champion_and_both_decisions(database, tmp_path, raw_data_path):
     """Two `promote` processes started together against one `mlflow server` on PostgreSQL."""
     port = free_port()
-    command = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        database,
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
+    command = mlflow_server(database, tmp_path / "artifacts", port, workers=2)
     train_frame, test_frame = split_train_test(load_raw(raw_data_path))
     # Version 1 = champion, version 2 = a better challenger; fitted while the server migrates its database.
     with ThreadPoolExecutor(1) as pool:

@@ -22,7 +22,8 @@ from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.processes import Server, free_port, mlflow_run_command, process_env, running_server
+from testbed.mlflow_cli import mlflow_models_predict, mlflow_models_serve, mlflow_run
+from testbed.processes import Server, free_port, process_env, running_server
 from tests.integration.browser import chromium_path, headless_chromium
 
 pytestmark = pytest.mark.integration
@@ -35,9 +36,7 @@ QUICK_TRAINING = ["n_estimators=150", "cv_folds=2"]
 
 def mlflow_run_train(env: dict, data_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        mlflow_run_command(
-            PROJECT_ROOT, "train", EXPERIMENT, f"data_path={data_path}", *QUICK_TRAINING, *extra
-        ),
+        mlflow_run(PROJECT_ROOT, "train", EXPERIMENT, f"data_path={data_path}", *QUICK_TRAINING, *extra),
         env=env,
         capture_output=True,
         text=True,
@@ -142,9 +141,9 @@ def served_predictions(response: requests.Response) -> np.ndarray:
 def serving_the_champion(store) -> Iterator[Server]:
     """`mlflow models serve` on the champion, on a free loopback port, stopped on exit."""
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with running_server(command, port, "/ping", env=store["env"], timeout=180) as server:
+    with running_server(
+        mlflow_models_serve(CHAMPION_URI, port), port, "/ping", env=store["env"], timeout=180
+    ) as server:
         yield server
 
 
@@ -188,21 +187,7 @@ def test_batch_predict_writes_one_prediction_per_row_in_order(store, rows, in_pr
     input_path, output_path = tmp_path / "in.csv", tmp_path / "out.json"
     rows.to_csv(input_path, index=False)
     completed = subprocess.run(
-        [
-            "mlflow",
-            "models",
-            "predict",
-            "-m",
-            CHAMPION_URI,
-            "-i",
-            str(input_path),
-            "-o",
-            str(output_path),
-            "-t",
-            "csv",
-            "--env-manager",
-            "local",
-        ],
+        mlflow_models_predict(CHAMPION_URI, input_path, output_path, "csv"),
         env=store["env"],
         capture_output=True,
         text=True,
@@ -282,21 +267,7 @@ def test_mlflow_models_predict_takes_the_interval_from_a_json_input(
     }
     input_path.write_text(json.dumps(body))
     completed = subprocess.run(
-        [
-            "mlflow",
-            "models",
-            "predict",
-            "-m",
-            CHAMPION_URI,
-            "-i",
-            str(input_path),
-            "-o",
-            str(output_path),
-            "-t",
-            "json",
-            "--env-manager",
-            "local",
-        ],
+        mlflow_models_predict(CHAMPION_URI, input_path, output_path, "json"),
         env=store["env"],
         capture_output=True,
         text=True,

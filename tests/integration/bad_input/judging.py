@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from model.data import TARGET
-from testbed.processes import VENV_BIN, process_env, stop_process_group
+from testbed import mlflow_cli
+from testbed.processes import process_env, stop_process_group
 from tests.integration.bad_input.bodies import FINGERPRINTS
 from tests.integration.bad_input.cases import (
     TRACE_SIGNS,
@@ -136,21 +137,7 @@ def mlflow_models_predict(model: str, content: bytes, content_type: str, workdir
     """``mlflow models predict`` on ``content`` as a ``-t content_type`` file, in its own process group."""
     input_path, output_path = workdir / f"input.{content_type}", workdir / "out.json"
     input_path.write_bytes(content)
-    argv = [
-        str(VENV_BIN / "mlflow"),
-        "models",
-        "predict",
-        "-m",
-        model,
-        "-i",
-        str(input_path),
-        "-o",
-        str(output_path),
-        "-t",
-        content_type,
-        "--env-manager",
-        "local",
-    ]
+    argv = mlflow_cli.mlflow_models_predict(model, input_path, output_path, content_type)
     with open(workdir / "stderr", "wb") as stderr:
         proc = subprocess.Popen(
             argv,

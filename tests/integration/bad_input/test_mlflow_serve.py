@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.mlflow_cli import mlflow_models_serve
 from testbed.processes import free_port, running_server
 from tests.integration.bad_input.bodies import ENCODERS, table
 from tests.integration.bad_input.cases import BIG_ROWS, SERVE_RAW, DataCase, RawCase, serve_cases
@@ -25,19 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def serve_url(model_dir) -> str:
     port = free_port()
-    command = [
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        str(model_dir),
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = mlflow_models_serve(model_dir, port)
     with running_server(command, port, "/ping", timeout=240) as server:
         yield server.base_url
 

@@ -1,0 +1,38 @@
+"""The MLflow command lines tests and benchmarks start, each written once: this venv's
+``mlflow`` with ``--env-manager local`` (no conda here) and servers bound to loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed.processes import LOOPBACK, VENV_BIN
+
+MLFLOW = str(VENV_BIN / "mlflow")
+
+
+def mlflow_run(project: Path, entry_point: str, experiment: str, *params: str) -> list[str]:
+    """``mlflow run`` of ``project``'s ``entry_point`` into ``experiment``, each of ``params``
+    (``name=value``) passed as ``-P``."""
+    command = [MLFLOW, "run", str(project), "-e", entry_point, "--env-manager", "local"]
+    return [*command, "--experiment-name", experiment, *(arg for param in params for arg in ("-P", param))]
+
+
+def mlflow_server(backend_store_uri: str, artifacts: Path | str, port: int, workers: int = 1) -> list[str]:
+    """A tracking server on ``backend_store_uri`` proxying artifacts stored under ``artifacts``."""
+    command = [MLFLOW, "server", "--backend-store-uri", backend_store_uri]
+    command += ["--artifacts-destination", str(artifacts), "--serve-artifacts"]
+    return [*command, "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
+
+
+def mlflow_models_serve(model_uri: Path | str, port: int, workers: int = 1) -> list[str]:
+    """MLflow's scoring server on ``model_uri``."""
+    command = [MLFLOW, "models", "serve", "-m", str(model_uri), "--env-manager", "local"]
+    return [*command, "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
+
+
+def mlflow_models_predict(
+    model_uri: Path | str, input_path: Path, output_path: Path, content_type: str
+) -> list[str]:
+    """``mlflow models predict`` of ``input_path`` (``-t content_type``) into ``output_path``."""
+    command = [MLFLOW, "models", "predict", "-m", str(model_uri), "-i", str(input_path)]
+    return [*command, "-o", str(output_path), "-t", content_type, "--env-manager", "local"]

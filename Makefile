@@ -13,10 +13,11 @@ export DVC_NO_ANALYTICS := 1
 MODEL_URI ?= models:/CaliforniaHousingRegressor@champion
 EXPERIMENT ?= california-housing
 # Where `make data` copies the raw file from when DVC has no remote: the read-only ../shared
-# copy beside this checkout when there is one (CI and these machines), else Géron's URL.
-# Either way the bytes must match the md5 pinned in data/raw/housing.csv.dvc.
+# copy beside this checkout when there is one (CI and these machines), else the get_data
+# entry point's default (model.data.DEFAULT_SOURCE, the public file). Either way the bytes
+# must match the md5 pinned in data/raw/housing.csv.dvc.
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data/housing.csv)
-DATA_SOURCE ?= $(or $(wildcard $(SHARED_DATA)),https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/housing.csv)
+DATA_SOURCE ?= $(wildcard $(SHARED_DATA))
 HOST ?= 127.0.0.1
 PORT ?= 5001
 V2_PORT ?= 8080
@@ -53,7 +54,7 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 data: venv
-	$(PY) -m projects.get_data --source "$(DATA_SOURCE)"
+	$(PY) -m projects.get_data $(if $(DATA_SOURCE),--source "$(DATA_SOURCE)")
 
 train: data
 	mlflow run . -e train --env-manager local --experiment-name $(EXPERIMENT)

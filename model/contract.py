@@ -184,10 +184,13 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
 def _stored_values(frame: pd.DataFrame, position: int):
     """The array pandas stores for the column at ``position``, without building a Series.
 
-    ``frame[name]`` builds (and caches) a Series: about 15 µs per column on the fresh
-    frame every server hands the model, more than all the rules' checks together.
-    ``DataFrame._get_column_array`` is pandas' own internal accessor (pandas is pinned in
-    the lock; tests/code/test_contract.py checks it against ``frame[name]``).
+    Every public accessor of one column (``frame[name]``, ``iloc``, ``.array``) builds a
+    Series first, which on the fresh frame every server hands the model costs more than
+    all the rules' checks together; ``frame.to_numpy()`` is cheap but turns mixed columns
+    into one object array. ``DataFrame._get_column_array`` is pandas' own internal
+    accessor: pinned in the lock, used here only, checked against ``frame[name]`` for every
+    dtype a server hands over (tests/code/test_contract.py); docs/codebase/overview.md
+    lists it among the private APIs the project uses.
     """
     return frame._get_column_array(position)
 

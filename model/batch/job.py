@@ -25,9 +25,10 @@ from model.intervals import (
 from model.registry import CHAMPION, MODEL_NAME
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
-# Rows per `predict` call. The feature pipeline peaks at ~4 kB of temporaries per row (the
-# 50 nearest blocks' indices, distances, targets and running sums), so 50k rows keep the
-# whole process near 0.6 GiB; larger chunks were no faster (docs/workflows/inference-batch.md).
+# Rows per `predict` call. The feature pipeline's temporaries grow with the chunk's rows (the
+# 50 nearest blocks' indices, distances, targets and running sums), so the chunk bounds the
+# process's memory (make bench's peak RSS rows); larger chunks were no faster
+# (docs/workflows/inference-batch.md).
 DEFAULT_CHUNK_SIZE = 50_000
 ENGINES = ("local", "spark")
 ON_ERROR = ("fail", "reject")

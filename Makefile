@@ -13,16 +13,17 @@ export DVC_NO_ANALYTICS := 1
 MODEL_URI ?= models:/CaliforniaHousingRegressor@champion
 EXPERIMENT ?= california-housing
 # Where `make data` copies the raw file from when DVC has no remote: the read-only ../shared
-# copy beside this checkout when there is one (CI and these machines), else Géron's URL.
-# Either way the bytes must match the md5 pinned in data/raw/housing.csv.dvc.
+# copy beside this checkout when there is one (CI and these machines), else the get_data
+# entry point's default (model.data.DEFAULT_SOURCE, the public file). Either way the bytes
+# must match the md5 pinned in data/raw/housing.csv.dvc.
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data/housing.csv)
-DATA_SOURCE ?= $(or $(wildcard $(SHARED_DATA)),https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/housing.csv)
+DATA_SOURCE ?= $(wildcard $(SHARED_DATA))
 HOST ?= 127.0.0.1
 PORT ?= 5001
 V2_PORT ?= 8080
 V2_MODEL_NAME ?= california-housing
-# One OpenMP thread per server process: a 1-row predict took ~800 ms with the
-# default thread pool inside `mlflow models serve` and ~20 ms with one thread.
+# One OpenMP thread per server process: with the default thread pool inside `mlflow models serve`
+# a 1-row predict was many times slower (docs/workflows/inference-online.md).
 SERVE_THREADS ?= 1
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
@@ -46,14 +47,14 @@ $(VENV)/.installed: requirements.lock
 	python$(PYTHON_VERSION) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 	# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on this machine) every
-	# new process otherwise recompiled MLflow from source, ~9 CPU-s per server or CLI start.
+	# new process otherwise recompiled MLflow from source, seconds of CPU per server or CLI start.
 	$(VENV)/bin/uv pip sync --compile-bytecode --python $(PY) requirements.lock
 	# DVC keeps its site cache inside the project instead of /var/tmp/dvc.
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site-cache
 	touch $@
 
 data: venv
-	$(PY) -m projects.get_data --source "$(DATA_SOURCE)"
+	$(PY) -m projects.get_data $(if $(DATA_SOURCE),--source "$(DATA_SOURCE)")
 
 train: data
 	mlflow run . -e train --env-manager local --experiment-name $(EXPERIMENT)
@@ -95,10 +96,17 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The generated tables of docs/reliability.md (the bad-input matrix), from tests/integration/bad_input/cases.py.
-.PHONY: docs
+# Every generated figure and table of docs/ and README from the saved outputs in docs/figures/
+# (docsgen/pages.py; tests/code/test_docs.py fails when a page differs): measures nothing.
+.PHONY: docs docs-measure
 docs: venv
-	$(PY) -m tests.integration.bad_input.tables --write
+	$(PY) -m docsgen
+
+# Re-measure the default model's quality (a default fit, minutes) into docs/figures/model-quality.json,
+# then render it; `make bench` saves docs/figures/benchmarks.json the same way.
+docs-measure: data
+	$(PY) -m docsgen.quality
+	$(PY) -m docsgen
 
 # Offline checks of k8s/, docker-compose.yml and the Dockerfile (no cluster or Docker engine needed).
 validate-deploy: venv

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         summary = json.loads(open(options.from_json).read())
         print(markdown(summary))
         if options.write_docs:
-            print(f"wrote {write_docs(markdown(summary))}")
+            print(f"wrote {write_docs(summary, markdown)}")
         return 0
     from benchmarks.run import run
 

@@ -139,7 +139,7 @@ def run(options: Options) -> dict:
     if options.json:
         Path(options.json).write_text(json.dumps(summary, indent=2, default=str))
     if options.write_docs:
-        print(f"wrote {write_docs(markdown(summary))}")
+        print(f"wrote {write_docs(summary, markdown)}")
     return summary
 
 

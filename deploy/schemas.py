@@ -28,7 +28,7 @@ CRDS_ENV = "KSERVE_CRDS_DIR"
 K8S_VERSION = "1.34"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 # A CRD schema is OpenAPI 3.0's dialect, a subset of JSON Schema draft 4 (and checking the
-# schema itself against the 2020-12 metaschema took ~7 s for the InferenceService CRD alone).
+# schema itself against the 2020-12 metaschema took seconds for the InferenceService CRD alone).
 DIALECT = "http://json-schema.org/draft-04/schema#"
 
 

@@ -1,8 +1,8 @@
 """The input contract every server inherits: the artifact checks its own input.
 
 Rules (docs/codebase/input-contract.md): the nine raw columns must be present (extra
-columns are ignored); numbers must be finite, with ``total_bedrooms`` the only one that
-may be missing (it is imputed); counts cannot be negative and ``total_rooms``,
+columns are ignored); numbers must be finite, and only ``NULLABLE_COLUMNS``
+(``total_bedrooms``) may be missing (it is imputed); counts cannot be negative and ``total_rooms``,
 ``population`` and ``households`` must be positive (they are denominators); the block
 must lie in California's bounding box; ``ocean_proximity`` must be a non-empty string
 of at most 100 characters (a category training never saw encodes as no category). A broken rule raises an
@@ -23,15 +23,35 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
 
-from model.data import CATEGORICAL_COLUMN, NUMERIC_COLUMNS
+# The nine input columns, in the order the signature lists them; the raw dataset is these
+# plus its target (model.data.RAW_COLUMNS).
+NUMERIC_COLUMNS = (
+    "longitude",
+    "latitude",
+    "housing_median_age",
+    "total_rooms",
+    "total_bedrooms",
+    "population",
+    "households",
+    "median_income",
+)
+CATEGORICAL_COLUMN = "ocean_proximity"
+FEATURE_COLUMNS = (*NUMERIC_COLUMNS, CATEGORICAL_COLUMN)
+# The one input that may be missing (null, or the column left out): the model imputes it.
+NULLABLE_COLUMNS = frozenset({"total_bedrooms"})
+# What every server advertises and enforces before the model's own rules run.
+INPUT_SCHEMA = Schema(
+    [ColSpec("double", column, required=column not in NULLABLE_COLUMNS) for column in NUMERIC_COLUMNS]
+    + [ColSpec("string", CATEGORICAL_COLUMN)]
+)
 
 # California's bounding box, with a small margin around the census blocks' extent.
 LATITUDE_RANGE = (32.0, 42.5)
 LONGITUDE_RANGE = (-125.0, -114.0)
 # Categories are a few words; a longer string is garbage (or a 50 MB attack), not a place.
 MAX_CATEGORY_LENGTH = 100
-NULLABLE_COLUMNS = frozenset({"total_bedrooms"})
 POSITIVE_COLUMNS = frozenset({"total_rooms", "population", "households"})
 NON_NEGATIVE_COLUMNS = frozenset({"housing_median_age", "total_bedrooms", "median_income"})
 BOUNDED_COLUMNS = {"latitude": LATITUDE_RANGE, "longitude": LONGITUDE_RANGE}
@@ -95,8 +115,8 @@ class InputContractError(CallerError):
 
 
 def validate_input(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The input's columns as arrays (numbers as float64, NaN for a missing
-    ``total_bedrooms``; ``ocean_proximity`` as objects), or :class:`InputContractError`
+    """The input's columns as arrays (numbers as float64, NaN where a nullable column is
+    missing; ``ocean_proximity`` as objects), or :class:`InputContractError`
     for the first rule ``frame`` breaks."""
     columns: dict[str, np.ndarray] = {}
     for violation in _violations(frame, columns, stop_early=True):
@@ -130,7 +150,7 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
     position = {name: i for i, name in enumerate(frame.columns)}
     not_numbers = {}
     for column in NUMERIC_COLUMNS:
-        # total_bedrooms is optional in the signature: absent, it is missing on every row.
+        # An optional column left out is missing on every row.
         if column not in position:
             columns[column] = np.full(len(frame), np.nan)
             continue
@@ -164,10 +184,13 @@ def _violations(frame, columns: dict[str, np.ndarray], stop_early: bool) -> Iter
 def _stored_values(frame: pd.DataFrame, position: int):
     """The array pandas stores for the column at ``position``, without building a Series.
 
-    ``frame[name]`` builds (and caches) a Series: about 15 µs per column on the fresh
-    frame every server hands the model, more than all the rules' checks together.
-    ``DataFrame._get_column_array`` is pandas' own internal accessor (pandas is pinned in
-    the lock; tests/code/test_contract.py checks it against ``frame[name]``).
+    Every public accessor of one column (``frame[name]``, ``iloc``, ``.array``) builds a
+    Series first, which on the fresh frame every server hands the model costs more than
+    all the rules' checks together; ``frame.to_numpy()`` is cheap but turns mixed columns
+    into one object array. ``DataFrame._get_column_array`` is pandas' own internal
+    accessor: pinned in the lock, used here only, checked against ``frame[name]`` for every
+    dtype a server hands over (tests/code/test_contract.py); docs/codebase/overview.md
+    lists it among the private APIs the project uses.
     """
     return frame._get_column_array(position)
 

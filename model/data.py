@@ -18,23 +18,18 @@ import pandas as pd
 import yaml
 from sklearn.model_selection import train_test_split
 
+# The raw file holds the input contract's columns and the target; the columns are
+# re-exported here for the stages that read the raw file.
+from model.contract import CATEGORICAL_COLUMN as CATEGORICAL_COLUMN
+from model.contract import FEATURE_COLUMNS as FEATURE_COLUMNS
+from model.contract import NULLABLE_COLUMNS
+from model.contract import NUMERIC_COLUMNS as NUMERIC_COLUMNS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_DATA_PATH = PROJECT_ROOT / "data" / "raw" / "housing.csv"
 DVC_FILE_PATH = RAW_DATA_PATH.with_name(RAW_DATA_PATH.name + ".dvc")
 
 TARGET = "median_house_value"
-CATEGORICAL_COLUMN = "ocean_proximity"
-NUMERIC_COLUMNS = (
-    "longitude",
-    "latitude",
-    "housing_median_age",
-    "total_rooms",
-    "total_bedrooms",
-    "population",
-    "households",
-    "median_income",
-)
-FEATURE_COLUMNS = (*NUMERIC_COLUMNS, CATEGORICAL_COLUMN)
 RAW_COLUMNS = (*NUMERIC_COLUMNS, TARGET, CATEGORICAL_COLUMN)
 OCEAN_PROXIMITY_CATEGORIES = ("<1H OCEAN", "INLAND", "ISLAND", "NEAR BAY", "NEAR OCEAN")
 # median_house_value was top-coded by the census at this value.
@@ -112,9 +107,8 @@ def validate_raw(frame: pd.DataFrame, source: str) -> None:
             raise DataContractError(f"{source}: column {column!r} is not numeric")
     if frame.empty:
         raise DataContractError(f"{source}: no rows")
-    nullable = {"total_bedrooms"}
     for column in (*NUMERIC_COLUMNS, TARGET, CATEGORICAL_COLUMN):
-        if column not in nullable and frame[column].isna().any():
+        if column not in NULLABLE_COLUMNS and frame[column].isna().any():
             raise DataContractError(f"{source}: column {column!r} has missing values")
     unknown = set(frame[CATEGORICAL_COLUMN].unique()) - set(OCEAN_PROXIMITY_CATEGORIES)
     if unknown:

@@ -12,7 +12,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET
+from model.contract import CATEGORICAL_COLUMN, FEATURE_COLUMNS, INPUT_SCHEMA, NULLABLE_COLUMNS
+from model.data import PROJECT_ROOT, TARGET
 from model.intervals import INTERVAL_PARAM, LOWER_COLUMN, UPPER_COLUMN
 from model.pyfunc import CaliforniaHousingModel
 
@@ -27,10 +28,7 @@ RUNTIME_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "pyyaml", "sciki
 # Every change here changes what servers advertise and accept: the promotion's signature
 # gate refuses it unless model/signatures.py declares it (docs/mlflow/model-registry.md).
 SIGNATURE = ModelSignature(
-    inputs=Schema(
-        [ColSpec("double", column, required=column != "total_bedrooms") for column in NUMERIC_COLUMNS]
-        + [ColSpec("string", CATEGORICAL_COLUMN)]
-    ),
+    inputs=INPUT_SCHEMA,
     outputs=Schema(
         [
             ColSpec("double", TARGET),
@@ -62,9 +60,10 @@ def pip_requirements(lock_path: Path = LOCK_PATH) -> list[str]:
 
 
 def input_example(frame: pd.DataFrame) -> pd.DataFrame:
-    """A few raw rows, one with a missing ``total_bedrooms``, as served requests look."""
-    with_missing = frame[frame["total_bedrooms"].isna()].head(1)
-    complete = frame[frame["total_bedrooms"].notna()].head(2)
+    """A few raw rows, one with a nullable column missing, as served requests look."""
+    missing = frame[list(NULLABLE_COLUMNS)].isna().any(axis=1)
+    with_missing = frame[missing].head(1)
+    complete = frame[~missing].head(2)
     example = pd.concat([complete, with_missing])[list(FEATURE_COLUMNS)]
     example[CATEGORICAL_COLUMN] = example[CATEGORICAL_COLUMN].astype(object)
     return example.reset_index(drop=True)

@@ -9,8 +9,12 @@ line and in the version's ``promotion.signature_change`` tag; nothing passes sil
 
 To change ``model.packaging.SIGNATURE``: append a :class:`SignatureChange` whose ``after``
 is the new signature, with why it is safe for callers (``tests/code/test_gates.py`` holds
-the last ``after`` equal to ``SIGNATURE``). Both ends are written out here, not derived
-from ``SIGNATURE``, so a later edit of ``SIGNATURE`` cannot widen an old declaration.
+the last ``after`` equal to ``SIGNATURE``). The outputs and parameters of both ends are
+written out here, not derived from ``SIGNATURE``, so a later edit of ``SIGNATURE`` cannot
+widen an old declaration. The inputs are the input contract's (``model.contract``): no
+declared change has touched them. A change of the inputs is declared like any other; its
+``before``, and the inputs of every earlier change, then spell out the inputs as they were
+(``tests/code/test_packaging.py`` spells out today's, so such a change cannot go unnoticed).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from model.contract import INPUT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -34,19 +40,8 @@ class SignatureChange:
         return champion.to_dict() == self.before.to_dict() and challenger.to_dict() == self.after.to_dict()
 
 
-_RAW_INPUTS = Schema(
-    [
-        ColSpec("double", "longitude"),
-        ColSpec("double", "latitude"),
-        ColSpec("double", "housing_median_age"),
-        ColSpec("double", "total_rooms"),
-        ColSpec("double", "total_bedrooms", required=False),
-        ColSpec("double", "population"),
-        ColSpec("double", "households"),
-        ColSpec("double", "median_income"),
-        ColSpec("string", "ocean_proximity"),
-    ]
-)
+# No declared change touched the inputs yet: both ends take the input contract's.
+_RAW_INPUTS = INPUT_SCHEMA
 
 PREDICTION_INTERVALS = SignatureChange(
     name="prediction intervals",

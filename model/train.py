@@ -89,7 +89,7 @@ def _prepare(frame: pd.DataFrame, config: TrainingConfig):
     features = HousingFeatures(n_neighbors=config.n_neighbors)
     X = features.fit_transform(frame[list(FEATURE_COLUMNS)], frame[TARGET])
     # A richer block never gets a lower price: trees are not monotone by themselves
-    # (unconstrained, 5 % of test blocks got cheaper when their income rose by half).
+    # (unconstrained, some test blocks got cheaper when their income rose by half).
     income_is_monotone = [int(name == "median_income") for name in features.get_feature_names_out()]
 
     def fit_regressor(X: np.ndarray, y: np.ndarray) -> AveragedBoosters:

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from model.data import DEFAULT_SOURCE, RAW_DATA_PATH, DataContractError, ensure_raw_data
+from model.data import DEFAULT_SOURCE, RAW_DATA_PATH, ensure_raw_data
+from projects.cli import run
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--source", default=DEFAULT_SOURCE, help="path or http(s) URL to fetch when DVC has no remote"
-    )
-    parser.add_argument(
-        "--destination", type=Path, default=RAW_DATA_PATH, help="beside its .dvc pointer file"
-    )
-    return parser.parse_args(argv)
+@dataclass(frozen=True)
+class Parameters:
+    """
+    Parameters
+    ----------
+    source : str or None
+        Path or http(s) URL to fetch when DVC has no remote; none = the public Hands-On ML
+        file (``model.data.DEFAULT_SOURCE``).
+    destination : Path
+        Beside its .dvc pointer file.
+    """
+
+    source: str | None = None
+    destination: Path = RAW_DATA_PATH
+
+
+def main(parameters: Parameters) -> str:
+    origin = ensure_raw_data(parameters.source or DEFAULT_SOURCE, parameters.destination)
+    return f"{parameters.destination}: {origin}"
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    try:
-        origin = ensure_raw_data(args.source, args.destination)
-    except DataContractError as error:
-        sys.exit(f"error: {error}")
-    print(f"{args.destination}: {origin}")
+    run(main)

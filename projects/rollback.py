@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from mlflow.exceptions import MlflowException
+from dataclasses import dataclass
 
 from model.promotion import rollback
+from projects.cli import run
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return argparse.ArgumentParser(description=__doc__).parse_args(argv)
+@dataclass(frozen=True)
+class Parameters:
+    """None: the registry's tags say which version to go back to."""
+
+
+def main(parameters: Parameters) -> str:
+    decision = rollback()
+    if not decision.moved:
+        raise SystemExit(decision.message)
+    return decision.message
 
 
 if __name__ == "__main__":
-    parse_args()
-    try:
-        decision = rollback()
-    except MlflowException as error:
-        sys.exit(f"error: {str(error).splitlines()[0]}")
-    if not decision.moved:
-        sys.exit(decision.message)
-    print(decision.message)
+    run(main)

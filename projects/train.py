@@ -1,51 +1,39 @@
-"""Entry point `train`: fit, evaluate, log and register a CaliforniaHousingRegressor version.
-
-Every option but --data-path is a field of model.train.TrainingConfig, with its default
-(meanings in its docstring); tests/code/test_entry_points.py holds MLproject to them.
-"""
+"""Entry point `train`: fit, evaluate, log and register a CaliforniaHousingRegressor version."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
-from model.data import DataContractError
+from model.data import RAW_DATA_PATH
 from model.registry import CHALLENGER
 from model.train import TrainingConfig, train
+from projects.cli import run
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(k) for k in text.split(","))
+@dataclass(frozen=True)
+class Parameters:
+    """
+    Parameters
+    ----------
+    data_path : Path
+        The raw CSV (the DVC-tracked file must have its pinned bytes).
+    config : TrainingConfig
+        Every training knob, each its own option (see ``TrainingConfig``).
+    """
+
+    data_path: Path = RAW_DATA_PATH
+    config: TrainingConfig = field(default_factory=TrainingConfig)
 
 
-# How each TrainingConfig field type is spelled on the command line.
-PARSERS = {"int": int, "float": float, "tuple[int, ...]": _ints}
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[Path, TrainingConfig]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-path", type=Path, required=True)
-    for field in dataclasses.fields(TrainingConfig):
-        default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
-        option = f"--{field.name.replace('_', '-')}"
-        parser.add_argument(option, type=PARSERS[field.type], default=default, help=f"default {default}")
-    args = vars(parser.parse_args(argv))
-    data_path = args.pop("data_path")
-    return data_path, TrainingConfig(**args)
+def main(parameters: Parameters) -> str:
+    version = train(parameters.data_path, parameters.config)
+    aliases = " and ".join(version.aliases) or "no alias"
+    line = f"registered {version.name} version {version.version} as {aliases}"
+    if CHALLENGER in version.aliases:
+        line += "\npromote it with `make promote` (mlflow run . -e promote) once it should serve"
+    return line
 
 
 if __name__ == "__main__":
-    data_path, config = parse_args()
-    try:
-        version = train(data_path, config)
-    except (MlflowException, DataContractError, OSError) as error:
-        # One line: a refused data file (before any run exists) or an unreachable tracking server.
-        sys.exit(f"error: {str(error).splitlines()[0]}")
-    aliases = " and ".join(version.aliases) or "no alias"
-    print(f"registered {version.name} version {version.version} as {aliases}")
-    if CHALLENGER in version.aliases:
-        print("promote it with `make promote` (mlflow run . -e promote) once it should serve")
+    run(main)

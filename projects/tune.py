@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
-from model.data import DataContractError
+from model.data import RAW_DATA_PATH
 from model.tune import TuneSettings, tune
+from projects.cli import run
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Path, TuneSettings]:
-    defaults = TuneSettings()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-path", type=Path, required=True)
-    parser.add_argument("--budget-minutes", type=float, default=defaults.budget_minutes)
-    parser.add_argument("--n-trials", type=int, default=defaults.n_trials, help="0 = no limit but the budget")
-    parser.add_argument("--storage", default=defaults.storage, help='Optuna storage URL; "" = in memory')
-    parser.add_argument("--study-name", default=defaults.study_name)
-    parser.add_argument("--cv-folds", type=int, default=defaults.cv_folds)
-    parser.add_argument("--max-estimators", type=int, default=defaults.max_estimators)
-    parser.add_argument("--sampler-seed", type=int, default=defaults.sampler_seed)
-    args = vars(parser.parse_args(argv))
-    data_path = args.pop("data_path")
-    return data_path, TuneSettings(**args)
+@dataclass(frozen=True)
+class Parameters:
+    """
+    Parameters
+    ----------
+    data_path : Path
+        The raw CSV; trials see only its training part.
+    settings : TuneSettings
+        The search's budget and storage, each its own option (see ``TuneSettings``).
+    """
+
+    data_path: Path = RAW_DATA_PATH
+    settings: TuneSettings = field(default_factory=TuneSettings)
+
+
+def main(parameters: Parameters) -> str:
+    version = tune(parameters.data_path, parameters.settings)
+    aliases = " and ".join(version.aliases) or "no alias"
+    return f"registered {version.name} version {version.version} as {aliases}"
 
 
 if __name__ == "__main__":
-    data_path, settings = parse_args()
-    try:
-        version = tune(data_path, settings)
-    except (MlflowException, DataContractError, OSError) as error:
-        sys.exit(f"error: {str(error).splitlines()[0]}")
-    aliases = " and ".join(version.aliases) or "no alias"
-    print(f"registered {version.name} version {version.version} as {aliases}")
+    run(main)

@@ -54,7 +54,7 @@ def process_env(
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["OMP_NUM_THREADS"] = str(threads)
     # `mlflow server` otherwise starts seven job-queue consumers (GenAI scorers, which this
-    # project does not use): ~2 GB of RSS and seconds of CPU per server start.
+    # project does not use): gigabytes of RSS and seconds of CPU per server start.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
     if pythonpath:

@@ -1,14 +1,19 @@
-"""Fixtures shared by every layer: the real dataset and a model trained on it once per session."""
+"""Fixtures shared by every layer: the real dataset and a model trained on it once per session.
+
+``tests/code`` overrides the data and model fixtures with synthetic, small ones
+(tests/code/conftest.py): the unit layer needs neither the dataset nor the default fit.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from model.data import PROJECT_ROOT, RAW_DATA_PATH, load_raw, split_train_test
+from model.data import FEATURE_COLUMNS, PROJECT_ROOT, RAW_DATA_PATH, load_raw, split_train_test
 from model.train import TrainingConfig, fit_model
 
 # Tests read the raw file from the read-only ../shared (CI), else from the DVC-tracked copy.
@@ -38,3 +43,11 @@ def trained_model(split):
     """The default configuration fitted on the training part of the frozen split."""
     train_frame, _ = split
     return fit_model(train_frame, TrainingConfig())
+
+
+@pytest.fixture(scope="module")
+def rows(split) -> pd.DataFrame:
+    """25 test blocks as a client sends them: the nine inputs, one ``total_bedrooms`` missing."""
+    frame = split[1].head(25)[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    frame.loc[2, "total_bedrooms"] = np.nan
+    return frame

@@ -25,9 +25,10 @@ from model.intervals import (
 from model.registry import CHAMPION, MODEL_NAME
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
-# Rows per `predict` call. The feature pipeline peaks at ~4 kB of temporaries per row (the
-# 50 nearest blocks' indices, distances, targets and running sums), so 50k rows keep the
-# whole process near 0.6 GiB; larger chunks were no faster (docs/workflows/inference-batch.md).
+# Rows per `predict` call. The feature pipeline's temporaries grow with the chunk's rows (the
+# 50 nearest blocks' indices, distances, targets and running sums), so the chunk bounds the
+# process's memory (make bench's peak RSS rows); larger chunks were no faster
+# (docs/workflows/inference-batch.md).
 DEFAULT_CHUNK_SIZE = 50_000
 ENGINES = ("local", "spark")
 ON_ERROR = ("fail", "reject")
@@ -46,7 +47,33 @@ class BatchError(Exception):
 
 @dataclass(frozen=True)
 class BatchJob:
-    """One scoring job; see ``projects/batch_predict.py`` for the command-line spelling."""
+    """One scoring job: the ``batch_predict`` entry point's parameters (``projects/batch_predict.py``).
+
+    Parameters
+    ----------
+    input : str
+        A .csv (with a header) or .parquet file.
+    output : str
+        A .parquet or .csv file; replaced only by a complete result.
+    model_uri : str
+        Any MLflow model URI.
+    id_column : str or None
+        An input column copied to the output; none = no id column.
+    chunk_size : int
+        Rows per predict call (local engine).
+    on_error : str
+        ``fail``: stop at the first bad row; ``reject``: write bad rows to the rejects file.
+    rejects : str or None
+        The rejects file; none = ``<output stem>.rejects<output suffix>``.
+    engine : str
+        ``local`` or ``spark``.
+    spark_master : str or None
+        The Spark master; none = spark-submit's master, else ``local[*]``.
+    spark_env_manager : str
+        How Spark workers get the model's Python environment (``local``, ``virtualenv``, ``uv``, ``conda``).
+    interval : float or None
+        A coverage level from 0.5 to 0.99: adds the interval's bounds; none = no interval.
+    """
 
     input: str
     output: str

@@ -43,7 +43,7 @@ class Source:
         try:
             if fmt == "parquet":
                 # pre_buffer=False: with it, iter_batches keeps every row group's buffers
-                # until the end, so memory grew with the file (~15 MB per 1 M rows here).
+                # until the end, so memory grew with the file.
                 parquet = pq.ParquetFile(path, pre_buffer=False)
                 names, total = parquet.schema_arrow.names, parquet.metadata.num_rows
             else:

@@ -24,22 +24,16 @@ from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import SIGNATURE, pip_requirements
 from model.signatures import PREDICTION_INTERVALS
-from model.train import TrainingConfig, fit_model
 
 SECRET = "987654.321"  # a value no message may quote
 
 
-@pytest.fixture(scope="module")
-def small_model(split):
-    return fit_model(split[0].head(4000), TrainingConfig(n_estimators=20, cv_folds=0))
-
-
-def save_model(small_model, path: Path, signature=SIGNATURE) -> str:
+def save_model(model, path: Path, signature=SIGNATURE) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "no input example"
         mlflow.pyfunc.save_model(
             str(path),
-            python_model=small_model,
+            python_model=model,
             signature=signature,
             code_paths=[str(PROJECT_ROOT / "model")],
             pip_requirements=pip_requirements(),
@@ -48,9 +42,9 @@ def save_model(small_model, path: Path, signature=SIGNATURE) -> str:
 
 
 @pytest.fixture(scope="module")
-def model_path(small_model, tmp_path_factory) -> str:
-    """The small model saved as the real pyfunc artifact (signature, code, requirements)."""
-    return save_model(small_model, tmp_path_factory.mktemp("batch-model") / "model")
+def model_path(trained_model, tmp_path_factory) -> str:
+    """The unit layer's model saved as the real pyfunc artifact (signature, code, requirements)."""
+    return save_model(trained_model, tmp_path_factory.mktemp("batch-model") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +57,8 @@ def rows(split) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def expected(small_model, rows) -> np.ndarray:
-    return small_model.predict(None, rows[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
+def expected(trained_model, rows) -> np.ndarray:
+    return trained_model.predict(None, rows[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
 
 
 def write(frame: pd.DataFrame, path: Path) -> Path:
@@ -286,18 +280,24 @@ def test_a_file_result_replaces_a_directory_result(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source, target", [(".csv", ".parquet"), (".parquet", ".csv")])
-def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(
-    model_path, rows, expected, tmp_path, source, target
-):
+def id_job(model_path, rows, tmp_path, source: str, target: str, **options) -> BatchJob:
+    """A job over ``rows`` written as ``in<source>``, copying ``block_id``, in chunks of 40 rows."""
     input_path = write(rows, tmp_path / f"in{source}")
-    job = BatchJob(
+    return BatchJob(
         str(input_path),
         str(tmp_path / f"out{target}"),
         model_uri=model_path,
         id_column="block_id",
         chunk_size=40,
+        **options,
     )
+
+
+@pytest.mark.parametrize("source, target", [(".csv", ".parquet"), (".parquet", ".csv")])
+def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(
+    model_path, rows, expected, tmp_path, source, target
+):
+    job = id_job(model_path, rows, tmp_path, source, target)
     result = score_local(job, model_path, progress=False)
     scored = read(Path(job.output))
     assert list(scored.columns) == ["block_id", TARGET]
@@ -311,15 +311,7 @@ def test_chunked_scoring_equals_one_predict_and_keeps_the_ids(
 def test_an_interval_adds_its_bounds_equal_to_the_pyfunc_with_params(
     model_path, rows, tmp_path, source, target
 ):
-    input_path = write(rows, tmp_path / f"in{source}")
-    job = BatchJob(
-        str(input_path),
-        str(tmp_path / f"out{target}"),
-        model_uri=model_path,
-        id_column="block_id",
-        chunk_size=40,
-        interval=0.8,
-    )
+    job = id_job(model_path, rows, tmp_path, source, target, interval=0.8)
     job.check()
     score_local(job, model_path, progress=False)
     scored = read(Path(job.output))
@@ -333,9 +325,9 @@ def test_an_interval_adds_its_bounds_equal_to_the_pyfunc_with_params(
     assert (scored[LOWER_COLUMN] <= scored[TARGET]).all() and (scored[TARGET] < scored[UPPER_COLUMN]).all()
 
 
-def test_an_interval_from_a_model_without_the_parameter_is_refused(small_model, rows, tmp_path):
+def test_an_interval_from_a_model_without_the_parameter_is_refused(trained_model, rows, tmp_path):
     """MLflow would ignore the parameter with a warning: the job refuses before writing."""
-    old = save_model(small_model, tmp_path / "old-model", PREDICTION_INTERVALS.before)
+    old = save_model(trained_model, tmp_path / "old-model", PREDICTION_INTERVALS.before)
     input_path = write(rows, tmp_path / "in.parquet")
     job = BatchJob(str(input_path), str(tmp_path / "out.parquet"), model_uri=old, interval=0.8)
     with pytest.raises(BatchError, match=f"^model_uri {old}: the model takes no 'interval' parameter$"):

@@ -1,14 +1,14 @@
-"""The docs' tables that describe the code must match the code: README's layout table and
-docs/codebase/overview.md's module map list exactly the modules that exist, and the bad-input
-tables of docs/reliability.md are what the cases generate."""
+"""The docs that describe the code must match the code: README's layout table and
+docs/codebase/overview.md's module map list exactly the modules that exist; and every generated
+figure and table of docs/ and README is what its saved output gives (docsgen)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from docsgen import pages
 from model.data import PROJECT_ROOT
-from tests.integration.bad_input import tables
 
 README = PROJECT_ROOT / "README.md"
 OVERVIEW = PROJECT_ROOT / "docs" / "codebase" / "overview.md"
@@ -82,9 +82,17 @@ def test_overview_module_map_lists_every_module_and_only_modules_that_exist():
     assert [path for path in listed if not (PROJECT_ROOT / path).exists()] == []
 
 
-def test_reliability_md_tables_are_generated_from_the_bad_input_cases():
-    text = tables.DOCS.read_text()
-    assert set(re.findall(r"<!-- generated: (\S+) -->", text)) == set(tables.render())
-    assert tables.rendered(text) == text, (
-        "docs/reliability.md differs from the bad-input cases: run `make docs`"
+def test_every_generated_part_of_every_page_is_what_its_source_gives():
+    stale = [str(page.relative_to(PROJECT_ROOT)) for page in pages.stale()]
+    assert stale == [], (
+        f"{stale} differ from their sources in docs/figures/ (or the bad-input cases): run `make docs`"
     )
+
+
+def test_a_figure_edited_by_hand_is_a_difference():
+    page = PROJECT_ROOT / "docs" / "model-quality.md"
+    text = page.read_text()
+    first = pages.FIGURE.search(text)
+    assert first, "docs/model-quality.md shows its figures through markers"
+    edited = text[: first.start(4)] + "1" + text[first.start(4) :]
+    assert pages.rendered(edited) == text != edited

@@ -1,89 +1,79 @@
-"""MLproject declares every entry point's parameters once; the command lines, the package's
-configuration objects and the docs' parameter tables must agree with it."""
+"""Each entry point's parameters are declared once, by the dataclass its ``main`` takes
+(``projects/cli.py``): MLproject's entry, its command line and the docs' parameter tables must
+agree with that declaration."""
 
 from __future__ import annotations
 
 import importlib
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
-from model.batch.job import BatchJob
 from model.data import PROJECT_ROOT
-from model.train import TrainingConfig
-from model.tune import TuneSettings
+from projects import cli
 
-MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
-ENTRY_POINTS = MLPROJECT["entry_points"]
-# Values for parameters MLproject gives no default (only batch_predict's paths).
-REQUIRED_VALUES = {"input": "in.csv", "output": "out.parquet"}
+ENTRY_POINTS = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"]
 # The docs' parameter table of each entry point that has one.
 DOCS_TABLES = {"train": "docs/workflows/training.md", "batch_predict": "docs/workflows/inference-batch.md"}
 
 
-def parameters(entry_point: str) -> dict[str, dict]:
-    return ENTRY_POINTS[entry_point].get("parameters", {})
-
-
-def argv(entry_point: str, leave_out: str | None = None) -> tuple[str, list[str]]:
-    """The entry point's module and its arguments, as `mlflow run` renders the command with every
-    default (string values shell-quoted, as MLflow does), without the option of ``leave_out``."""
-    values = {
-        name: shlex.quote(str(spec.get("default", REQUIRED_VALUES.get(name))))
-        for name, spec in parameters(entry_point).items()
-    }
-    words = shlex.split(ENTRY_POINTS[entry_point]["command"].format(**values))
+def main_of(entry_point: str):
+    """The ``main`` of the module MLproject's command runs."""
+    words = shlex.split(ENTRY_POINTS[entry_point]["command"])
     assert words[:2] == ["python", "-m"], words
-    if leave_out is not None:
-        option = words.index(f"--{leave_out.replace('_', '-')}")
-        del words[option : option + 2]
-    return words[2], words[3:]
+    return importlib.import_module(words[2]).main
+
+
+def leaves(entry_point: str) -> dict[str, cli.Parameter]:
+    return {leaf.name: leaf for leaf in cli.parameters(cli.parameters_of(main_of(entry_point)))}
+
+
+def test_every_module_with_a_main_in_projects_is_an_mlproject_entry_point():
+    modules = {
+        f"projects.{path.stem}"
+        for path in (PROJECT_ROOT / "projects").glob("*.py")
+        if re.search(r"^def main\(", path.read_text(), re.M)
+    }
+    assert modules == {main_of(entry_point).__module__ for entry_point in ENTRY_POINTS}
 
 
 @pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
-def test_the_command_passes_every_parameter_under_its_own_name(entry_point):
-    command = ENTRY_POINTS[entry_point]["command"]
-    for name in parameters(entry_point):
-        assert f"--{name.replace('_', '-')} {{{name}}}" in command, name
-    assert set(re.findall(r"{(\w+)}", command)) == set(parameters(entry_point))
+def test_mlproject_declares_the_parameters_and_command_of_the_declaration(entry_point):
+    declared = cli.mlproject_entry(main_of(entry_point))
+    given = ENTRY_POINTS[entry_point]
+    assert " ".join(given["command"].split()) == declared["command"]
+    parameters = given.get("parameters", {})
+    assert list(parameters) == list(declared["parameters"])
+    for name, spec in parameters.items():
+        assert spec["type"] == declared["parameters"][name]["type"], name
+        assert ("default" in spec) == ("default" in declared["parameters"][name]), name
 
 
 @pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
-def test_argparse_defaults_are_the_mlproject_defaults(entry_point):
-    """Leaving an option out gives what MLproject's default gives, unless the option is required."""
-    module, full = argv(entry_point)
-    parse_args = importlib.import_module(module).parse_args
-    everything = parse_args(full)
-    for name, spec in parameters(entry_point).items():
-        if "default" not in spec:
-            continue
-        try:
-            without = parse_args(argv(entry_point, leave_out=name)[1])
-        except SystemExit:  # required on the command line: argparse has no default to disagree
-            continue
-        assert without == everything, f"{entry_point}: --{name} defaults differently from MLproject"
+def test_mlproject_defaults_are_the_declared_defaults(entry_point):
+    """Each MLproject default, read as the command line reads it, is the declaration's default
+    (``2`` and ``2.0`` agree; a path is relative to the project)."""
+    for name, spec in ENTRY_POINTS[entry_point].get("parameters", {}).items():
+        if "default" in spec:
+            leaf = leaves(entry_point)[name]
+            assert leaf.spell(leaf.parse(str(spec["default"]))) == leaf.spell(leaf.default), name
 
 
-def test_training_config_defaults_are_the_mlproject_defaults():
-    data_path, config = importlib.import_module("projects.train").parse_args(argv("train")[1])
-    assert config == TrainingConfig()
-    assert data_path == Path(parameters("train")["data_path"]["default"])
-    assert set(parameters("train")) == {"data_path", *TrainingConfig.__dataclass_fields__}
-
-
-def test_tune_settings_defaults_are_the_mlproject_defaults():
-    data_path, settings = importlib.import_module("projects.tune").parse_args(argv("tune")[1])
-    assert settings == TuneSettings()
-    assert set(parameters("tune")) == {"data_path", *TuneSettings.__dataclass_fields__}
-
-
-def test_batch_job_defaults_are_the_mlproject_defaults():
-    job = importlib.import_module("projects.batch_predict").parse_args(argv("batch_predict")[1])
-    assert job == BatchJob(REQUIRED_VALUES["input"], REQUIRED_VALUES["output"])
-    assert set(parameters("batch_predict")) == set(BatchJob.__dataclass_fields__)
+@pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
+def test_the_command_mlflow_renders_with_every_default_parses_to_the_defaults(entry_point):
+    """`mlflow run` with no -P: the command MLflow renders (strings shell-quoted, paths made
+    absolute under the project) parses to the declaration built from its defaults."""
+    declaration = cli.parameters_of(main_of(entry_point))
+    required = {leaf.name: f"{leaf.name}.csv" for leaf in cli.parameters(declaration) if leaf.required}
+    values = {}
+    for name, spec in ENTRY_POINTS[entry_point].get("parameters", {}).items():
+        value = spec.get("default", required.get(name))
+        values[name] = shlex.quote(str(PROJECT_ROOT / value if spec["type"] == "path" else value))
+    argv = shlex.split(ENTRY_POINTS[entry_point]["command"].format(**values))[3:]
+    defaults = {leaf.name: leaf.default for leaf in cli.parameters(declaration) if not leaf.required}
+    assert cli.parse(declaration, argv) == cli.build(declaration, {**defaults, **required})
 
 
 def docs_table(path: str) -> dict[str, str | None]:
@@ -110,9 +100,11 @@ def docs_table(path: str) -> dict[str, str | None]:
 
 
 @pytest.mark.parametrize("entry_point", sorted(DOCS_TABLES))
-def test_the_docs_parameter_table_is_mlproject(entry_point):
+def test_the_docs_parameter_table_is_the_declaration(entry_point):
     declared = {
-        name: str(spec["default"]) if "default" in spec else None
-        for name, spec in parameters(entry_point).items()
+        name: None if leaf.required else leaf.spell(leaf.default)
+        for name, leaf in leaves(entry_point).items()
     }
-    assert docs_table(DOCS_TABLES[entry_point]) == declared
+    documented = docs_table(DOCS_TABLES[entry_point])
+    assert {name: documented.get(name) for name in declared} == declared
+    assert set(documented) == set(declared)

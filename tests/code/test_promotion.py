@@ -127,10 +127,12 @@ def test_a_trial_becomes_a_training_config():
     assert config_from_params({"num_leaves": 9}, settings) == TrainingConfig(num_leaves=9, cv_folds=3)
 
 
-@pytest.fixture
-def sqlite_client(tmp_path):
+@pytest.fixture(scope="module")
+def sqlite_client(tmp_path_factory):
+    """One store for the module (creating its schema is most of these tests' time); each test
+    leaves it as it found it."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}")
     yield MlflowClient()
     mlflow.set_tracking_uri(previous)
 

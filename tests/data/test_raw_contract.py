@@ -43,3 +43,8 @@ def test_target_is_top_coded_at_the_census_cap(raw_frame: pd.DataFrame):
     assert raw_frame[TARGET].max() == TARGET_CAP
     assert (raw_frame[TARGET] == TARGET_CAP).sum() == 965
     assert raw_frame[TARGET].min() >= 14_999
+
+
+def test_the_frozen_split_is_geron_s(split):
+    train, test = split
+    assert (len(train), len(test)) == (16_512, 4_128)

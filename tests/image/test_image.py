@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
+from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.registry import CHAMPION, MODEL_NAME
 from testbed.processes import listening_addresses
 from tests.image.podman import SUMMARY, image_size, podman, run_role, serving, volume, volume_path
@@ -211,13 +211,6 @@ def runtime(models):
         mounts=[f"{models}:{MODEL_MOUNT}:ro"],
     ) as server:
         yield server.base_url
-
-
-@pytest.fixture(scope="module")
-def rows(raw_frame) -> pd.DataFrame:
-    frame = split_train_test(raw_frame)[1].head(25)[list(FEATURE_COLUMNS)].reset_index(drop=True)
-    frame.loc[2, "total_bedrooms"] = np.nan
-    return frame
 
 
 def test_the_serving_image_is_within_its_size_budget():

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import requests
 
-from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET, split_train_test
+from model.data import FEATURE_COLUMNS, NUMERIC_COLUMNS, PROJECT_ROOT, TARGET
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
 from testbed import mlflow_cli
@@ -102,13 +102,6 @@ def mlflow_server(champion, env):
     command = mlflow_cli.mlflow_models_serve(STORAGE_URI, port)
     with running_server(command, port, "/ping", env=env, timeout=180) as server:
         yield server.base_url
-
-
-@pytest.fixture(scope="module")
-def rows(raw_frame) -> pd.DataFrame:
-    frame = split_train_test(raw_frame)[1].head(25)[list(FEATURE_COLUMNS)].reset_index(drop=True)
-    frame.loc[2, "total_bedrooms"] = np.nan
-    return frame
 
 
 @pytest.fixture(scope="module")

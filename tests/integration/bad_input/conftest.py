@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 from model import packaging
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, NUMERIC_COLUMNS, TARGET
 from model.train import TrainingConfig, fit_model
-from tests.integration.bad_input.bodies import Table
-from tests.integration.bad_input.cases import BIG_ROWS
+from testbed.bad_input.bodies import Table
+from testbed.bad_input.cases import BIG_ROWS
 
 # The smallest model that is still the real artifact: every target loads it, the CLI once per case.
 N_ESTIMATORS = 50

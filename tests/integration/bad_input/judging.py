@@ -3,7 +3,7 @@
 A refused request gets the exact status (the CLI: a non-zero exit), a message naming the
 column and the problem (the CLI: on the last line of stderr), no echo of the values sent and
 no stack trace. An accepted case gets exactly the in-process predictions. A broken
-requirement raises the :class:`~tests.integration.bad_input.cases.Deviation` of its kind,
+requirement raises the :class:`~testbed.bad_input.cases.Deviation` of its kind,
 which a case's known deviation names in its strict xfail.
 """
 
@@ -21,9 +21,8 @@ import requests
 
 from model.data import TARGET
 from testbed import mlflow_cli
-from testbed.processes import process_env, stop_process_group
-from tests.integration.bad_input.bodies import FINGERPRINTS
-from tests.integration.bad_input.cases import (
+from testbed.bad_input.bodies import FINGERPRINTS
+from testbed.bad_input.cases import (
     TRACE_SIGNS,
     Accepted,
     Deviation,
@@ -34,6 +33,7 @@ from tests.integration.bad_input.cases import (
     StackTrace,
     Vague,
 )
+from testbed.processes import process_env, stop_process_group
 
 HTTP_TIMEOUT = 180
 CLI_TIMEOUT = 600

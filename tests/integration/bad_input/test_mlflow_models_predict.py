@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.bad_input.bodies import encode_split
-from tests.integration.bad_input.cases import ACCEPT, BIG_ROWS, CLI_RAW, DATA_CASES, DataCase, RawCase, sent
+from testbed.bad_input.bodies import encode_split
+from testbed.bad_input.cases import ACCEPT, BIG_ROWS, CLI_RAW, DATA_CASES, DataCase, RawCase, sent
 from tests.integration.bad_input.judging import judge_cli, mlflow_models_predict, param
 
 pytestmark = pytest.mark.integration

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.bad_input.bodies import ENCODERS, table
+from testbed.bad_input.cases import BIG_ROWS, SERVE_RAW, DataCase, RawCase, serve_cases
 from testbed.mlflow_cli import mlflow_models_serve
 from testbed.processes import free_port, running_server
-from tests.integration.bad_input.bodies import ENCODERS, table
-from tests.integration.bad_input.cases import BIG_ROWS, SERVE_RAW, DataCase, RawCase, serve_cases
 from tests.integration.bad_input.judging import (
     assert_predictions,
     judge_http,

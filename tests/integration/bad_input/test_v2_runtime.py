@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from model.data import CATEGORICAL_COLUMN, PROJECT_ROOT
+from testbed.bad_input.bodies import dumps, encode_v2, table
+from testbed.bad_input.cases import BIG_ROWS, DATA_CASES, V2_MODEL, V2_RAW, DataCase, RawCase, sent
 from testbed.processes import free_port, running_server
-from tests.integration.bad_input.bodies import dumps, encode_v2, table
-from tests.integration.bad_input.cases import BIG_ROWS, DATA_CASES, V2_MODEL, V2_RAW, DataCase, RawCase, sent
 from tests.integration.bad_input.judging import (
     assert_predictions,
     judge_http,

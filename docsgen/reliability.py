@@ -1,18 +1,9 @@
-"""The bad-input matrix's tables in docs/reliability.md, generated from ``cases.py``.
-
-``make docs`` (``python -m tests.integration.bad_input.tables --write``) rewrites each
-generated block between its markers; ``tests/code/test_docs.py`` fails when the file differs
-from what :func:`render` makes of the cases.
-"""
+"""The bad-input matrix's tables in docs/reliability.md, generated from its cases
+(``testbed.bad_input.cases``): :func:`blocks` is every generated block by name."""
 
 from __future__ import annotations
 
-import argparse
-import re
-import sys
-
-from model.data import PROJECT_ROOT
-from tests.integration.bad_input.cases import (
+from testbed.bad_input.cases import (
     CLI_RAW,
     DATA_CASES,
     OTHER_SERVE_FORMS,
@@ -33,8 +24,6 @@ from tests.integration.bad_input.cases import (
     serve_cases,
 )
 
-DOCS = PROJECT_ROOT / "docs" / "reliability.md"
-BLOCK = re.compile(r"(<!-- generated: (\S+) -->\n).*?(<!-- end generated: \2 -->)", re.S)
 HEADINGS = {
     "split": "split",
     "records": "records",
@@ -165,7 +154,7 @@ def targets_table() -> str:
     return "\n".join(lines)
 
 
-def render() -> dict[str, str]:
+def blocks() -> dict[str, str]:
     """Every generated block of docs/reliability.md by name."""
     notes = Notes()
     return {
@@ -176,19 +165,3 @@ def render() -> dict[str, str]:
         "cli-format-cases": format_table(CLI_RAW, "cli", notes),
         "notes": notes.render(),
     }
-
-
-def rendered(text: str) -> str:
-    """``text`` with every generated block replaced by what the cases make of it."""
-    blocks = render()
-    return BLOCK.sub(lambda match: f"{match.group(1)}{blocks[match.group(2)]}\n{match.group(3)}", text)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="rewrite docs/reliability.md (else: check it)")
-    text = DOCS.read_text()
-    if parser.parse_args().write:
-        DOCS.write_text(rendered(text))
-    elif rendered(text) != text:
-        sys.exit(f"{DOCS} differs from the cases: run `make docs`")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, NUMERIC_COLUMNS
-from tests.integration.bad_input.bodies import (
+from testbed.bad_input.bodies import (
     BASE,
     DROP,
     MARKER,

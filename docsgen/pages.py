@@ -1,0 +1,93 @@
+"""The generated parts of docs/ and README, and the saved outputs they come from.
+
+Every measured figure a page shows comes from a file in ``docs/figures/``, the saved output
+of the run that measured it; ``make docs`` (``python -m docsgen``) rewrites each generated
+part from its source without measuring anything, and ``tests/code/test_docs.py`` fails when
+a committed page differs from what its sources give. Three kinds of generated text:
+
+* a figure anywhere in a page, ``<!-- figure SOURCE:KEY -->37,132 USD<!-- /figure -->``:
+  figure KEY of ``docs/figures/SOURCE.json``, formatted for its unit;
+* a block, ``<!-- generated: NAME -->`` … ``<!-- end generated: NAME -->``: the table
+  :func:`blocks` makes under NAME (the bad-input matrix's, from its cases; the model's
+  interval coverage, from ``model-quality.json``);
+* the benchmark run's part of docs/performance.md, between ``benchmarks.report``'s BEGIN
+  and END markers: rendered from ``benchmarks.json``.
+
+What saves each source: ``make bench`` (``python -m benchmarks --write-docs``) saves
+``benchmarks.json``; ``python -m docsgen.quality`` (``make docs-measure``) fits the default
+model and saves ``model-quality.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+from benchmarks.report import GENERATED, format_value, generated_block
+from model.data import PROJECT_ROOT
+
+FIGURES_DIR = PROJECT_ROOT / "docs" / "figures"
+BLOCK = re.compile(r"(<!-- generated: (\S+) -->\n).*?(<!-- end generated: \2 -->)", re.S)
+FIGURE = re.compile(r"(<!-- figure ([\w-]+):([\w.\-]+) -->)(.*?)(<!-- /figure -->)", re.S)
+
+
+def pages() -> list[Path]:
+    """Every page that may hold generated text."""
+    return [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
+
+
+@cache
+def source(name: str) -> dict:
+    """A saved output, as saved."""
+    path = FIGURES_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path.relative_to(PROJECT_ROOT)}: no saved output of that name")
+    return json.loads(path.read_text())
+
+
+def figure(name: str, key: str) -> str:
+    """Figure ``key`` of the saved output ``name``, as pages show it."""
+    figures = source(name)["figures"]
+    if isinstance(figures, list):  # a benchmark summary: a list of benchmarks.report.Figure
+        figures = {item["key"]: item for item in figures}
+    if key not in figures:
+        raise KeyError(f"figure {name}:{key}: docs/figures/{name}.json has no figure {key!r}")
+    return format_value(figures[key]["value"], figures[key]["unit"])
+
+
+@cache
+def blocks() -> dict[str, str]:
+    """Every generated block by name."""
+    from docsgen import quality, reliability
+
+    return {**reliability.blocks(), **quality.blocks()}
+
+
+def rendered(text: str) -> str:
+    """``text`` with every generated part replaced by what its source gives."""
+    text = BLOCK.sub(lambda m: f"{m.group(1)}{_block(m.group(2))}\n{m.group(3)}", text)
+    text = FIGURE.sub(lambda m: f"{m.group(1)}{figure(m.group(2), m.group(3))}{m.group(5)}", text)
+    if GENERATED.search(text):
+        from benchmarks.run import markdown
+
+        block = generated_block(markdown(source("benchmarks")))
+        text = GENERATED.sub(lambda _: block, text, count=1)
+    return text
+
+
+def _block(name: str) -> str:
+    if name not in blocks():
+        raise KeyError(f"generated block {name!r}: no such block (docsgen.pages.blocks)")
+    return blocks()[name]
+
+
+def stale() -> dict[Path, str]:
+    """Each page whose generated text differs from its sources → its text as rendered."""
+    changed = {}
+    for page in pages():
+        text = page.read_text()
+        if (new := rendered(text)) != text:
+            changed[page] = new
+    return changed

@@ -13,7 +13,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from model.data import DataContractError  # noqa: E402
-from model.promotion import promote  # noqa: E402
+from model.promotion import print_waiting, promote  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse_args()
     try:
-        decision = promote(args.data_path, args.min_improvement)
+        decision = promote(args.data_path, args.min_improvement, on_wait=print_waiting)
     except (MlflowException, DataContractError, OSError) as error:
         sys.exit(f"error: {str(error).splitlines()[0]}")
     if not decision.moved:

@@ -7,7 +7,7 @@ import sys
 
 from mlflow.exceptions import MlflowException
 
-from model.promotion import rollback
+from model.promotion import print_waiting, rollback
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -17,7 +17,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     parse_args()
     try:
-        decision = rollback()
+        decision = rollback(on_wait=print_waiting)
     except MlflowException as error:
         sys.exit(f"error: {str(error).splitlines()[0]}")
     if not decision.moved:

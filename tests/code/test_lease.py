@@ -172,12 +172,15 @@ def test_a_live_holder_keeps_the_lease_however_long_it_holds_it(client, clock):
 
 def test_a_dead_holders_lease_is_taken_over_after_the_duration_and_not_before(client, clock):
     dead = holder(client, clock)  # never renews: killed right after taking the lease
-    waiting = []
-    taker = acquire(Claims(client), TIMES, clock, clock.sleep, on_wait=waiting.append)
+    claims, waiting, deleted_at = Interleaved(client), [], []
+    claims.at("delete", LEASE_NAME, lambda: deleted_at.append(clock.now))
+    taker = acquire(claims, TIMES, clock, clock.sleep, on_wait=waiting.append)
     assert TIMES.duration <= clock.now <= TIMES.duration + 3 * TIMES.poll
     assert len(waiting) == 1 and waiting[0].startswith(f"waiting for the alias lease held by {dead.holder}")
+    # Its last alias move could start no later than a margin before its lease was deleted.
+    assert dead.tenure.problem(deleted_at[0] - TIMES.margin)
     with pytest.raises(LeaseError, match=r"no heartbeat counted for 3\.\ds"):
-        dead.check()  # it stopped acting a margin before the takeover
+        dead.check()
     dead.renew()  # were it only paused, its next heartbeat finds the lease gone
     with pytest.raises(LeaseError, match=r"before moving an alias: taken over by .+:\d+ since"):
         dead.check()

@@ -150,9 +150,9 @@ class Tenure:
         if self.lost:
             return self.lost
         if now >= self.valid_until:
-            silent = now - self.valid_until + self.times.duration - self.times.margin
+            since_counted = now - (self.valid_until - self.times.duration + self.times.margin)
             replaced = f"a silent holder is replaced after {self.times.duration:g}s"
-            return f"no heartbeat counted for {silent:.1f}s ({replaced})"
+            return f"no heartbeat counted for {since_counted:.1f}s ({replaced})"
         return ""
 
 
@@ -316,7 +316,8 @@ def acquire(
             )
         held_by = record.holder if record else held_by
         if clock() >= deadline:
-            raise LeaseError(f"alias lease {LEASE_NAME} still held by {held_by} after {times.patience:g}s")
+            holders = held_by or "other processes"
+            raise LeaseError(f"alias lease {LEASE_NAME} still held by {holders} after {times.patience:g}s")
         sleep(times.poll)
 
 

@@ -88,7 +88,13 @@ def promote(
     return decision
 
 
-def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_id: str, on_wait) -> Decision:
+def _promote(
+    data_path: Path,
+    min_improvement: float,
+    client: MlflowClient,
+    run_id: str,
+    on_wait: Callable[[str], None] | None,
+) -> Decision:
     challenger = registry.challenger_version(client)
     if challenger is None:
         refusal = Refusal("no challenger", "no version has the alias 'challenger'")

@@ -226,12 +226,15 @@ def test_a_slow_live_holder_keeps_the_lease_and_finishes_its_move(tracking_serve
                 "the contender waiting for the lease",
                 [holder, contender],
             )
-            # Heartbeats come at most one per `renew_every`: a duration's worth and one more while the
-            # contender watches means it saw the lease for longer than it would watch a silent one.
-            enough = beats(claims.read(LEASE_NAME)) + round(TIMES.duration / TIMES.renew_every) + 1
+            # The contender has watched the lease for longer than it watches a silent one before
+            # taking it over (it printed its line after its first look), while the holder renewed.
+            watched_from, first_beats = time.monotonic(), beats(claims.read(LEASE_NAME))
             wait_for(
-                lambda: beats(claims.read(LEASE_NAME)) >= enough,
-                "a duration of heartbeats",
+                lambda: (
+                    time.monotonic() - watched_from > TIMES.duration + TIMES.renew_every
+                    and beats(claims.read(LEASE_NAME)) >= first_beats + 2
+                ),
+                "a lease duration of heartbeats",
                 [holder, contender],
             )
             assert claims.read(LEASE_NAME).nonce == held.nonce and alias(CHAMPION) == "2"

@@ -19,7 +19,8 @@ from benchmarks.inprocess import ONE_ROW_LIMIT
 from benchmarks.report import Figure
 from benchmarks.training import RMSE_LIMIT
 from model.data import FEATURE_COLUMNS, TARGET, load_raw, split_train_test
-from model.train import TrainingConfig, regression_metrics
+from model.metrics import regression_metrics
+from model.train import TrainingConfig
 
 # name → the fields that differ from the default TrainingConfig.
 CANDIDATES = {

@@ -1,5 +1,6 @@
-"""Evaluation metrics on plain arrays: RMSE and its bootstrap interval, the census cap,
-permutation importance, and the coverage and width of prediction intervals."""
+"""Evaluation metrics on plain arrays: RMSE (the only place it is computed), MAE and R², the
+RMSE's bootstrap interval, the census cap, permutation importance, and the coverage and
+width of prediction intervals."""
 
 from __future__ import annotations
 
@@ -11,9 +12,28 @@ import pandas as pd
 from model.data import FEATURE_COLUMNS, TARGET_CAP
 
 
+def _errors(y_true, y_pred) -> np.ndarray:
+    return np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)
+
+
+def _root_mean_square(errors: np.ndarray, axis: int | None = None):
+    return np.sqrt(np.mean(errors**2, axis=axis))
+
+
 def rmse(y_true, y_pred) -> float:
-    error = np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)
-    return float(np.sqrt(np.mean(error**2))) if error.size else float("nan")
+    errors = _errors(y_true, y_pred)
+    return float(_root_mean_square(errors)) if errors.size else float("nan")
+
+
+def regression_metrics(y_true, y_pred) -> dict[str, float]:
+    """``rmse``, ``mae`` and ``r2`` (the coefficient of determination) of ``y_pred``."""
+    errors = _errors(y_true, y_pred)
+    y_true = np.asarray(y_true, dtype=float)
+    return {
+        "rmse": rmse(y_true, y_pred),
+        "mae": float(np.mean(np.abs(errors))),
+        "r2": float(1.0 - np.sum(errors**2) / np.sum((y_true - y_true.mean()) ** 2)),
+    }
 
 
 def capped_split_rmse(y_true, y_pred, cap: float = TARGET_CAP) -> dict[str, float]:
@@ -32,9 +52,9 @@ def bootstrap_rmse_ci(
     y_true, y_pred, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the RMSE: rows resampled with replacement, all at once."""
-    squared = (np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)) ** 2
-    rows = np.random.default_rng(seed).integers(0, len(squared), size=(n_resamples, len(squared)))
-    resampled = np.sqrt(squared[rows].mean(axis=1))
+    errors = _errors(y_true, y_pred)
+    rows = np.random.default_rng(seed).integers(0, len(errors), size=(n_resamples, len(errors)))
+    resampled = _root_mean_square(errors[rows], axis=1)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(resampled, [tail, 1.0 - tail])
     return float(low), float(high)

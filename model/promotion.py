@@ -1,57 +1,39 @@
 """Gated champion/challenger promotion and rollback, each decision recorded on the model versions.
 
-``promote`` moves ``champion`` to the current ``challenger`` only when every gate
-passes, cheapest first:
-
-1. ``signature``: the challenger's signature is identical to the champion's, or differs
-   by exactly a change ``model.signatures`` declares (the decision names it);
-2. ``requirements``: the challenger's logged ``requirements.txt`` pins exactly the
-   versions of ``requirements.lock``;
-3. ``smoke``: it predicts one finite value per row of its own logged input example;
-4. ``coverage``: on the frozen test split, its ``interval=0.8`` bounds contain
-   80 % ± 2 points of the true values;
-5. ``rmse``: on the frozen test split, scored now by ``model.evaluate.score_model``
-   for both models, ``challenger_rmse < champion_rmse - min_improvement``.
-
-The gates themselves are ``model.gates`` (all but ``requirements``, which is here).
-
-MLflow has no compare-and-set on aliases, so the champion is re-read under
-``registry.alias_lock`` right before the alias moves; if it is no longer the version
-the gates compared against, the promotion is refused ("champion moved during
-promotion"). ``rollback`` takes the same lock.
+``promote`` moves ``champion`` to the current ``challenger`` only when every gate of
+``model.gates`` passes (``gates.run`` is their order). The gates run without the lease;
+the alias move runs under ``model.lease.alias_lease``, and since MLflow has no
+compare-and-set on aliases, the champion is re-read under the lease right before it
+moves: if it is no longer the version the gates compared against, the promotion is
+refused ("champion moved during promotion"). ``rollback`` takes the same lease. Both
+check the lease is still theirs before each alias move.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.models import Model
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
-from model import evaluate, packaging, registry
-from model.gates import COVERAGE_LEVEL, Refusal, check_coverage, check_rmse, check_signature, check_smoke
+from model import evaluate, gates, registry
+from model.gates import Findings, Refusal
+from model.lease import AliasLease, LeaseError, alias_lease
 
 PROMOTION = "promotion."
 ROLLBACK = "rollback."
 PREVIOUS_CHAMPION_TAG = f"{PROMOTION}previous_champion"
 
 
-@dataclass
-class Findings:
-    """What the gates measured on the way (None or empty where a gate was not reached)."""
-
-    challenger_rmse: float | None = None
-    champion_rmse: float | None = None
-    coverage: float | None = None  # of the challenger's interval=COVERAGE_LEVEL on the test split
-    signature_change: str = ""  # the declared change (model.signatures) the signature gate let through
+def print_waiting(line: str) -> None:
+    """The entry points' ``on_wait``: the line on stderr at once (the verdict comes later)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -74,109 +56,26 @@ class Decision:
         return self.findings.champion_rmse
 
 
-# ----------------------------------------------------------------------------------------------
-# The requirements gate (the others are in model.gates): raises Refusal or returns None.
-# ----------------------------------------------------------------------------------------------
+def _download(version: str, into: Path) -> gates.Candidate:
+    uri = registry.version_uri(version)
+    return gates.Candidate.at(
+        Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(into / f"v{version}")))
+    )
 
 
-def _pinned(line: str) -> tuple[str, str] | None:
-    """(canonical name, version) of a ``package==version`` requirement, else None."""
-    try:
-        requirement = Requirement(line)
-    except InvalidRequirement:
-        return None
-    specifiers = list(requirement.specifier)
-    if len(specifiers) != 1 or specifiers[0].operator != "==":
-        return None
-    return canonicalize_name(requirement.name), specifiers[0].version
+def promote(
+    data_path: Path,
+    min_improvement: float = 0.0,
+    client: MlflowClient | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Decision:
+    """One tracked run: gate the ``challenger`` against the ``champion`` and move the alias if it wins.
 
-
-def check_requirements(lines: Iterable[str], pins: Mapping[str, str]) -> None:
-    """Every logged requirement is ``package==version`` with the lock's version."""
-    locked = {canonicalize_name(package): version for package, version in pins.items()}
-    requirements = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not requirements:
-        raise Refusal("requirements", "challenger logged no requirements")
-    wrong = []
-    for line in requirements:
-        pinned = _pinned(line)
-        if pinned is None:
-            wrong.append(f"{line} (not pinned with ==)")
-        elif pinned[0] not in locked:
-            wrong.append(f"{line} (not in requirements.lock)")
-        elif pinned[1] != locked[pinned[0]]:
-            wrong.append(f"{line} (lock: {locked[pinned[0]]})")
-    if wrong:
-        differ = f"{len(wrong)} of {len(requirements)} requirements differ from requirements.lock"
-        raise Refusal("requirements", f"{differ}: " + ", ".join(wrong))
-
-
-# ----------------------------------------------------------------------------------------------
-# Registry-facing flow
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Artifact:
-    directory: Path
-    mlmodel: Model
-
-    @classmethod
-    def download(cls, version: str, into: Path) -> _Artifact:
-        uri, destination = registry.version_uri(version), str(into / f"v{version}")
-        directory = Path(mlflow.artifacts.download_artifacts(uri, dst_path=destination))
-        return cls(directory, Model.load(str(directory)))
-
-    def requirements(self) -> list[str]:
-        path = self.directory / "requirements.txt"
-        return path.read_text().splitlines() if path.exists() else []
-
-    def load(self):
-        return mlflow.pyfunc.load_model(str(self.directory))
-
-
-def _gate(
-    challenger: str, champion: str | None, test_frame, min_improvement: float, workdir: Path, found: Findings
-) -> None:
-    """Run every gate, recording what each measured in ``found``; raise Refusal at the first that fails."""
-    candidate = _Artifact.download(challenger, workdir)
-    incumbent = _Artifact.download(champion, workdir) if champion else None
-    if incumbent:
-        change = check_signature(candidate.mlmodel.signature, incumbent.mlmodel.signature)
-        found.signature_change = change.name if change else ""
-    check_requirements(candidate.requirements(), packaging.locked_versions())
-    model = _smoke_tested(candidate)
-    found.coverage = evaluate.logged_coverage(model, test_frame, COVERAGE_LEVEL, prefix="challenger_")
-    check_coverage(found.coverage)
-    found.challenger_rmse = evaluate.score_model(model, test_frame, prefix="challenger_")["challenger_rmse"]
-    if incumbent is None:
-        return
-    champion_scores = evaluate.score_model(incumbent.load(), test_frame, prefix="champion_")
-    found.champion_rmse = champion_scores["champion_rmse"]
-    check_rmse(found.challenger_rmse, found.champion_rmse, min_improvement)
-
-
-def _smoke_tested(candidate: _Artifact):
-    """The loaded challenger, once it predicted one finite value per row of its input example."""
-    try:
-        model = candidate.load()
-        example = candidate.mlmodel.load_input_example(str(candidate.directory))
-        if example is None:
-            raise Refusal("smoke", "challenger logged no input example")
-        predictions = model.predict(example)
-    except Refusal:
-        raise
-    except Exception as error:  # whatever the artifact raises is the gate's finding
-        raise Refusal("smoke", f"{type(error).__name__}: {error}".splitlines()[0]) from error
-    check_smoke(predictions, len(example))
-    return model
-
-
-def promote(data_path: Path, min_improvement: float = 0.0, client: MlflowClient | None = None) -> Decision:
-    """One tracked run: gate the ``challenger`` against the ``champion`` and move the alias if it wins."""
+    ``on_wait`` gets one line if another process holds the alias lease.
+    """
     client = client or MlflowClient()
     with mlflow.start_run() as run:
-        decision = _promote(Path(data_path), min_improvement, client, run.info.run_id)
+        decision = _promote(Path(data_path), min_improvement, client, run.info.run_id, on_wait)
         mlflow.set_tags(
             {
                 f"{PROMOTION}decision": "promoted" if decision.moved else "refused",
@@ -189,7 +88,13 @@ def promote(data_path: Path, min_improvement: float = 0.0, client: MlflowClient 
     return decision
 
 
-def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_id: str) -> Decision:
+def _promote(
+    data_path: Path,
+    min_improvement: float,
+    client: MlflowClient,
+    run_id: str,
+    on_wait: Callable[[str], None] | None,
+) -> Decision:
     challenger = registry.challenger_version(client)
     if challenger is None:
         refusal = Refusal("no challenger", "no version has the alias 'challenger'")
@@ -200,9 +105,9 @@ def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_
 
     found = Findings()
 
-    def decide(refusal: Refusal | None) -> Decision:
+    def decide(refusal: Refusal | None, note: str = "") -> Decision:
         if refusal is None:
-            message = _promoted_message(challenger_number, champion_number, found)
+            message = _promoted_message(challenger_number, champion_number, found) + note
             decision = Decision(True, message, "", challenger_number, champion_number, found)
         else:
             decision = Decision(
@@ -216,26 +121,40 @@ def _promote(data_path: Path, min_improvement: float, client: MlflowClient, run_
     try:
         with tempfile.TemporaryDirectory() as workdir:
             test_frame = evaluate.load_test_split(data_path)
-            _gate(challenger_number, champion_number, test_frame, min_improvement, Path(workdir), found)
+            candidate = _download(challenger_number, Path(workdir))
+            incumbent = _download(champion_number, Path(workdir)) if champion_number else None
+            gates.run(candidate, incumbent, test_frame, min_improvement, found)
     except Refusal as refusal:
         return decide(refusal)
 
     try:
-        with registry.alias_lock(client):
-            # No compare-and-set in MLflow: re-read under the lock every alias mover takes.
+        with alias_lease(client, on_wait=on_wait) as lease:
+            # No compare-and-set in MLflow: re-read under the lease every champion mover takes.
             current = registry.champion_version(client)
             current_number = str(current.version) if current else None
             if current_number != champion_number:
                 was, now = champion_number or "none", current_number or "none"
                 moved = f"champion moved during promotion (version {was} when the gates ran, now {now})"
                 return decide(Refusal("race", moved))
+            lease.check()
             registry.crown(challenger_number, client)
-            still_challenger = registry.challenger_version(client)
-            if still_challenger and str(still_challenger.version) == challenger_number:
-                registry.remove_alias(registry.CHALLENGER, client)
-            return decide(None)
-    except registry.LockTimeout as error:
-        return decide(Refusal("lock", str(error)))
+            return decide(None, _drop_challenger_alias(challenger_number, lease, client))
+    except LeaseError as error:
+        return decide(Refusal("lease", str(error)))
+
+
+def _drop_challenger_alias(version: str, lease: AliasLease, client: MlflowClient) -> str:
+    """Remove ``challenger`` if it still points at the new champion ``version`` (a `train` that
+    registered a newer one meanwhile keeps its alias); a note for the message if the lease
+    was lost first."""
+    try:
+        lease.check()
+    except LeaseError as error:
+        return f"; the challenger alias stays on it ({error})"
+    still_challenger = registry.challenger_version(client)
+    if still_challenger and str(still_challenger.version) == version:
+        registry.remove_alias(registry.CHALLENGER, client)
+    return ""
 
 
 def _promoted_message(challenger: str, champion: str | None, found: Findings) -> str:
@@ -309,15 +228,18 @@ class Rollback:
     to_version: str | None = None
 
 
-def rollback(client: MlflowClient | None = None) -> Rollback:
-    """One tracked run: point ``champion`` back at the version ``promote`` recorded it replaced."""
+def rollback(client: MlflowClient | None = None, on_wait: Callable[[str], None] | None = None) -> Rollback:
+    """One tracked run: point ``champion`` back at the version ``promote`` recorded it replaced.
+
+    ``on_wait`` gets one line if another process holds the alias lease.
+    """
     client = client or MlflowClient()
     with mlflow.start_run() as run:
         try:
-            with registry.alias_lock(client):
-                result = _rollback(client, run.info.run_id)
-        except registry.LockTimeout as error:
-            result = Rollback(False, Refusal("lock", str(error)).message)
+            with alias_lease(client, on_wait=on_wait) as lease:
+                result = _rollback(client, run.info.run_id, lease)
+        except LeaseError as error:
+            result = Rollback(False, Refusal("lease", str(error)).message)
         mlflow.set_tags(
             {
                 f"{ROLLBACK}decision": "rolled_back" if result.moved else "refused",
@@ -329,8 +251,8 @@ def rollback(client: MlflowClient | None = None) -> Rollback:
     return result
 
 
-def _rollback(client: MlflowClient, run_id: str) -> Rollback:
-    """Under the alias lock."""
+def _rollback(client: MlflowClient, run_id: str, lease: AliasLease) -> Rollback:
+    """Under the alias lease."""
     current = registry.champion_version(client)
     if current is None:
         return Rollback(False, Refusal("no champion", "nothing to roll back").message)
@@ -351,6 +273,7 @@ def _rollback(client: MlflowClient, run_id: str) -> Rollback:
         registry.set_version_tags(number, {history_key: f"{refusal.message} (run {run_id})"}, client)
         return Rollback(False, refusal.message, number)
 
+    lease.check()
     registry.crown(previous, client)
     message = f"rolled back: champion is version {previous} again (was version {number})"
     registry.set_version_tags(

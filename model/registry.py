@@ -7,11 +7,9 @@ becomes ``champion`` directly); only ``model.promotion`` moves ``champion`` afte
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import time
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import mlflow
@@ -24,19 +22,13 @@ from mlflow.exceptions import MlflowException
 MODEL_NAME = "CaliforniaHousingRegressor"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# A registered model used as a mutex: creating a registered model is atomic in every
-# MLflow store (unique name), and MLflow has no compare-and-set on aliases.
-LOCK_MODEL_NAME = f"{MODEL_NAME}.alias-lock"
 
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
 class SmokeTestError(RuntimeError):
     """A freshly logged model could not produce sane predictions."""
-
-
-class LockTimeout(RuntimeError):
-    """Another promotion or rollback held the alias lock for too long."""
 
 
 def smoke_test(model_uri: str, example: pd.DataFrame) -> None:
@@ -60,6 +52,32 @@ def prediction_problem(predictions, n_rows: int) -> str | None:
 def version_uri(version: ModelVersion | str) -> str:
     number = version.version if isinstance(version, ModelVersion) else version
     return f"models:/{MODEL_NAME}/{number}"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model URI and, when it names a registry version (directly or by alias), which one."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+
+    @property
+    def pinned_uri(self) -> str:
+        """``models:/<name>/<version>`` for registry URIs, so an alias moving mid-run changes nothing."""
+        return f"models:/{self.name}/{self.version}" if self.version else self.uri
+
+
+def resolve(model_uri: str, client: MlflowClient | None = None) -> ResolvedModel:
+    """``models:/<name>@<alias>`` resolved to the version the alias points at now; a
+    ``models:/<name>/<version>`` URI as it is; any other URI without a registry."""
+    match = _MODELS_URI.match(model_uri)
+    if not match:
+        return ResolvedModel(model_uri)
+    if match["version"]:
+        return ResolvedModel(model_uri, match["name"], match["version"])
+    version = (client or MlflowClient()).get_model_version_by_alias(match["name"], match["alias"])
+    return ResolvedModel(model_uri, match["name"], str(version.version))
 
 
 def register(model_uri: str) -> ModelVersion:
@@ -131,42 +149,3 @@ def set_version_tags(version: str, tags: Mapping[str, object], client: MlflowCli
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-@contextlib.contextmanager
-def alias_lock(
-    client: MlflowClient | None = None, wait_seconds: float = 60.0, poll_seconds: float = 0.2
-) -> Iterator[None]:
-    """Hold the registry-wide lock under which ``champion`` is re-read and moved.
-
-    Creating a registered model succeeds for exactly one caller (the store's unique
-    name constraint), so the lock works on any store and through a tracking server.
-    A holder that dies leaves the lock model behind; after ``wait_seconds`` the
-    caller gets :class:`LockTimeout` naming the holder (delete ``LOCK_MODEL_NAME`` to
-    clear it).
-    """
-    client = client or MlflowClient()
-    holder = f"{socket.gethostname()}:{os.getpid()} at {utc_now()}"
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            client.create_registered_model(LOCK_MODEL_NAME, description=f"held by {holder}")
-            break
-        except MlflowException as error:
-            # ALREADY_EXISTS: held; DOES_NOT_EXIST: released between the insert and the
-            # store's own read-back of the conflicting row. Both mean: try again.
-            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
-                raise
-        if time.monotonic() >= deadline:
-            try:
-                held_by = client.get_registered_model(LOCK_MODEL_NAME).description
-            except MlflowException:
-                held_by = "unknown"
-            raise LockTimeout(
-                f"registered model {LOCK_MODEL_NAME} still exists after {wait_seconds:.0f}s ({held_by})"
-            )
-        time.sleep(poll_seconds)
-    try:
-        yield
-    finally:
-        client.delete_registered_model(LOCK_MODEL_NAME)

@@ -12,7 +12,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 from sklearn.model_selection import KFold
 
 from model import packaging, registry
@@ -30,8 +29,10 @@ from model.data import (
     verify_md5,
 )
 from model.features import HousingFeatures
+from model.metrics import regression_metrics, rmse
 from model.pyfunc import AveragedBoosters, CaliforniaHousingModel
 from model.report import build_report, log_report, python_model_predictor
+from model.tracking import log_new_params
 
 DATASET_NAME = "california-housing-raw"
 
@@ -140,14 +141,6 @@ def predict(model: CaliforniaHousingModel, frame: pd.DataFrame) -> np.ndarray:
     return model.predict(None, frame[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
 
 
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    return {
-        "rmse": float(root_mean_squared_error(y_true, y_pred)),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "r2": float(r2_score(y_true, y_pred)),
-    }
-
-
 def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
     """Test RMSE of the point model on each of ``config.cv_folds`` folds of ``frame``, each
     fold scored by a model fitted (features included) on the others."""
@@ -157,7 +150,7 @@ def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndar
         features, regressor = fit_point_model(frame.iloc[fit_rows], config)
         held_out = frame.iloc[held_out_rows]
         predicted = regressor.predict(features.transform(held_out[list(FEATURE_COLUMNS)]))
-        scores.append(root_mean_squared_error(held_out[TARGET], predicted))
+        scores.append(rmse(held_out[TARGET], predicted))
     return np.array(scores)
 
 
@@ -174,10 +167,7 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
     raw = load_raw(data_path)
     train_frame, test_frame = split_train_test(raw)
 
-    with mlflow.start_run() as run:
-        # `mlflow run` already logged the MLproject parameters as given on its command
-        # line; log the rest, without re-logging a value under another spelling.
-        already_logged = mlflow.get_run(run.info.run_id).data.params
+    with mlflow.start_run():
         params = {
             **asdict(config),
             "n_neighbors": ",".join(map(str, config.n_neighbors)),
@@ -187,7 +177,7 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
             "n_train_rows": len(train_frame),
             "n_test_rows": len(test_frame),
         }
-        mlflow.log_params({key: value for key, value in params.items() if key not in already_logged})
+        log_new_params(params)
         mlflow.log_input(
             mlflow.data.from_pandas(
                 raw, source=str(data_path.resolve()), targets=TARGET, name=DATASET_NAME, digest=digest

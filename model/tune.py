@@ -20,6 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from model import registry
 from model.data import SPLIT_SEED, TARGET, TEST_SIZE, load_raw, split_train_test
+from model.tracking import log_new_params
 from model.train import (
     DATASET_NAME,
     TrainingConfig,
@@ -119,15 +120,9 @@ def tune(data_path: Path, settings: TuneSettings) -> ModelVersion:
         load_if_exists=True,
     )
 
-    with mlflow.start_run() as run:
-        already_logged = mlflow.get_run(run.info.run_id).data.params
-        params = {
-            **asdict(settings),
-            "data_path": str(data_path),
-            "test_size": TEST_SIZE,
-            "split_seed": SPLIT_SEED,
-        }
-        mlflow.log_params({key: value for key, value in params.items() if key not in already_logged})
+    with mlflow.start_run():
+        params = {"data_path": str(data_path), "test_size": TEST_SIZE, "split_seed": SPLIT_SEED}
+        log_new_params({**asdict(settings), **params})
         mlflow.log_input(
             mlflow.data.from_pandas(
                 raw, source=str(data_path.resolve()), targets=TARGET, name=DATASET_NAME, digest=digest

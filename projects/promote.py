@@ -10,7 +10,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from model.data import RAW_DATA_PATH  # noqa: E402
-from model.promotion import promote  # noqa: E402
+from model.promotion import print_waiting, promote  # noqa: E402
 from projects.cli import run  # noqa: E402
 
 
@@ -30,7 +30,7 @@ class Parameters:
 
 
 def main(parameters: Parameters) -> str:
-    decision = promote(parameters.data_path, parameters.min_improvement)
+    decision = promote(parameters.data_path, parameters.min_improvement, on_wait=print_waiting)
     if not decision.moved:
         raise SystemExit(decision.message)
     return decision.message

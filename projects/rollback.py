@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.promotion import rollback
+from model.promotion import print_waiting, rollback
 from projects.cli import run
 
 
@@ -14,7 +14,7 @@ class Parameters:
 
 
 def main(parameters: Parameters) -> str:
-    decision = rollback()
+    decision = rollback(on_wait=print_waiting)
     if not decision.moved:
         raise SystemExit(decision.message)
     return decision.message

@@ -11,13 +11,15 @@ Two engines score the same file with the same artifact (docs/workflows/inference
 
 Either way the output path holds a complete result or nothing (``model.batch.output``).
 The job's specification is ``model.batch.job``; how both engines call the model,
-``model.batch.predictor``. :func:`run` is the job as one tracked MLflow run.
+``model.batch.predictor``. :func:`run` is the job as one tracked MLflow run, which also
+ends the runs of earlier jobs that were killed (``model.tracking``).
 """
 
 from __future__ import annotations
 
 import mlflow
 
+from model import tracking
 from model.batch.job import BatchError, BatchJob, BatchResult
 from model.batch.local import score_local
 from model.batch.predictor import resolve_model_uri
@@ -30,20 +32,18 @@ def run(job: BatchJob, progress: bool | None = None, spark=None) -> BatchResult:
     Logs the parameters (the model URI resolved to a registered version), and the metrics
     ``rows_read``, ``rows_scored``, ``rows_rejected``, ``seconds``, ``rows_per_second``
     and ``model_load_seconds``. A failed job ends the run FAILED with its message in the
-    ``error`` tag and raises :class:`BatchError`. ``spark``: a session for ``engine=spark``
-    to use (and leave running) instead of starting one.
+    ``error`` tag and raises :class:`BatchError`. The run is claimed for this process first,
+    and runs of the same experiment left ``RUNNING`` by killed jobs of this host are marked
+    ``KILLED``. ``spark``: a session for ``engine=spark`` to use (and leave running) instead
+    of starting one.
     """
     job.check()
     with mlflow.start_run() as active:
-        # `mlflow run` has logged the entry point's parameters as given; a second value for one fails.
-        already_logged = mlflow.get_run(active.info.run_id).data.params
-
-        def log_params(params: dict) -> None:
-            mlflow.log_params({key: value for key, value in params.items() if key not in already_logged})
-
+        tracking.claim()
+        tracking.end_runs_of_dead_owners(active.info.experiment_id)
         try:
             model_uri = resolve_model_uri(job.model_uri)
-            log_params(
+            tracking.log_new_params(
                 {
                     "input": job.input,
                     "output": job.output,
@@ -61,9 +61,11 @@ def run(job: BatchJob, progress: bool | None = None, spark=None) -> BatchResult:
                 result = score_local(job, model_uri, progress)
             else:
                 result = score_spark(job, model_uri, spark)
-                log_params({"spark_master": result.spark_master, "spark_env_manager": job.spark_env_manager})
+                tracking.log_new_params(
+                    {"spark_master": result.spark_master, "spark_env_manager": job.spark_env_manager}
+                )
         except BatchError as error:
-            mlflow.set_tag("error", str(error))
+            mlflow.set_tag(tracking.ERROR_TAG, str(error))
             raise
         mlflow.log_metrics(
             {

@@ -7,32 +7,23 @@ Either way the artifact enforces its signature and the input contract itself.
 
 from __future__ import annotations
 
-import re
-
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.types import ParamSchema
 
+from model import registry
 from model.batch.job import BatchError, BatchJob
 from model.data import TARGET
-
-_ALIAS_URI = re.compile(r"^models:/([^/@]+)@([^/]+)/?$")
 
 
 def resolve_model_uri(model_uri: str) -> str:
     """``models:/name@alias`` → ``models:/name/<version>``, so the alias cannot move mid-job."""
-    match = _ALIAS_URI.match(model_uri)
-    if not match:
-        return model_uri
-    name, alias = match.groups()
     try:
-        version = MlflowClient().get_model_version_by_alias(name, alias)
+        return registry.resolve(model_uri).pinned_uri
     except MlflowException as error:
         raise BatchError(f"model_uri {model_uri}: {str(error).splitlines()[0]}") from None
-    return f"models:/{name}/{version.version}"
 
 
 def load(model_uri: str, job: BatchJob) -> mlflow.pyfunc.PyFuncModel:

@@ -1,13 +1,22 @@
-"""The signature gate's declared changes and the coverage gate, on hand-made signatures and numbers."""
+"""Each promotion gate on hand-made signatures, requirements, predictions and numbers, and its one line."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from model.gates import Refusal, check_coverage, check_signature
-from model.packaging import SIGNATURE
+from model.gates import (
+    GateRefusal,
+    Refusal,
+    check_coverage,
+    check_requirements,
+    check_rmse,
+    check_signature,
+    check_smoke,
+)
+from model.packaging import SIGNATURE, locked_versions, pip_requirements
 from model.signatures import PREDICTION_INTERVALS, SIGNATURE_CHANGES, SignatureChange
 
 BEFORE_INTERVALS = PREDICTION_INTERVALS.before
@@ -85,6 +94,75 @@ def test_a_change_is_allowed_only_between_its_two_exact_ends():
         check_signature(BEFORE_INTERVALS, SIGNATURE, declared=())
 
 
+def signature_with(bedrooms_required: bool) -> ModelSignature:
+    inputs = [
+        ColSpec(
+            spec.type,
+            spec.name,
+            required=bedrooms_required if spec.name == "total_bedrooms" else spec.required,
+        )
+        for spec in SIGNATURE.inputs.inputs
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=SIGNATURE.outputs, params=SIGNATURE.params)
+
+
+def test_signature_mismatch_is_refused_with_the_difference():
+    with pytest.raises(
+        GateRefusal,
+        match=r"signature gate: .*inputs: lacks \['total_bedrooms:double\?'\], adds \['total_bedrooms:double'\]",
+    ) as refused:
+        check_signature(signature_with(True), SIGNATURE)
+    assert refused.value.gate == "signature"
+    assert refused.value.message.startswith("refused: signature gate:")
+
+
+def test_a_missing_signature_is_refused():
+    with pytest.raises(GateRefusal, match="challenger has no signature"):
+        check_signature(None, SIGNATURE)
+
+
+def test_requirements_equal_to_the_lock_pass():
+    check_requirements(["# pinned", *pip_requirements(), ""], locked_versions())
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("numpy==1.0.0", r"numpy==1.0.0 \(lock: "),
+        ("numpy>=1.0", r"numpy>=1.0 \(not pinned with ==\)"),
+        ("numpy==2.4.6,<3", r"numpy==2.4.6,<3 \(not pinned with ==\)"),
+        (
+            "numpy @ https://example.com/numpy.whl",
+            r"numpy @ https://example.com/numpy.whl \(not pinned with ==\)",
+        ),
+        ("left-pad==1.3.0", r"left-pad==1.3.0 \(not in requirements.lock\)"),
+    ],
+)
+def test_requirements_differing_from_the_lock_are_refused(line, reason):
+    requirements = [r for r in pip_requirements() if not r.startswith("numpy==")] + [line]
+    with pytest.raises(
+        Refusal, match=rf"requirements gate: 1 of {len(requirements)} requirements differ .*{reason}"
+    ):
+        check_requirements(requirements, locked_versions())
+
+
+def test_package_names_compare_normalised():
+    check_requirements(["Scikit_Learn==1.2.3"], {"scikit-learn": "1.2.3"})
+
+
+def test_no_requirements_is_refused():
+    with pytest.raises(Refusal, match="logged no requirements"):
+        check_requirements(["# nothing", ""], locked_versions())
+
+
+def test_smoke_gate():
+    check_smoke(np.array([1.0, 2.0]), 2)
+    with pytest.raises(Refusal, match="smoke gate: .*1 of 2 predictions are not finite"):
+        check_smoke(np.array([1.0, np.nan]), 2)
+    with pytest.raises(Refusal, match="smoke gate: .*expected 3 predictions, got 2"):
+        check_smoke(np.array([1.0, 2.0]), 3)
+
+
 @pytest.mark.parametrize("coverage", [0.78, 0.8, 0.8134, 0.82])
 def test_coverage_within_two_points_of_80_percent_passes(coverage):
     check_coverage(coverage)
@@ -115,3 +193,25 @@ def test_coverage_outside_two_points_is_refused_in_one_line(coverage, line):
     with pytest.raises(Refusal) as refused:
         check_coverage(coverage)
     assert refused.value.message == line and refused.value.gate == "coverage"
+
+
+def test_rmse_gate_needs_strictly_better_by_the_margin():
+    check_rmse(37_799.0, 37_800.0)
+    with pytest.raises(Refusal) as refused:
+        check_rmse(41_200.0, 37_800.0)
+    assert (
+        refused.value.message == "refused: rmse gate: challenger 41,200 vs champion 37,800 (needs < 37,800)"
+    )
+    with pytest.raises(Refusal, match="needs < 37,800"):
+        check_rmse(37_800.0, 37_800.0)  # equal is not better
+    check_rmse(37_299.0, 37_800.0, min_improvement=500.0)
+    with pytest.raises(Refusal, match=r"challenger 37,400 vs champion 37,800 \(needs < 37,300\)"):
+        check_rmse(37_400.0, 37_800.0, min_improvement=500.0)
+    with pytest.raises(Refusal):
+        check_rmse(float("nan"), 37_800.0)
+
+
+def test_only_a_gates_refusal_says_gate():
+    assert GateRefusal("rmse", "worse").message == "refused: rmse gate: worse"
+    assert Refusal("race", "champion moved").message == "refused: race: champion moved"
+    assert isinstance(GateRefusal("rmse", "worse"), Refusal)

@@ -1,5 +1,5 @@
 """Batch scoring for real: `mlflow run . -e batch_predict`, the CLI's one-line failure, a SIGKILL
-mid-write, rejects, intervals on request (`-P interval=0.8`), and the Spark engine (one Spark
+mid-write (and the killed job's run ended by the next), intervals on request (`-P interval=0.8`), and the Spark engine (one Spark
 session) agreeing with the local one and with the pyfunc in process."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from model.batch.spark import score_spark, spark_session
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
+from model.tracking import ERROR_TAG, OWNER_PID_TAG
 from model.train import TrainingConfig, fit_model, log_and_register
 from testbed.mlflow_cli import mlflow_run
 from testbed.processes import process_env
@@ -246,57 +247,89 @@ def test_reject_scores_the_good_rows_and_logs_the_rejected_count(store, rows, ex
     assert (metrics["rows_scored"], metrics["rows_rejected"]) == (497, 3)
 
 
+def growing_partial(directory: Path, sizes: list[int]) -> bool:
+    """Whether the one partial in ``directory`` exists and grew since the last look (sizes so far)."""
+    found = partials(directory)
+    sizes.append(found[0].stat().st_size if found else 0)
+    return len(sizes) > 1 and sizes[-1] > sizes[-2] > 0
+
+
+def run_owned_by(store, pid: int) -> mlflow.entities.Run:
+    [run] = MlflowClient().search_runs([store["experiment"]], f"tags.`{OWNER_PID_TAG}` = '{pid}'")
+    return run
+
+
 def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, rows, tmp_path):
-    """A real SIGKILL once the partial file exists and grows; the output path must not exist."""
+    """Two real jobs: one SIGKILLed once its partial file exists and grows (its output path must not
+    exist, its run is left RUNNING), one SIGSTOPped as it writes (alive). The rerun of the killed
+    job marks the killed job's run KILLED and leaves the stopped job's run alone; resumed, that
+    job finishes its run."""
     big = rows.sample(60_000, replace=True, random_state=0).reset_index(drop=True)
     big["block_id"] = np.arange(len(big))
     big.to_parquet(tmp_path / "in.parquet", index=False)
-    output = tmp_path / "out.parquet"
-    arguments = [
-        "--input",
-        str(tmp_path / "in.parquet"),
-        "--output",
-        str(output),
-        "--id-column",
-        "block_id",
-        "--chunk-size",
-        "1000",
-    ]
-    process = subprocess.Popen(
-        cli(*arguments),
-        env=store["env"],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    sizes = []
+    jobs = {}
+    for name in ("killed", "stopped"):
+        (tmp_path / name).mkdir()
+        arguments = [
+            "--input",
+            str(tmp_path / "in.parquet"),
+            "--output",
+            str(tmp_path / name / "out.parquet"),
+        ]
+        jobs[name] = subprocess.Popen(
+            cli(*arguments, "--id-column", "block_id", "--chunk-size", "500"),
+            env=store["env"],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    signals = {"killed": signal.SIGKILL, "stopped": signal.SIGSTOP}
+    sizes = {name: [] for name in jobs}
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and process.poll() is None:
-            found = partials(tmp_path)
-            size = found[0].stat().st_size if found else 0
-            if size and sizes and size > sizes[-1] > 0:
-                os.killpg(process.pid, signal.SIGKILL)
+        while signals and time.monotonic() < deadline:
+            for name in list(signals):
+                if jobs[name].poll() is None and growing_partial(tmp_path / name, sizes[name]):
+                    os.killpg(jobs[name].pid, signals.pop(name))
+            if any(jobs[name].poll() is not None for name in signals):
                 break
-            sizes.append(size)
             time.sleep(0.005)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, f"not killed mid-write: {process.stderr.read()[-3000:]}"
-    assert not output.exists()
-    [corpse] = partials(tmp_path)  # the killed writer's partial, hidden beside the output
-    assert corpse.name.startswith(".out.parquet.")
+        assert not signals, f"not signalled mid-write: {signals}"
+        killed, stopped = jobs["killed"], jobs["stopped"]
+        killed.wait(timeout=30)
+        assert killed.returncode == -signal.SIGKILL, f"not killed mid-write: {killed.stderr.read()[-3000:]}"
+        output = tmp_path / "killed" / "out.parquet"
+        assert not output.exists()
+        [corpse] = partials(tmp_path / "killed")  # the killed writer's partial, hidden beside the output
+        assert corpse.name.startswith(".out.parquet.")
+        orphan = run_owned_by(store, killed.pid)
+        assert orphan.info.status == "RUNNING"  # nothing was left to end it
 
-    result = batch.run(
-        BatchJob(str(tmp_path / "in.parquet"), str(output), id_column="block_id"), progress=False
-    )
-    assert result.rows_scored == len(big)
-    assert pd.read_parquet(output)["block_id"].tolist() == big["block_id"].tolist()
-    assert partials(tmp_path) == []  # the dead process's partial went with the rerun
+        result = batch.run(
+            BatchJob(str(tmp_path / "in.parquet"), str(output), id_column="block_id"), progress=False
+        )
+        assert result.rows_scored == len(big)
+        assert pd.read_parquet(output)["block_id"].tolist() == big["block_id"].tolist()
+        assert partials(tmp_path / "killed") == []  # the dead process's partial went with the rerun
+        ended = MlflowClient().get_run(orphan.info.run_id)
+        assert ended.info.status == "KILLED" and ended.info.end_time is not None
+        assert re.fullmatch(
+            rf"killed: its process \(.+, pid {killed.pid}\) ended without ending the run; marked by run \w+",
+            ended.data.tags[ERROR_TAG],
+        ), ended.data.tags[ERROR_TAG]
+        assert run_owned_by(store, stopped.pid).info.status == "RUNNING"  # alive, only stopped
+
+        os.killpg(stopped.pid, signal.SIGCONT)
+        assert stopped.wait(timeout=180) == 0, stopped.stderr.read()[-3000:]
+        assert run_owned_by(store, stopped.pid).info.status == "FINISHED"
+        assert len(pd.read_parquet(tmp_path / "stopped" / "out.parquet")) == len(big)
+    finally:
+        for job in jobs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+            job.wait(timeout=30)
 
 
 def test_spark_engine_gives_the_local_engine_predictions(

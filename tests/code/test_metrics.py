@@ -1,20 +1,43 @@
-"""Evaluation maths on hand-made numbers: bootstrap CI, capped/uncapped RMSE, permutation importance."""
+"""Evaluation maths on hand-made numbers: RMSE/MAE/R², bootstrap CI, capped/uncapped RMSE, permutation importance."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 from model.data import TARGET_CAP
-from model.evaluate import ResolvedModel, resolve
-from model.metrics import bootstrap_rmse_ci, capped_split_rmse, permutation_importance, rmse
+from model.metrics import (
+    bootstrap_rmse_ci,
+    capped_split_rmse,
+    permutation_importance,
+    regression_metrics,
+    rmse,
+)
 
 
 def noisy(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y_true = rng.uniform(50_000, 400_000, n)
     return y_true, y_true + rng.normal(0, 40_000, n)
+
+
+def test_regression_metrics_agree_with_scikit_learn():
+    y_true, y_pred = noisy(1_000)
+    assert regression_metrics(y_true, y_pred) == pytest.approx(
+        {
+            "rmse": root_mean_squared_error(y_true, y_pred),
+            "mae": mean_absolute_error(y_true, y_pred),
+            "r2": r2_score(y_true, y_pred),
+        },
+        rel=1e-12,
+    )
+
+
+def test_rmse_on_a_hand_made_case_and_of_nothing():
+    assert rmse([1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 3.0, 6.0]) == pytest.approx(np.sqrt(5 / 4))
+    assert np.isnan(rmse([], []))
 
 
 def test_bootstrap_ci_contains_the_point_estimate_and_narrows_with_n():
@@ -68,21 +91,3 @@ def test_permutation_importance_ranks_the_column_the_model_uses():
     assert list(importance.index) == ["used", "ignored"]
     assert importance.loc["used", "mean"] > 3.0
     assert importance.loc["ignored", "mean"] == 0.0
-
-
-@pytest.mark.parametrize(
-    "uri, expected",
-    [
-        (
-            "models:/CaliforniaHousingRegressor/7",
-            ResolvedModel("models:/CaliforniaHousingRegressor/7", "CaliforniaHousingRegressor", "7"),
-        ),
-        ("runs:/abc/model", ResolvedModel("runs:/abc/model")),
-        ("/tmp/some/model", ResolvedModel("/tmp/some/model")),
-    ],
-)
-def test_uris_without_an_alias_resolve_without_a_registry(uri, expected):
-    assert resolve(uri) == expected
-    assert resolve(uri).pinned_uri == (
-        f"models:/{expected.name}/{expected.version}" if expected.version else uri
-    )

@@ -93,8 +93,8 @@ def write_env_file(path: Path) -> bool:
     except FileExistsError:
         return False
     lines = [
-        "# Written by `make up`: this stack's credentials (git-ignored; PostgreSQL keeps the password",
-        "# it was created with, so keep this file as long as the volumes: `make down-volumes` ends both).",
+        "# Written by `make up`: this stack's credentials (git-ignored). PostgreSQL keeps the",
+        "# password it was created with: keep this file as long as the stack's volumes.",
         *(f"{name}={value}" for name, value in generated_credentials().items()),
     ]
     with os.fdopen(descriptor, "w") as handle:
@@ -110,6 +110,9 @@ class Stack:
     project: str | None = None  # None: the file's own `name:`
     variables: Mapping[str, str] = field(default_factory=dict)  # over the environment and env file
     compose_file: Path = COMPOSE_FILE
+
+    def with_variables(self, **variables: str) -> Stack:
+        return Stack(self.env_file, self.project, {**self.variables, **variables}, self.compose_file)
 
     def setting(self, name: str, default: str = "") -> str:
         """A variable as Compose interpolates it: these variables, the environment, the env file."""
@@ -144,7 +147,8 @@ class Stack:
         )
         if check and completed.returncode != 0:
             detail = (completed.stderr or "").strip().splitlines() if capture else []
-            raise StackError(f"docker compose {args[0]} failed: {detail[-1] if detail else completed.returncode}")
+            reason = detail[-1] if detail else f"exit code {completed.returncode}"
+            raise StackError(f"docker compose {args[0]} failed: {reason}")
         return completed
 
     @cached_property
@@ -162,6 +166,12 @@ class Stack:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.published_port(service)}"
+
+    def v2_model_name(self) -> str:
+        """The name the runtime serves its model under (its --model_name)."""
+        args = self.config["services"]["runtime"]["command"]
+        [name] = [arg.split("=", 1)[1] for arg in args if arg.startswith("--model_name=")]
+        return name
 
     def image(self, service: str) -> str:
         return self.config["services"][service]["image"]
@@ -193,14 +203,13 @@ class Stack:
         ):
             return None
         if response.status_code != 200:
-            raise StackError(f"the tracking server answered {response.status_code} for the champion", "mlflow")
+            answer = f"the tracking server answered {response.status_code} for the {CHAMPION}"
+            raise StackError(answer, "mlflow")
         return response.json()["model_version"]
 
     def lifecycle_command(self, entry_point: str) -> list[str]:
         """The trainer's `mlflow run` with another entry point (the file's command, without TRAIN_PARAMS)."""
-        command = list(Stack(self.env_file, self.project, {**self.variables, "TRAIN_PARAMS": ""}).config[
-            "services"
-        ]["trainer"]["command"])
+        command = list(self.with_variables(TRAIN_PARAMS="").config["services"]["trainer"]["command"])
         command[command.index("-e") + 1] = entry_point
         return command
 
@@ -212,15 +221,15 @@ class Stack:
 
 def check_engine() -> None:
     try:
-        completed = subprocess.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=60
-        )
+        version = ["docker", "version", "--format", "{{.Server.Version}}"]
+        completed = subprocess.run(version, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise StackError("no Docker engine: the docker command is missing (install Docker Engine)") from None
     if completed.returncode != 0:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise StackError(
-            f"no Docker engine answers at {where}: start it (`systemctl start docker`, or `dockerd &` without systemd)"
+            f"no Docker engine answers at {where}: start it "
+            "(`systemctl start docker`, or `dockerd &` without systemd)"
         )
 
 
@@ -243,8 +252,8 @@ def check_ports(stack: Stack) -> None:
             if service not in running and port_taken(published):
                 hint = f" or set {variable} in {stack.env_file.name}" if variable else ""
                 raise StackError(
-                    f"port {published} on 127.0.0.1, which the {service} service publishes, is taken by another "
-                    f"program: stop it{hint}"
+                    f"port {published} on 127.0.0.1, which the {service} service publishes, is taken "
+                    f"by another program: stop it{hint}"
                 )
 
 
@@ -255,9 +264,8 @@ def check_ports(stack: Stack) -> None:
 
 def make_image(image: str, context: str = ".") -> None:
     """`make image` (its Docker path: the daemon answers) for one image and build context."""
-    completed = subprocess.run(
-        ["make", "--no-print-directory", "image", f"IMAGE={image}", f"IMAGE_CONTEXT={context}"], cwd=PROJECT_ROOT
-    )
+    make = ["make", "--no-print-directory", "image", f"IMAGE={image}", f"IMAGE_CONTEXT={context}"]
+    completed = subprocess.run(make, cwd=PROJECT_ROOT)
     if completed.returncode != 0:
         raise StackError(f"building {image} failed (its build output is above)")
 
@@ -281,7 +289,7 @@ def postgres_image(stack: Stack) -> str:
         return image
     if stack.setting("POSTGRES_IMAGE"):
         raise StackError(f"POSTGRES_IMAGE={image} is not in the engine and cannot be pulled")
-    print(f"{image} cannot be pulled here (no registry): building {LOCAL_POSTGRES_IMAGE} from {LOCAL_POSTGRES_CONTEXT}/")
+    print(f"{image} cannot be pulled here (no registry): building {LOCAL_POSTGRES_IMAGE}")
     make_image(LOCAL_POSTGRES_IMAGE, LOCAL_POSTGRES_CONTEXT)
     with stack.env_file.open("a") as handle:
         handle.write(f"# No registry here: PostgreSQL's local stand-in ({LOCAL_POSTGRES_CONTEXT}/).\n")
@@ -293,7 +301,7 @@ def build_images(stack: Stack) -> Stack:
     """Every image the stack runs, in the engine; the stack as configured with them."""
     make_image(stack.image("mlflow"))
     image = postgres_image(stack)
-    return Stack(stack.env_file, stack.project, {**stack.variables, "POSTGRES_IMAGE": image}, stack.compose_file)
+    return stack.with_variables(POSTGRES_IMAGE=image)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,7 +321,8 @@ def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_
             if state is None:
                 raise StackError(f"service {service} has no container", service)
             if state["State"] != "running":
-                raise StackError(f"service {service} is {state['State']} (exit code {state['ExitCode']})", service)
+                how = f"{state['State']} (exit code {state['ExitCode']})"
+                raise StackError(f"service {service} is {how}", service)
             if state["Health"] == "unhealthy":
                 raise StackError(f"service {service} is unhealthy: its health check keeps failing", service)
             if state["Health"] != "healthy":
@@ -419,7 +428,8 @@ def rollout(stack: Stack) -> None:
 
 
 def serve_champion(stack: Stack, champion: dict) -> None:
-    if served_model_id(stack) == champion.get("model_id"):
+    # A version's source is its logged model, models:/<model_id>.
+    if f"models:/{served_model_id(stack)}" == champion["source"]:
         stack.compose("up", "--detach", "--no-deps", "runtime")
         wait_healthy(stack, ("runtime",))
     else:
@@ -434,8 +444,6 @@ def serve_champion(stack: Stack, champion: dict) -> None:
 
 def example_request(stack: Stack) -> tuple[str, str]:
     """The V2 infer URL and a one-row request body (the data set's first row)."""
-    args = stack.config["services"]["runtime"]["command"]
-    [model] = [arg.split("=", 1)[1] for arg in args if arg.startswith("--model_name=")]
     with open(RAW_DATA_PATH, newline="") as handle:
         row = next(csv.DictReader(handle))
     tensors = [
@@ -447,24 +455,28 @@ def example_request(stack: Stack) -> tuple[str, str]:
         )
         for column in FEATURE_COLUMNS
     ]
-    return f"{stack.url('runtime')}/v2/models/{model}/infer", json.dumps({"inputs": tensors})
+    return f"{stack.url('runtime')}/v2/models/{stack.v2_model_name()}/infer", json.dumps({"inputs": tensors})
 
 
 def print_where_to_go(stack: Stack, champion: dict, seconds: float) -> None:
     user, _ = stack.auth()
     env_file = os.path.relpath(stack.env_file)
     infer_url, body = example_request(stack)
-    print(
-        f"""
-The stack {stack.name} is up ({seconds:.0f} s): {MODEL_NAME} version {champion["version"]} is {CHAMPION}, and the runtime serves it.
-
-  MLflow UI    {stack.url("mlflow")}
-               log in as {user}; the password is MLFLOW_ADMIN_PASSWORD in {env_file} (grep MLFLOW_ADMIN_PASSWORD {env_file})
-  V2 endpoint  {infer_url}
-               curl -s -H 'Content-Type: application/json' {infer_url} -d '{body}'
-
-  Next: make stack-train (a challenger), make stack-promote, make down (keeps the data), make down-volumes (deletes it)."""
-    )
+    served = f"{MODEL_NAME} version {champion['version']} is {CHAMPION}, and the runtime serves it"
+    lines = [
+        "",
+        f"The stack {stack.name} is up ({seconds:.0f} s): {served}.",
+        "",
+        f"  MLflow UI    {stack.url('mlflow')}",
+        f"               log in as {user}; the password is MLFLOW_ADMIN_PASSWORD in {env_file}:",
+        f"               grep MLFLOW_ADMIN_PASSWORD {env_file}",
+        f"  V2 endpoint  {infer_url}",
+        f"               curl -s -H 'Content-Type: application/json' {infer_url} -d '{body}'",
+        "",
+        "  Next: make stack-train (a challenger), make stack-promote (the gates, then the rollout),",
+        "        make down (keeps the data), make down-volumes (deletes it).",
+    ]
+    print("\n".join(lines))
 
 
 def up(stack: Stack) -> None:
@@ -502,7 +514,7 @@ def run_lifecycle(stack: Stack, entry_point: str, params: Sequence[str]) -> None
     stack = build_images(stack)
     start_tracking(stack)
     if entry_point == "train":
-        stack = Stack(stack.env_file, stack.project, {**stack.variables, "TRAIN_PARAMS": " ".join(params)})
+        stack = stack.with_variables(TRAIN_PARAMS=" ".join(params))
         run_once(stack, "trainer")
         return
     before = stack.champion()

@@ -320,6 +320,8 @@ def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_
             state = states.get(service)
             if state is None:
                 raise StackError(f"service {service} has no container", service)
+            if state["State"] == "restarting":
+                raise StackError(f"service {service} keeps exiting (code {state['ExitCode']})", service)
             if state["State"] != "running":
                 how = f"{state['State']} (exit code {state['ExitCode']})"
                 raise StackError(f"service {service} is {how}", service)
@@ -529,15 +531,26 @@ def run_lifecycle(stack: Stack, entry_point: str, params: Sequence[str]) -> None
         print(f"The runtime now serves {MODEL_NAME} version {champion['version']} ({CHAMPION}).")
 
 
+# What a service's log says → what the newcomer should do about it.
+KNOWN_CAUSES = {
+    "password authentication failed": (
+        "PostgreSQL keeps the password it was created with: restore that .env, "
+        "or `make down-volumes` to start afresh (it deletes the runs and models)"
+    ),
+}
+
+
 def report(stack: Stack, error: StackError) -> None:
-    """The failing service's last log lines (or what its removed container printed), then one line."""
+    """The failing service's last log lines (or what its removed container printed), then one
+    line naming the failure, with what to do when its log shows a known cause."""
     detail = error.output.strip().splitlines()[-LOG_LINES:] if error.output else []
     if error.service and not detail:
         detail = stack.logs(error.service).splitlines()
     if detail:
         print(f"--- last lines of {error.service or 'its output'} ---", file=sys.stderr)
         print("\n".join(detail), file=sys.stderr)
-    print(f"error: {error}", file=sys.stderr)
+    causes = [advice for symptom, advice in KNOWN_CAUSES.items() if any(symptom in line for line in detail)]
+    print(f"error: {'; '.join([str(error), *causes])}", file=sys.stderr)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

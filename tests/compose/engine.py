@@ -1,25 +1,30 @@
 """What the Docker engine itself records of a Compose project, for the stack test.
 
-* :func:`events`: the project's container events (start, die with its exit code, health status),
-  with the engine's own nanosecond times.
+* :func:`recorded_events`: the project's container events (start, die with its exit code, health
+  status) while a block runs, with the engine's own nanosecond times.
 * :func:`declared_order`: what docker-compose.yml declares with ``depends_on`` and its conditions;
   :func:`order_violation`: the first service whose start came before what it waits for, one line.
-* :func:`route_out`: a service's way out of its networks (a default route), one line.
+* :func:`way_out`: a service that can look up the outside world (its network is not internal), one line.
 * :func:`project_leftovers`: the project's containers, volumes and networks still in the engine.
 * :func:`seeded_copy`: docker-compose.yml with one mistake, for the seeded-mistake tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from containers.stack import COMPOSE_FILE, Stack
 
 PROJECT_LABEL = "com.docker.compose.project"
+# A name of the outside world (the package index the image build uses).
+OUTSIDE_NAME = "pypi.org"
 # What a dependency must have done before its dependant starts, per depends_on condition.
 CONDITION_EVENTS = {
     "service_started": "start",
@@ -43,22 +48,38 @@ class Event:
     time: float  # seconds since the epoch, as the engine stamped it
 
 
-def events(project: str, since: float, until: float | None = None) -> list[Event]:
-    """The project's container events between two times, in the engine's order."""
-    lines = docker(
-        "events", "--since", f"{since:.3f}", "--until", f"{until or time.time():.3f}",
-        "--filter", "type=container", "--filter", f"label={PROJECT_LABEL}={project}",
-        "--format", "{{json .}}",
+@contextlib.contextmanager
+def recorded_events(project: str) -> Iterator[list[Event]]:
+    """The project's container starts, exits and health changes while the block runs, streamed as
+    the engine emits them (its buffer of past events is short: every health check adds three
+    exec events), with the engine's own times; the list is filled when the block ends."""
+    since = time.time()
+    stream = subprocess.Popen(
+        ["docker", "events", "--since", f"{since:.3f}", "--format", "{{json .}}",
+         "--filter", "type=container", "--filter", f"label={PROJECT_LABEL}={project}",
+         "--filter", "event=start", "--filter", "event=die", "--filter", "event=health_status"],
+        stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    found = []
-    for line in lines.splitlines():
-        event = json.loads(line)
-        attributes = event["Actor"]["Attributes"]
-        action = event["Action"]
-        if action == "die":
-            action = f"die {attributes.get('exitCode')}"
-        found.append(Event(attributes["com.docker.compose.service"], action, event["timeNano"] / 1e9))
-    return found
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(stream.stdout), daemon=True)
+    reader.start()
+    recorded: list[Event] = []
+    try:
+        yield recorded
+    finally:
+        time.sleep(1)  # the last events' way through the stream
+        stream.terminate()
+        reader.join(timeout=10)
+        stream.wait(timeout=10)
+        recorded.extend(parse_event(json.loads(line)) for line in lines if line.strip())
+
+
+def parse_event(event: dict) -> Event:
+    attributes = event["Actor"]["Attributes"]
+    action = event["Action"]
+    if action == "die":
+        action = f"die {attributes.get('exitCode')}"
+    return Event(attributes["com.docker.compose.service"], action, event["timeNano"] / 1e9)
 
 
 def declared_order(config: dict) -> list[tuple[str, str, str]]:
@@ -100,15 +121,15 @@ def timeline(events_: list[Event]) -> str:
     )
 
 
-def route_out(stack: Stack, service: str) -> str | None:
-    """One line when the service's container has a default route, i.e. a network with a way out."""
-    table = stack.compose("exec", "-T", service, "cat", "/proc/net/route").stdout
-    default = [line.split() for line in table.splitlines()[1:] if line.split()[1] == "00000000"]
-    if default:
-        gateway = ".".join(str(b) for b in reversed(bytes.fromhex(default[0][2])))
-        return (
-            f"{service} has a default route (via {gateway} on {default[0][0]}): its network is not internal"
-        )
+def way_out(stack: Stack, service: str, outside: str = OUTSIDE_NAME) -> str | None:
+    """One line when the service's container resolves a name of the outside world. Docker's DNS
+    answers only the project's own names to a container whose networks are all internal (its
+    default route leads nowhere either way); only the machine's own resolver is asked, and no
+    connection is opened."""
+    completed = stack.compose("exec", "-T", service, "getent", "hosts", outside, check=False)
+    if completed.returncode == 0:
+        address = completed.stdout.split()[0]
+        return f"{service} resolves {outside} ({address}): its network reaches outside, it is not internal"
     return None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import socket
 import stat
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import pandas as pd
 import pytest
 import requests
 
-from containers.stack import TRACKING, Stack, read_env_file, wait_healthy
+from containers.stack import TRACKING, Stack, read_env_file, wait_healthy, write_env_file
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, split_train_test
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.report import PLOTS
@@ -48,12 +49,12 @@ from tests.compose.conftest import SUMMARY
 from tests.compose.engine import (
     declared_order,
     docker,
-    events,
     order_violation,
     project_leftovers,
-    route_out,
+    recorded_events,
     seeded_copy,
     timeline,
+    way_out,
 )
 from tests.integration.browser import chromium_path, headless_chromium
 from tests.integration.servers import kserve_sdk_infer
@@ -62,8 +63,8 @@ from tests.integration.test_train_serve_predict import SCREENSHOTS, shown_plots
 pytestmark = pytest.mark.integration
 
 # A weak champion first, then a better challenger: the promotion gates have a reason to pass.
-FIRST_TRAINING = "-P n_estimators=60 -P learning_rate=0.02 -P cv_folds=0"
-SECOND_TRAINING = ("-P", "n_estimators=150", "-P", "cv_folds=0")
+FIRST_TRAINING = "-P n_estimators=60 -P learning_rate=0.02 -P cv_folds=0 -P n_models=1"
+SECOND_TRAINING = ("-P", "n_estimators=150", "-P", "cv_folds=0", "-P", "n_models=1")
 INTERVAL = {"interval": 0.8}
 EXPERIMENT = "california-housing"
 NOTHING = {"containers": [], "volumes": [], "networks": []}
@@ -118,9 +119,9 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def brought_up(stack) -> dict:
     """`make up` from nothing: its output and the engine's events meanwhile."""
-    since = time.time()
-    output = succeeded(stack_command(stack, "up"))
-    return {"output": output, "events": events(stack.project, since)}
+    with recorded_events(stack.project) as events:
+        output = succeeded(stack_command(stack, "up"))
+    return {"output": output, "events": events}
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +140,19 @@ def tracking_env(stack: Stack) -> dict[str, str]:
     }
 
 
+# (project, version) → the registered version loaded in this process: a version never changes.
+LOADED: dict[tuple[str, str], mlflow.pyfunc.PyFuncModel] = {}
+
+
 def registered_prediction(
     stack: Stack, version: str, rows: pd.DataFrame, params: dict | None
 ) -> pd.DataFrame:
-    """The registered version, loaded in this process through the tracking server."""
-    with mock.patch.dict(os.environ, tracking_env(stack)):
-        model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
-    return model.predict(rows, params=params)
+    """The registered version's prediction, loaded in this process through the tracking server."""
+    key = (stack.name, version)
+    if key not in LOADED:
+        with mock.patch.dict(os.environ, tracking_env(stack)):
+            LOADED[key] = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    return LOADED[key].predict(rows, params=params)
 
 
 def assert_runtime_serves(stack: Stack, version: str, rows: pd.DataFrame, params: dict | None = None):
@@ -207,7 +214,7 @@ def psql(stack: Stack, query: str) -> list[str]:
     ).stdout.split()  # fmt: skip
 
 
-def ui_shows_the_champions_run(stack: Stack, directory: Path, name: str) -> None:
+def ui_shows_the_champions_run(stack: Stack, directory: Path, name: str, pages=("run", "version")) -> None:
     """Logged in as a browser does with basic auth (a page that demands it, opened with the
     credentials: the browser keeps them for the server and sends them with the app's own requests),
     the champion's run page shows its metrics and plots, and its version page its plots."""
@@ -221,7 +228,7 @@ def ui_shows_the_champions_run(stack: Stack, directory: Path, name: str) -> None
         base.replace("http://", f"http://{user}:{password}@")
         + "/api/2.0/mlflow/experiments/search?max_results=1"
     )
-    pages = {
+    urls = {
         "run": f"{base}/#/experiments/{run['info']['experiment_id']}/runs/{version['run_id']}",
         "version": f"{base}/#/models/{MODEL_NAME}/versions/{version['version']}",
     }
@@ -230,8 +237,9 @@ def ui_shows_the_champions_run(stack: Stack, directory: Path, name: str) -> None
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with headless_chromium(directory, height=5200) as page:
         page.navigate(login)
-        assert page.wait_for("document.body.innerText.includes('experiments')", timeout=60), "login refused"
-        for page_name, url in pages.items():
+        assert page.wait_for("document.body?.innerText.includes('experiments')", timeout=60), "login refused"
+        for page_name in pages:
+            url = urls[page_name]
             plots = shown_plots(page, url, SCREENSHOTS / f"compose-{name}-{page_name}.png")
             assert set(plots) == set(PLOTS), (page_name, sorted(plots))
             assert all(f"run_uuid={version['run_id']}" in image["src"] for image in plots.values())
@@ -239,6 +247,35 @@ def ui_shows_the_champions_run(stack: Stack, directory: Path, name: str) -> None
                 assert page.wait_for(all_metrics_shown, timeout=60), (
                     f"the run page lacks some of {metrics}: {page.evaluate('document.body.innerText')[:1000]}"
                 )
+
+
+# ---------------------------------------------------------------------------------------------
+# 0. `make up` refused before anything starts, in one line
+# ---------------------------------------------------------------------------------------------
+
+
+def last_line(completed: subprocess.CompletedProcess) -> str:
+    assert completed.returncode == 1, f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+    return completed.stderr.strip().splitlines()[-1]
+
+
+def test_0_make_up_without_an_engine_fails_in_one_line(stack):
+    nowhere = "unix:///nonexistent/docker.sock"
+    line = last_line(stack_command(stack.with_variables(DOCKER_HOST=nowhere), "up"))
+    SUMMARY.append(f"make up without an engine: {line}")
+    assert line.startswith(f"error: no Docker engine answers at {nowhere}: start it"), line
+
+
+def test_0_make_up_on_a_taken_port_fails_in_one_line_before_starting_anything(stack):
+    port = stack.variables["MLFLOW_HOST_PORT"]
+    with socket.create_server(("127.0.0.1", int(port))):
+        line = last_line(stack_command(stack, "up"))
+    SUMMARY.append(f"make up on a taken port: {line}")
+    assert line == (
+        f"error: port {port} on 127.0.0.1, which the mlflow service publishes, is taken by another "
+        "program: stop it or set MLFLOW_HOST_PORT in .env"
+    ), line
+    assert project_leftovers(stack.project) == NOTHING
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +371,8 @@ def test_4_the_runtime_cannot_reach_postgresql_and_postgresql_has_no_way_out(sta
     ).strip()
     assert address and connect(stack, "runtime", address), f"the runtime reached PostgreSQL at {address}"
     assert docker("network", "inspect", "--format", "{{.Internal}}", f"{stack.project}_db").strip() == "true"
-    assert route_out(stack, "postgres") is None
+    assert way_out(stack, "postgres") is None
+    assert way_out(stack, "mlflow"), "the check sees no way out of a network that has one"
 
 
 def test_4_every_container_runs_as_its_declared_non_root_uid_on_a_read_only_root(stack, brought_up):
@@ -387,16 +425,16 @@ def test_5_restarting_postgresql_and_the_tracking_server_loses_nothing(stack, fi
     wait_healthy(stack, TRACKING)
     phase("restart postgres and mlflow", started)
     assert registry_state(stack, tmp_path / "state") == first_state
-    ui_shows_the_champions_run(stack, tmp_path, "after-restart")
+    ui_shows_the_champions_run(stack, tmp_path, "after-restart", pages=("version",))
 
 
 def test_5_make_up_on_the_running_stack_trains_nothing_and_keeps_everything(
     stack, first_state, rows, tmp_path
 ):
-    since = time.time()
-    output = succeeded(stack_command(stack, "up"))
+    with recorded_events(stack.project) as events:
+        output = succeeded(stack_command(stack, "up"))
     assert f"{MODEL_NAME} version 1 is {CHAMPION}" in output
-    assert "trainer" not in {event.service for event in events(stack.project, since)}
+    assert "trainer" not in {event.service for event in events}
     assert registry_state(stack, tmp_path / "state") == first_state
     assert_runtime_serves(stack, "1", rows)
 
@@ -407,13 +445,13 @@ def test_5_make_down_then_make_up_keeps_runs_versions_aliases_and_artifacts(
     succeeded(stack_command(stack, "down"))
     left = project_leftovers(stack.project)
     assert left["containers"] == [] and len(left["volumes"]) == len(stack.config["volumes"]), left
-    since = time.time()
-    output = succeeded(stack_command(stack, "up"))
+    with recorded_events(stack.project) as events:
+        output = succeeded(stack_command(stack, "up"))
     assert f"{MODEL_NAME} version 1 is {CHAMPION}" in output
-    assert "trainer" not in {event.service for event in events(stack.project, since)}
+    assert "trainer" not in {event.service for event in events}
     assert registry_state(stack, tmp_path / "state") == first_state
     assert_runtime_serves(stack, "1", rows, INTERVAL)
-    ui_shows_the_champions_run(stack, tmp_path, "after-down-up")
+    ui_shows_the_champions_run(stack, tmp_path, "after-down-up", pages=("version",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,10 +469,9 @@ def test_6_a_second_training_registers_a_challenger_and_leaves_the_champion(stac
 def rolled_out(stack: Stack, command: str, version: str, rows: pd.DataFrame) -> str:
     """The stack command moved the champion to ``version``; the storage step then the runtime's
     restart followed, in that order; the runtime serves ``version``."""
-    since = time.time()
-    output = succeeded(stack_command(stack, command))
+    with recorded_events(stack.project) as rollout:
+        output = succeeded(stack_command(stack, command))
     assert stack.champion()["version"] == version
-    rollout = events(stack.project, since)
     assert [e.action for e in rollout if e.service == "storage"][-1:] == ["die 0"]
     assert order_violation([("runtime", "storage", "die 0")], rollout) is None
     assert "start" in [e.action for e in rollout if e.service == "runtime"]
@@ -483,10 +520,10 @@ def test_seeded_mistake_a_runtime_without_its_depends_on_breaks_the_declared_ord
         "    depends_on:\n      storage:\n        condition: service_completed_successfully\n",
         "",
     )
-    since = time.time()
     try:
-        seeded.compose("up", "--detach", "runtime")
-        reason = order_violation(declared_order(stack.config), events(seeded.project, since))
+        with recorded_events(seeded.project) as events:
+            seeded.compose("up", "--detach", "runtime")
+        reason = order_violation(declared_order(stack.config), events)
     finally:
         seeded.compose("down", "--volumes", "--remove-orphans", check=False)
     SUMMARY.append(f"seeded mistake (the runtime's depends_on removed): {reason}")
@@ -497,8 +534,32 @@ def test_seeded_mistake_a_db_network_that_is_not_internal_gives_postgresql_a_way
     seeded = seeded_stack(stack, tmp_path, "  db:\n    internal: true\n", "  db:\n    internal: false\n")
     try:
         seeded.compose("up", "--detach", "--wait", "postgres")
-        reason = route_out(seeded, "postgres")
+        reason = way_out(seeded, "postgres")
     finally:
         seeded.compose("down", "--volumes", "--remove-orphans", check=False)
     SUMMARY.append(f"seeded mistake (the db network not internal): {reason}")
-    assert reason and "\n" not in reason and reason.startswith("postgres has a default route"), reason
+    assert reason and "\n" not in reason and reason.startswith("postgres resolves"), reason
+
+
+def test_a_lost_env_file_fails_make_up_in_one_line_naming_the_tracking_server(stack, tmp_path):
+    """PostgreSQL created with one .env, then `make up` with new credentials: the tracking server
+    cannot log in to the database, and keeps exiting."""
+    lost = Stack(tmp_path / ".env", f"{stack.project}-lost", {**stack.variables})
+    lost = (
+        lost.with_variables(POSTGRES_IMAGE=stack.setting("POSTGRES_IMAGE"))
+        if stack.setting("POSTGRES_IMAGE")
+        else lost
+    )
+    write_env_file(lost.env_file)
+    try:
+        lost.compose("up", "--detach", "--wait", "postgres")
+        lost.env_file.unlink()
+        completed = stack_command(lost, "up")
+    finally:
+        lost.compose("down", "--volumes", "--remove-orphans", check=False)
+    line = last_line(completed)
+    SUMMARY.append(f"make up after a lost .env: {line}")
+    assert (
+        line.startswith("error: service mlflow keeps exiting") and "PostgreSQL keeps the password" in line
+    ), line
+    assert "password authentication failed" in completed.stderr

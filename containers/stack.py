@@ -234,7 +234,10 @@ def check_engine() -> None:
 
 
 def port_taken(port: int) -> bool:
+    """Something listens on 127.0.0.1:``port`` (a client's connection from that port does not count:
+    with SO_REUSEADDR, as the engine's port proxy binds, only a listener refuses the bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -21,8 +21,8 @@ that catches one answers one line.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import random
 import shlex
 import socket
 import stat
@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from mlflow import MlflowClient
 
-from containers.stack import TRACKING, Stack, read_env_file, wait_healthy, write_env_file
+from containers.stack import TRACKING, Stack, port_taken, read_env_file, wait_healthy, write_env_file
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, split_train_test
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.processes import free_port, listening_addresses
+from testbed.processes import listening_addresses
 from tests.compose.conftest import SUMMARY
 from tests.compose.engine import (
     declared_order,
@@ -76,6 +77,15 @@ except OSError as error:
     sys.exit(f"{type(error).__name__}: {error}")"""
 
 
+def stack_port() -> str:
+    """A free port below the kernel's ephemeral range, so no client connection takes it meanwhile."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(low - 12000, low)
+        if not port_taken(port):
+            return str(port)
+
+
 def phase(name: str, started: float) -> None:
     SUMMARY.append(f"phase {name}: {time.monotonic() - started:.0f} s")
 
@@ -104,8 +114,8 @@ def stack(tmp_path_factory):
         env_file=directory / ".env",
         project=f"california-housing-test-{uuid.uuid4().hex[:8]}",
         variables={
-            "MLFLOW_HOST_PORT": str(free_port()),
-            "V2_HOST_PORT": str(free_port()),
+            "MLFLOW_HOST_PORT": stack_port(),
+            "V2_HOST_PORT": stack_port(),
             "TRAIN_PARAMS": FIRST_TRAINING,
         },
     )
@@ -173,8 +183,20 @@ def rest(stack: Stack, path: str, **params) -> dict:
     return response.json()
 
 
-def registry_state(stack: Stack, tmp_path: Path) -> dict:
-    """Runs, versions, aliases and artifacts, as the tracking server reports them."""
+def artifact_files(uri: str, prefix: str = "") -> list[tuple[str, int | None]]:
+    """Every file below an artifact URI, with its size as the artifact store reports it."""
+    files = []
+    for info in mlflow.artifacts.list_artifacts(artifact_uri=uri):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.is_dir:
+            files += artifact_files(f"{uri.rstrip('/')}/{name}", f"{prefix}{name}/")
+        else:
+            files.append((f"{prefix}{name}", info.file_size))
+    return sorted(files)
+
+
+def registry_state(stack: Stack) -> dict:
+    """Runs, versions, aliases and every artifact file with its size, as the tracking server reports them."""
     experiment = rest(stack, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
     runs = requests.post(
         f"{stack.url('mlflow')}/api/2.0/mlflow/runs/search",
@@ -184,20 +206,15 @@ def registry_state(stack: Stack, tmp_path: Path) -> dict:
     ).json()["runs"]
     model = rest(stack, "registered-models/get", name=MODEL_NAME)["registered_model"]
     versions = rest(stack, "model-versions/search", filter=f"name='{MODEL_NAME}'")["model_versions"]
-    artifacts = {}
     with mock.patch.dict(os.environ, tracking_env(stack)):
-        for run in runs:
-            run_id = run["info"]["run_id"]
-            artifacts[run_id] = sorted(a.path for a in mlflow.artifacts.list_artifacts(run_id=run_id))
-        for version in versions:
-            local = mlflow.artifacts.download_artifacts(
-                f"models:/{MODEL_NAME}/{version['version']}", dst_path=str(tmp_path / version["version"])
-            )
-            artifacts[f"version {version['version']}"] = sorted(
-                (path.relative_to(local).as_posix(), hashlib.md5(path.read_bytes()).hexdigest())
-                for path in Path(local).rglob("*")
-                if path.is_file()
-            )
+        client = MlflowClient()
+        artifacts = {
+            **{run["info"]["run_id"]: artifact_files(run["info"]["artifact_uri"]) for run in runs},
+            **{
+                v["version"]: artifact_files(client.get_model_version_download_uri(MODEL_NAME, v["version"]))
+                for v in versions
+            },
+        }
     return {
         "runs": sorted((run["info"]["run_id"], run["info"]["status"]) for run in runs),
         "versions": sorted((v["version"], v["run_id"]) for v in versions),
@@ -413,8 +430,8 @@ def test_4_nothing_listens_beyond_loopback(stack, brought_up):
 
 
 @pytest.fixture(scope="module")
-def first_state(stack, brought_up, tmp_path_factory) -> dict:
-    state = registry_state(stack, tmp_path_factory.mktemp("state"))
+def first_state(stack, brought_up) -> dict:
+    state = registry_state(stack)
     assert state["aliases"] == [(CHAMPION, "1")] and len(state["runs"]) == 1
     return state
 
@@ -424,7 +441,7 @@ def test_5_restarting_postgresql_and_the_tracking_server_loses_nothing(stack, fi
     stack.compose("restart", *TRACKING)
     wait_healthy(stack, TRACKING)
     phase("restart postgres and mlflow", started)
-    assert registry_state(stack, tmp_path / "state") == first_state
+    assert registry_state(stack) == first_state
     ui_shows_the_champions_run(stack, tmp_path, "after-restart", pages=("version",))
 
 
@@ -435,7 +452,7 @@ def test_5_make_up_on_the_running_stack_trains_nothing_and_keeps_everything(
         output = succeeded(stack_command(stack, "up"))
     assert f"{MODEL_NAME} version 1 is {CHAMPION}" in output
     assert "trainer" not in {event.service for event in events}
-    assert registry_state(stack, tmp_path / "state") == first_state
+    assert registry_state(stack) == first_state
     assert_runtime_serves(stack, "1", rows)
 
 
@@ -449,7 +466,7 @@ def test_5_make_down_then_make_up_keeps_runs_versions_aliases_and_artifacts(
         output = succeeded(stack_command(stack, "up"))
     assert f"{MODEL_NAME} version 1 is {CHAMPION}" in output
     assert "trainer" not in {event.service for event in events}
-    assert registry_state(stack, tmp_path / "state") == first_state
+    assert registry_state(stack) == first_state
     assert_runtime_serves(stack, "1", rows, INTERVAL)
     ui_shows_the_champions_run(stack, tmp_path, "after-down-up", pages=("version",))
 

@@ -225,8 +225,8 @@ TEXT_EDITS = [
     ),
     pytest.param(
         "docker-compose.yml",
-        '"127.0.0.1:8080:8080"',
-        '"8080:8080"',
+        '"127.0.0.1:${V2_HOST_PORT:-8080}:8080"',
+        '"${V2_HOST_PORT:-8080}:8080"',
         ("services.runtime.ports", "bind it to 127.0.0.1"),
         id="compose_port_on_all_interfaces",
     ),

@@ -564,8 +564,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands.add_parser("up")
     commands.add_parser("down").add_argument("--volumes", action="store_true")
     for name in ("train", "promote", "rollback"):
-        commands.add_parser(name).add_argument("params", nargs=argparse.REMAINDER, help="-P name=value ...")
-    return parser.parse_args(argv)
+        commands.add_parser(name, help="[-P name=value ...]: the entry point's parameters")
+    # The entry points' `-P name=value` options are passed on as they are.
+    args, args.params = parser.parse_known_args(argv)
+    if args.params and args.command not in ("train", "promote", "rollback"):
+        parser.error(f"unrecognized arguments: {' '.join(args.params)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

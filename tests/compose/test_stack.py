@@ -61,7 +61,8 @@ from tests.integration.browser import chromium_path, headless_chromium
 from tests.integration.servers import kserve_sdk_infer
 from tests.integration.test_train_serve_predict import SCREENSHOTS, shown_plots
 
-pytestmark = pytest.mark.integration
+# The first `make up` trains; on a busy machine that alone has taken 11 minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 # A weak champion first, then a better challenger: the promotion gates have a reason to pass.
 FIRST_TRAINING = "-P n_estimators=60 -P learning_rate=0.02 -P cv_folds=0 -P n_models=1"

@@ -526,7 +526,9 @@ def run_lifecycle(stack: Stack, entry_point: str, params: Sequence[str]) -> None
     try:
         run_once(stack, "trainer", *stack.lifecycle_command(entry_point), *params)
     except StackError as error:
-        verdict = error.output.strip().splitlines()
+        # The entry point's own last word (`mlflow run` adds its "Run ... failed" after it).
+        lines = error.output.strip().splitlines()
+        verdict = [line for line in lines if line.startswith(("refused", "error"))] or lines
         raise StackError(verdict[-1] if verdict else str(error)) from None
     champion = stack.champion()
     if champion and (before or {}).get("version") != champion["version"]:

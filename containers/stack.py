@@ -324,7 +324,7 @@ def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_
             if state is None:
                 raise StackError(f"service {service} has no container", service)
             if state["State"] == "restarting":
-                raise StackError(f"service {service} keeps exiting (code {state['ExitCode']})", service)
+                raise StackError(f"service {service} keeps exiting and restarting", service)
             if state["State"] != "running":
                 how = f"{state['State']} (exit code {state['ExitCode']})"
                 raise StackError(f"service {service} is {how}", service)

@@ -16,7 +16,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_NO_INPUT=1
 
 # A CA bundle for pip behind a TLS-inspecting proxy, given at build time only (`make image` passes
-# the host's, mounted read-only); unset, pip uses its own.
+# the host's as the build secret ca-certificates and names it here); unset, pip uses its own.
 ARG PIP_CERT
 
 # Exactly the pinned serving lock, nothing resolved at build time (--no-deps), into a relocatable
@@ -24,7 +24,8 @@ ARG PIP_CERT
 # the test suites wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB) and the files for
 # building against a package (C/C++ and Cython sources and headers, type stubs: ~20 MB).
 COPY requirements/serve.lock /tmp/serve.lock
-RUN python -m venv /opt/venv \
+RUN --mount=type=secret,id=ca-certificates \
+    python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-deps -r /tmp/serve.lock \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes --quiet pip \

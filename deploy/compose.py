@@ -16,6 +16,8 @@ from deploy.problem import Problem, relative, run_tool, short
 # What a required ``${VAR:?message}`` is set to while validating: a template, not a value.
 PLACEHOLDER = "<from-env>"
 REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
+# ``${VAR:-default}``: validated with its committed default, whatever the environment sets.
+OPTIONAL_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?-[^}]*\}")
 LOOPBACK = ("127.0.0.1", "::1")
 
 
@@ -29,8 +31,12 @@ def compose_binary() -> str | None:
 
 
 def run_compose(binary: str, compose_file: Path, *args: str):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
-    for name in REQUIRED_VARIABLE.findall(compose_file.read_text()):
+    text = compose_file.read_text()
+    optional = set(OPTIONAL_VARIABLE.findall(text))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_")) and k not in optional
+    }
+    for name in REQUIRED_VARIABLE.findall(text):
         env.setdefault(name, PLACEHOLDER)
     with tempfile.NamedTemporaryFile("w", suffix=".env") as no_env_file:
         # An empty env file: never read a developer's real .env while validating.

@@ -225,8 +225,8 @@ TEXT_EDITS = [
     ),
     pytest.param(
         "docker-compose.yml",
-        '"127.0.0.1:8080:8080"',
-        '"8080:8080"',
+        '"127.0.0.1:${V2_HOST_PORT:-8080}:8080"',
+        '"${V2_HOST_PORT:-8080}:8080"',
         ("services.runtime.ports", "bind it to 127.0.0.1"),
         id="compose_port_on_all_interfaces",
     ),
@@ -490,7 +490,9 @@ def test_k8s_image_tag_differs_from_the_built_one(deploy_copy):
 
 def test_k8s_and_compose_run_different_postgres_images(deploy_copy):
     edit_text(
-        deploy_copy / "docker-compose.yml", "image: postgres:16-bookworm", "image: postgres:17-bookworm"
+        deploy_copy / "docker-compose.yml",
+        "image: ${POSTGRES_IMAGE:-postgres:16-bookworm}",
+        "image: ${POSTGRES_IMAGE:-postgres:17-bookworm}",
     )
     assert_reported(
         run(deploy_copy),

@@ -18,8 +18,8 @@ from model.tune import TuneSettings
 
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 ENTRY_POINTS = MLPROJECT["entry_points"]
-# Values for parameters MLproject gives no default (only batch_predict's paths).
-REQUIRED_VALUES = {"input": "in.csv", "output": "out.parquet"}
+# Values for parameters MLproject gives no default (batch_predict's paths, monitor's window).
+REQUIRED_VALUES = {"input": "in.csv", "output": "out.parquet", "window": "capture"}
 # The docs' parameter table of each entry point that has one.
 DOCS_TABLES = {"train": "docs/workflows/training.md", "batch_predict": "docs/workflows/inference-batch.md"}
 

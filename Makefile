@@ -41,6 +41,7 @@ venv: $(VENV)/.installed
 locks:
 	$(VENV)/bin/uv pip compile requirements.in --python-version $(PYTHON_VERSION) -o requirements.lock
 	$(VENV)/bin/uv pip compile requirements/serve.in -c requirements.lock --python-version $(PYTHON_VERSION) -o requirements/serve.lock
+	$(VENV)/bin/uv pip compile requirements/monitor.in -c requirements.lock --python-version $(PYTHON_VERSION) -o requirements/monitor.lock
 
 $(VENV)/.installed: requirements.lock
 	python$(PYTHON_VERSION) -m venv $(VENV)

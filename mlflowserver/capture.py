@@ -7,16 +7,17 @@ columns as the pyfunc got them, every output the model returned (interval bounds
 null for rows that did not ask) and the inference parameters (``param_<name>``, null when not
 given).
 
-The request path only puts a reference to what it already holds on a bounded queue
-(``put_nowait``: no copy, no lock held across I/O); a background thread turns batches of
-records into Arrow tables and appends them as row groups to the open file. When the queue is
-full the record is dropped and counted (``mlflowserver_capture_dropped_rows_total`` on
+The request path only appends a reference to what it already holds to a bounded buffer (no
+copy, no lock, no wake-up); every ``FLUSH_SECONDS`` a background thread drains it, turns the
+records into one Arrow table and appends it as a row group to the open file. When the buffer
+is full the record is dropped and counted (``mlflowserver_capture_dropped_rows_total`` on
 ``/metrics``, and in the log at each rotation): recording never slows or fails a request.
 
 Files are written under a hidden name and renamed into place when closed: after
-``MAX_BYTES`` or ``MAX_SECONDS``, on a schema change (say, the first request asking for an
-interval adds its bounds' columns) and at exit. A reader sees only complete files; a killed
-process loses at most the open file (``MAX_SECONDS`` of traffic).
+``MAX_FILE_MB`` or ``MAX_FILE_SECONDS``, when a new column appears (the first request asking
+for an interval adds its bounds' columns; rows without them get nulls) and at exit. A reader
+sees only complete files; a killed process loses at most the open file (``MAX_FILE_SECONDS``
+of traffic).
 
 Settings (environment): ``MLFLOWSERVER_CAPTURE_DIR`` (on when set), ``..._MAX_FILE_MB``
 (default 64), ``..._MAX_FILE_SECONDS`` (300), ``..._BUFFER`` (queued requests, 10,000),
@@ -28,14 +29,16 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -101,8 +104,9 @@ class CaptureSettings:
         )
 
 
-@dataclass(frozen=True)
-class _Record:
+class _Record(NamedTuple):
+    """One answered request (a tuple: built on the request path, it must cost next to nothing)."""
+
     nanoseconds: int
     request_id: str
     inputs: pd.DataFrame
@@ -123,7 +127,10 @@ class Capture:
         self.model_run_id = model_run_id
         self.param_names = tuple(param_names)
         self.dropped_rows = 0
-        self._queue: queue.Queue[_Record | None] = queue.Queue(maxsize=settings.buffer)
+        # A deque, not a queue.Queue: append and popleft are atomic and take no lock, and nothing
+        # wakes the writer per request (it drains the deque every flush_seconds).
+        self._pending: deque[_Record] = deque()
+        self._stop = threading.Event()
         self._writer: _RotatingWriter | None = None
         try:
             settings.directory.mkdir(parents=True, exist_ok=True)
@@ -144,43 +151,31 @@ class Capture:
         """Queue one answered request (on the request path: never blocks, never raises)."""
         if not isinstance(inputs, pd.DataFrame):
             return
-        try:
-            self._queue.put_nowait(_Record(time.time_ns(), str(request_id), inputs, outputs, params))
-        except queue.Full:
+        if len(self._pending) >= self.settings.buffer:
             self.dropped_rows += len(inputs)
             DROPPED_ROWS.inc(len(inputs))
+            return
+        self._pending.append(_Record(time.time_ns(), str(request_id), inputs, outputs, params))
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, close the open file into place and stop the thread."""
-        if not self._thread.is_alive():
-            return
-        self._queue.put(None)
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(timeout)
 
     # -- background thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        pending: list[_Record] = []
-        deadline = None
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                record = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                record = ...
-            if record is None:
-                self._flush(pending)
-                if self._writer is not None:
-                    self._close_file()
-                return
-            if record is not ...:
-                pending.append(record)
-                deadline = deadline or time.monotonic() + self.settings.flush_seconds
-            if deadline is not None and time.monotonic() >= deadline:
-                self._flush(pending)
-                pending, deadline = [], None
-            if self._writer is not None and self._writer.expired():
+            stopping = self._stop.wait(self.settings.flush_seconds)
+            records = []
+            while self._pending:
+                records.append(self._pending.popleft())
+            self._flush(records)
+            if self._writer is not None and (stopping or self._writer.expired()):
                 self._close_file()
+            if stopping:
+                return
 
     def _flush(self, records: list[_Record]) -> None:
         if not records:
@@ -188,8 +183,18 @@ class Capture:
         rows = sum(len(r.inputs) for r in records)
         try:
             table = self._table(records)
-            if self._writer is not None and not self._writer.accepts(table.schema):
-                self._close_file()
+            if self._writer is not None:
+                aligned = _aligned(table, self._writer.schema)
+                if aligned is None:
+                    # A new column (the first interval's bounds) or type: a new file with both schemas.
+                    schema = pa.unify_schemas(
+                        [self._writer.schema, table.schema], promote_options="permissive"
+                    )
+                    self._close_file()
+                    table = _aligned(table, schema)
+                    self._writer = _RotatingWriter(self.settings, schema)
+                else:
+                    table = aligned
             if self._writer is None:
                 self._writer = _RotatingWriter(self.settings, table.schema)
             self._writer.write(table)
@@ -229,9 +234,10 @@ class Capture:
                 pa.array(np.zeros(total, dtype=np.int32)), pa.array([self.model_run_id])
             ),
         }
-        names = list(dict.fromkeys(name for r in records for name in r.inputs.columns))
-        for name in names:
-            columns[str(name)] = _concatenate([r.inputs.get(name) for r in records], counts)
+        # One concat for the batch: per-record column access costs pandas' indexing every time.
+        inputs = pd.concat([r.inputs for r in records], ignore_index=True, copy=False)
+        for name in inputs.columns:
+            columns[str(name)] = pa.array(inputs[name].to_numpy(), from_pandas=True)
         outputs = list(dict.fromkeys(name for r in records for name, _ in r.outputs))
         for name in outputs:
             if name in columns:
@@ -258,14 +264,32 @@ def _concatenate(parts: list, counts: list[int]) -> pa.Array:
     return pa.concat_arrays([a.cast(typed[0]) if pa.types.is_null(a.type) else a for a in arrays])
 
 
+def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``table`` in ``schema`` (its missing columns null), or None when it has other columns or
+    a value that does not cast."""
+    if not set(table.column_names) <= set(schema.names):
+        return None
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        try:
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 class _RotatingWriter:
     """One capture file: written under a hidden name, renamed into place by ``close``."""
 
     def __init__(self, settings: CaptureSettings, schema: pa.Schema):
         self.settings = settings
         self.schema = schema
-        started = time.gmtime()
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", started)
+        # Names sort by opening time (to the microsecond), then host and process.
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = (
             f"{FILE_PREFIX}{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{FILE_SUFFIX}"
         )
@@ -274,9 +298,6 @@ class _RotatingWriter:
         self.opened = time.monotonic()
         self.rows = 0
         self._writer = pq.ParquetWriter(self.partial, schema, compression="zstd")
-
-    def accepts(self, schema: pa.Schema) -> bool:
-        return schema.equals(self.schema)
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table)

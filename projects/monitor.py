@@ -18,10 +18,14 @@ from model.monitoring.window import MonitorError  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> MonitorJob:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--window", required=True, help="a capture directory or file, or a batch_predict output")
+    parser.add_argument(
+        "--window", required=True, help="a capture directory or file, or a batch_predict output"
+    )
     parser.add_argument("--since", default="", help="ISO 8601 time: captured rows from then on; '' = all")
     parser.add_argument("--until", default="", help="ISO 8601 time: captured rows before then; '' = all")
-    parser.add_argument("--labels", default="", help="CSV or Parquet: the id column(s) and median_house_value")
+    parser.add_argument(
+        "--labels", default="", help="CSV or Parquet: the id column(s) and median_house_value"
+    )
     parser.add_argument(
         "--id-column",
         default="",
@@ -30,9 +34,15 @@ def parse_args(argv: list[str] | None = None) -> MonitorJob:
     )
     parser.add_argument("--inputs", default="", help="for a batch_predict output: the input file it scored")
     parser.add_argument("--interval", default="", help="for a batch_predict output with bounds: its level")
-    parser.add_argument("--model-version", default="", help="number or alias; '' = the version the capture names")
-    parser.add_argument("--fail-on", default="", choices=list(FAIL_ON), help="exit 1 on this verdict; '' = never")
-    parser.add_argument("--labelled-output", default="", help="write the labelled rows here (for make retrain)")
+    parser.add_argument(
+        "--model-version", default="", help="number or alias; '' = the version the capture names"
+    )
+    parser.add_argument(
+        "--fail-on", default="", choices=list(FAIL_ON), help="exit 1 on this verdict; '' = never"
+    )
+    parser.add_argument(
+        "--labelled-output", default="", help="write the labelled rows here (for make retrain)"
+    )
     args = parser.parse_args(argv)
     try:
         interval = float(args.interval) if args.interval else None

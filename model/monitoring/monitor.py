@@ -35,7 +35,9 @@ from model.monitoring.statistics import (
     Assessment,
     Thresholds,
     assess,
+    drift_frame,
     paragraph,
+    report,
 )
 from model.monitoring.window import MonitorError, Window, join_labels, parse_time, read_window
 from model.report import DESCRIPTION_TAG
@@ -90,7 +92,8 @@ def run(job: MonitorJob, client: MlflowClient | None = None) -> tuple[Outcome, b
     figures = test_figures(version.run_id, client)
     if job.labels is not None:
         window = join_labels(window, job.labels, job.id_column)
-    snapshot, assessment = assess(reference, window.frame, figures, job.thresholds)
+    assessment = assess(reference, window.frame, figures, job.thresholds)
+    snapshot = report(reference, drift_frame(window.frame), job.thresholds)
     name = f"{registry.MODEL_NAME} version {version.version}"
     text = paragraph(assessment, name, window.source)
 
@@ -118,7 +121,8 @@ def resolve_version(window: Window, asked: str, client: MlflowClient) -> ModelVe
         found = client.search_model_versions(f"name='{registry.MODEL_NAME}' and run_id='{run_id}'")
         if not found:
             raise MonitorError(
-                f"the window was served by the model of run {run_id}, which is no version of {registry.MODEL_NAME}"
+                f"the window was served by the model of run {run_id}, "
+                f"which is no version of {registry.MODEL_NAME}"
             )
         served.append(max(found, key=lambda v: int(v.version)))
     if len(served) > 1:

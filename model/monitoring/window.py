@@ -17,8 +17,9 @@ the batch's id column. Every problem is a :class:`MonitorError` with a one-line 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -43,15 +44,22 @@ class Window:
     model_run_ids: tuple[str, ...]  # the runs of the models that served it (captures only)
 
 
-def parse_time(text: str, what: str) -> datetime | None:
-    """An ISO 8601 time ('' for none); without a zone it is UTC."""
+RELATIVE_TIME = re.compile(r"^-(\d+(?:\.\d+)?)([mhd])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(text: str, what: str, now: datetime | None = None) -> datetime | None:
+    """An ISO 8601 time (UTC without a zone), or ``-30m``/``-1h``/``-7d`` before ``now``; '' for none."""
     if not text:
         return None
+    relative = RELATIVE_TIME.match(text)
+    if relative:
+        return (now or datetime.now(UTC)) - timedelta(**{UNITS[relative[2]]: float(relative[1])})
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise MonitorError(
-            f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {text!r}"
+            f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, or -1h, -30m, -7d; not {text!r}"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

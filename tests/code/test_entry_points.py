@@ -21,7 +21,11 @@ ENTRY_POINTS = MLPROJECT["entry_points"]
 # Values for parameters MLproject gives no default (batch_predict's paths, monitor's window).
 REQUIRED_VALUES = {"input": "in.csv", "output": "out.parquet", "window": "capture"}
 # The docs' parameter table of each entry point that has one.
-DOCS_TABLES = {"train": "docs/workflows/training.md", "batch_predict": "docs/workflows/inference-batch.md"}
+DOCS_TABLES = {
+    "train": "docs/workflows/training.md",
+    "batch_predict": "docs/workflows/inference-batch.md",
+    "monitor": "docs/workflows/monitoring.md",
+}
 
 
 def parameters(entry_point: str) -> dict[str, dict]:

@@ -41,7 +41,7 @@ def deploy_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "k8s", root / "k8s")
     for name in ("Dockerfile", ".dockerignore", "docker-compose.yml", ".yamllint.yaml", ".secrets.baseline"):
         shutil.copy(REPO / name, root / name)
-    for lock in ("requirements.lock", "requirements/serve.lock"):
+    for lock in ("requirements.lock", "requirements/serve.lock", "requirements/monitor.lock"):
         (root / lock).parent.mkdir(exist_ok=True)
         shutil.copy(REPO / lock, root / lock)
     for name in BUILD_CONTEXT_FILES:

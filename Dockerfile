@@ -96,11 +96,13 @@ COPY requirements/serve.lock requirements/monitor.lock /tmp/
 # requirements/monitor.lock pins Evidently with every dependency, as requirements.lock does; the
 # ones the serving lock already installs are left out (same pins: both locks come from it).
 RUN python -c "import re; pin = lambda l: re.match(r'^([A-Za-z0-9_.-]+)==', l); served = {pin(l)[1].lower() for l in open('/tmp/serve.lock') if pin(l)}; open('/tmp/extra.lock', 'w').writelines(l for l in open('/tmp/monitor.lock') if pin(l) and pin(l)[1].lower() not in served)" \
-    && pip install --no-deps --target /opt/monitor -r /tmp/extra.lock
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-deps --target /opt/monitor -r /tmp/extra.lock \
+    && find /opt/monitor -depth -type d \( -name tests -o -name test \) -exec rm -rf {} +
 
 FROM runtime AS monitor
 COPY --from=monitor-packages /opt/monitor /opt/monitor
-# Evidently's usage telemetry off; its packages after the venv's.
+# Evidently's usage telemetry off; its packages on the path (none is also in the venv).
 ENV PYTHONPATH=/opt/monitor \
     DO_NOT_TRACK=1
 CMD ["mlflow", "run", ".", "-e", "monitor", "--env-manager", "local", "--experiment-name", "california-housing-monitoring", "-P", "window=/captures"]

@@ -330,3 +330,14 @@ def test_evidently_is_in_the_monitor_lock_and_never_in_the_serving_lock():
         PROJECT_ROOT / "requirements" / "serve.lock"
     )
     assert {name: pin for name, pin in monitor.items() if dev.get(name) != pin} == {}
+
+
+def test_the_docs_tables_are_the_saved_study_of_the_current_thresholds():
+    from dataclasses import asdict
+
+    from model.monitoring import study
+    from model.monitoring.statistics import THRESHOLDS
+
+    saved = json.loads(study.STUDY_PATH.read_text())
+    assert saved["thresholds"] == asdict(THRESHOLDS), "re-run python -m model.monitoring.study --write-docs"
+    assert study.generated_block() == study.markdown(saved)

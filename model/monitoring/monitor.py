@@ -40,6 +40,7 @@ from model.monitoring.statistics import (
     report,
 )
 from model.monitoring.window import MonitorError, Window, join_labels, parse_time, read_window
+from model.plots import artifact_url, plt
 from model.report import DESCRIPTION_TAG
 
 VERDICT_TAG = "monitoring.verdict"
@@ -193,7 +194,7 @@ def _log(job: MonitorJob, version: ModelVersion, a: Assessment, text: str, files
                 "model_name": registry.MODEL_NAME,
                 "model_version": version.version,
                 "verdict": a.verdict,
-                DESCRIPTION_TAG: _description(text, a),
+                DESCRIPTION_TAG: _description(text, a, active.info.run_id),
             }
         )
         mlflow.log_metrics(a.metrics())
@@ -204,7 +205,7 @@ def _log(job: MonitorJob, version: ModelVersion, a: Assessment, text: str, files
         return active.info.run_id
 
 
-def _description(text: str, a: Assessment) -> str:
+def _description(text: str, a: Assessment, run_id: str) -> str:
     """The run's description: the verdict paragraph, the summary figure and the column table."""
     rows = [
         f"| {'prediction' if c.column == PREDICTION else c.column} | {c.method} | {c.score:.3f} | "
@@ -215,7 +216,9 @@ def _description(text: str, a: Assessment) -> str:
         [
             text,
             "",
-            f"![summary]({SUMMARY}) — full report: `{REPORT}` (open it under Artifacts).",
+            f"![summary]({artifact_url(run_id, SUMMARY)})",
+            "",
+            f"Evidently's full report: `{REPORT}` (open it under Artifacts).",
             "",
             "| column | test | score | threshold | missing | drifted |",
             "| --- | --- | ---: | ---: | ---: | --- |",
@@ -226,8 +229,6 @@ def _description(text: str, a: Assessment) -> str:
 
 def _summary_figure(a: Assessment, name: str):
     """Drift scores against their thresholds; live RMSE and coverage against the test figures."""
-    from model.plots import plt
-
     figure, (drift_axes, quality_axes) = plt.subplots(
         1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 1.4]}
     )

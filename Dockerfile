@@ -33,7 +33,7 @@ RUN --mount=type=secret,id=ca-certificates \
     && find /opt/venv -type f \( -name '*.[ch]' -o -name '*.[ch]pp' -o -name '*.cc' -o -name '*.py[xi]' -o -name '*.pxd' \) -delete
 
 
-FROM ${PYTHON_BASE}
+FROM ${PYTHON_BASE} AS runtime
 
 # No secret is baked in: credentials reach the containers at run time from Secrets / env files.
 ENV VIRTUAL_ENV=/opt/venv \
@@ -83,3 +83,30 @@ USER 1000:1000
 EXPOSE 5000 8080
 
 CMD ["python", "-m", "mlflowserver", "--model_name=california-housing", "--model_dir=/mnt/models", "--http_port=8080", "--http_host=0.0.0.0"]
+
+# The monitor role (`mlflow run . -e monitor`, k8s/monitor, Compose's monitor service): this image
+# plus Evidently and what it needs beyond the serving lock, in a layer of its own on PYTHONPATH.
+# Built only with --target monitor (california-housing-monitor:dev), so the serving image above
+# never grows with it (docs/workflows/monitoring.md#where-the-monitor-runs).
+FROM ${PYTHON_BASE} AS monitor-packages
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+ARG PIP_CERT
+COPY requirements/serve.lock requirements/monitor.lock /tmp/
+# requirements/monitor.lock pins Evidently with every dependency, as requirements.lock does; the
+# ones the serving lock already installs are left out (same pins: both locks come from it).
+RUN python -c "import re; pin = lambda l: re.match(r'^([A-Za-z0-9_.-]+)==', l); served = {pin(l)[1].lower() for l in open('/tmp/serve.lock') if pin(l)}; open('/tmp/extra.lock', 'w').writelines(l for l in open('/tmp/monitor.lock') if pin(l) and pin(l)[1].lower() not in served)" \
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-deps --target /opt/monitor -r /tmp/extra.lock \
+    && find /opt/monitor -depth -type d \( -name tests -o -name test \) -exec rm -rf {} +
+
+FROM runtime AS monitor
+COPY --from=monitor-packages /opt/monitor /opt/monitor
+# Evidently's usage telemetry off; its packages on the path (none is also in the venv).
+ENV PYTHONPATH=/opt/monitor \
+    DO_NOT_TRACK=1
+CMD ["mlflow", "run", ".", "-e", "monitor", "--env-manager", "local", "--experiment-name", "california-housing-monitoring", "-P", "window=/captures"]
+
+# The default target: the serving image, every other role.
+FROM runtime

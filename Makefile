@@ -42,6 +42,7 @@ venv: $(VENV)/.installed
 locks:
 	$(VENV)/bin/uv pip compile requirements.in --python-version $(PYTHON_VERSION) -o requirements.lock
 	$(VENV)/bin/uv pip compile requirements/serve.in -c requirements.lock --python-version $(PYTHON_VERSION) -o requirements/serve.lock
+	$(VENV)/bin/uv pip compile requirements/monitor.in -c requirements.lock --python-version $(PYTHON_VERSION) -o requirements/monitor.lock
 
 $(VENV)/.installed: requirements.lock
 	python$(PYTHON_VERSION) -m venv $(VENV)
@@ -130,6 +131,28 @@ rollback: venv
 
 tune: data
 	mlflow run . -e tune --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)
+
+# Judge a window of served rows against the version that served them, logged to MLflow and tagged on
+# the version (docs/workflows/monitoring.md); e.g. make monitor WINDOW=captures
+# MLFLOW_PARAMS='-P labels=sold.csv -P fail_on=degraded'. DO_NOT_TRACK: Evidently's telemetry off.
+MONITOR_EXPERIMENT ?= california-housing-monitoring
+WINDOW ?= captures
+.PHONY: monitor
+monitor: venv
+	DO_NOT_TRACK=1 mlflow run . -e monitor --env-manager local --experiment-name $(MONITOR_EXPERIMENT) -P window="$(WINDOW)" $(MLFLOW_PARAMS)
+
+# From a degraded verdict to a judged challenger: the raw data plus the newly labelled rows (the
+# monitor's labelled_output) → train (a new challenger) → promote (the gates decide; it fails, and
+# the champion stays, unless every gate passes). TRAIN_PARAMS go to train, MLFLOW_PARAMS to promote.
+NEW_DATA ?=
+RETRAIN_DATA ?= data/retrain/housing+$(basename $(notdir $(NEW_DATA))).csv
+TRAIN_PARAMS ?=
+.PHONY: retrain
+retrain: data
+	@test -n "$(NEW_DATA)" || { echo "usage: make retrain NEW_DATA=labelled.csv [TRAIN_PARAMS='-P cv_folds=0']" >&2; exit 2; }
+	$(PY) -m model.monitoring.retrain "$(NEW_DATA)" "$(RETRAIN_DATA)"
+	mlflow run . -e train --env-manager local --experiment-name $(EXPERIMENT) -P data_path="$(RETRAIN_DATA)" $(TRAIN_PARAMS)
+	mlflow run . -e promote --env-manager local --experiment-name $(EXPERIMENT) -P data_path="$(RETRAIN_DATA)" $(MLFLOW_PARAMS)
 
 # Performance figures next to their limits, written to docs/performance.md (the full form takes
 # minutes); e.g. BENCH_ARGS='--short' (the CI form) or BENCH_ARGS='--only servers,load --workers 1,2'.

@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--short] [--only inprocess,intervals,servers,load,batch,training,tradeoff] [--write-docs]``.
+"""``python -m benchmarks [--short] [--only inprocess,intervals,servers,load,capture,batch,training,tradeoff] [--write-docs]``.
 
 Prints a table — figure | value | limit | ratio | PASS/MISS — and exits 1 if anything
 failed to run (an error, a failed request, a figure that could not be measured); a MISS

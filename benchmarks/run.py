@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import batch, inprocess, intervals, profile, servers, tradeoff, training
+from benchmarks import batch, capture, inprocess, intervals, profile, servers, tradeoff, training
 from benchmarks.artifacts import (
     build_project_model,
     download_model,
@@ -66,7 +66,7 @@ def run(options: Options) -> dict:
     try:
         data_path = find_data_path(options.data)
         bench = Bench(options, workdir, data_path, feature_frame(load_raw(data_path)))
-        needs_model = set(options.only) & {"inprocess", "intervals", "servers", "load", "batch"}
+        needs_model = set(options.only) & {"inprocess", "intervals", "servers", "load", "capture", "batch"}
         if "training" in options.only:
             # First: the artifact the measured `train` registers is then the one measured below.
             section(bench, "training", training.run)
@@ -95,6 +95,8 @@ def run(options: Options) -> dict:
             section(bench, "intervals", intervals.run)
         if {"servers", "load"} & set(options.only):
             section(bench, "servers", servers.run, "servers" in options.only, "load" in options.only)
+        if "capture" in options.only:
+            section(bench, "capture", capture.run)
         if options.profile and needs_model:
             section(bench, "profile", profile.run)
         if "batch" in options.only:

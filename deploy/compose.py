@@ -39,8 +39,9 @@ def run_compose(binary: str, compose_file: Path, *args: str):
     for name in REQUIRED_VARIABLE.findall(text):
         env.setdefault(name, PLACEHOLDER)
     with tempfile.NamedTemporaryFile("w", suffix=".env") as no_env_file:
-        # An empty env file: never read a developer's real .env while validating.
-        argv = [binary, "--env-file", no_env_file.name, "-f", str(compose_file), *args]
+        # An empty env file: never read a developer's real .env while validating; every profile's
+        # services (the one-shot monitor runs only when asked) are checked too.
+        argv = [binary, "--env-file", no_env_file.name, "--profile", "*", "-f", str(compose_file), *args]
         return run_tool(argv, cwd=compose_file.parent, env=env)
 
 

@@ -37,6 +37,11 @@ def containers(obj: Obj) -> Iterator[tuple[str, dict, dict]]:
     elif obj.kind in WORKLOAD_KINDS:
         where = "spec" if obj.kind == "Pod" else "spec.template.spec"
         pod = spec if obj.kind == "Pod" else mapping(mapping(spec.get("template")).get("spec"))
+    elif obj.kind == "CronJob":
+        where = "spec.jobTemplate.spec.template.spec"
+        pod = mapping(
+            mapping(mapping(mapping(spec.get("jobTemplate")).get("spec")).get("template")).get("spec")
+        )
     else:
         return
     pod_security = {} if obj.kind.endswith("ServingRuntime") else mapping(pod.get("securityContext"))

@@ -28,6 +28,7 @@ from kserve.utils.numpy_codec import from_np_dtype
 from kserve.utils.utils import generate_uuid
 from mlflow.exceptions import MlflowException
 
+from mlflowserver import capture
 from mlflowserver.codecs import (
     Input,
     Output,
@@ -67,6 +68,7 @@ class MLflowModel(Model):
         self.params: dict = {}
         self._by_name: dict[str, Input] = {}
         self._pyfunc = None
+        self.capture: capture.Capture | None = None
 
     # -- loading / metadata ------------------------------------------------------------------
 
@@ -79,6 +81,8 @@ class MLflowModel(Model):
         self.params = plan_params(metadata.get_params_schema())
         self._by_name = {i.name: i for i in self.inputs}
         self._pyfunc = pyfunc
+        # Opt-in recording of what is served (MLFLOWSERVER_CAPTURE_DIR; mlflowserver/capture.py).
+        self.capture = capture.from_environment(metadata.run_id or "", list(self.params))
         self.ready = True
         logger.info(
             "Loaded MLflow model %s: inputs [%s], outputs [%s], params [%s]",
@@ -236,7 +240,12 @@ class MLflowModel(Model):
         result = await asyncio.to_thread(self._call_pyfunc, data, params)
         pairs = encode_result(result, self.outputs, rows)
         if isinstance(payload, InferRequest):
-            return self._v2_response(payload, pairs, requested)
+            response = self._v2_response(payload, pairs, requested)
+            if self.capture is not None:
+                self.capture.record(response.id, data, pairs, params)
+            return response
+        if self.capture is not None:
+            self.capture.record(capture.request_id(headers), data, pairs, params)
         # V1: a list of values for one output, a list of records for several.
         if len(pairs) == 1:
             return {"predictions": _json_list(pairs[0][1])}

@@ -118,7 +118,7 @@ def markdown_page(run_id: str, metrics: dict[str, float], plots: tuple[str, ...]
     """The run's evaluation as Markdown for the MLflow UI's description fields: the key test
     figures and every plot, embedded from the run's artifacts.
 
-    Images are addressed relative to the UI's page (``get-artifact?…``), so they load from
+    Images are addressed relative to the UI's page (:func:`artifact_url`), so they load from
     whichever tracking server or ``mlflow ui`` shows the page, under any static prefix.
     """
     lines = [
@@ -137,9 +137,14 @@ def markdown_page(run_id: str, metrics: dict[str, float], plots: tuple[str, ...]
             )
     lines.append("")
     for name in plots:
-        url = f"get-artifact?path={quote(f'{PLOTS_DIR}/{name}', safe='')}&run_uuid={run_id}"
-        lines += [f"![{name}]({url})", ""]
+        lines += [f"![{name}]({artifact_url(run_id, f'{PLOTS_DIR}/{name}')})", ""]
     return "\n".join(lines)
+
+
+def artifact_url(run_id: str, path: str) -> str:
+    """A run's artifact as a description's Markdown can embed it: relative to the UI's page
+    (``get-artifact?…``), so it loads from whichever tracking server or ``mlflow ui`` shows it."""
+    return f"get-artifact?path={quote(path, safe='')}&run_uuid={run_id}"
 
 
 # (metric key, label, unit) of the summary table.

@@ -30,6 +30,7 @@ from model.data import (
 )
 from model.features import HousingFeatures
 from model.metrics import regression_metrics, rmse
+from model.monitoring.reference import log_reference
 from model.pyfunc import AveragedBoosters, CaliforniaHousingModel
 from model.report import build_report, log_report, python_model_predictor
 from model.tracking import log_new_params
@@ -214,6 +215,7 @@ def log_and_register(
     report = build_report(python_model_predictor(model), test_frame)
     run_id = mlflow.active_run().info.run_id
     page = log_report(report, run_id, headline=test_metrics, prefix="test_")
+    log_reference(model, train_frame)
     example = packaging.input_example(train_frame)
     model_info = packaging.log_model(model, example)
     registry.smoke_test(model_info.model_uri, example)

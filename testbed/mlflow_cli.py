@@ -24,6 +24,11 @@ def mlflow_server(backend_store_uri: str, artifacts: Path | str, port: int, work
     return [*command, "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
 
 
+def mlflow_ui(backend_store_uri: str, port: int) -> list[str]:
+    """``mlflow ui`` on ``backend_store_uri`` (the pages a person looks at)."""
+    return [MLFLOW, "ui", "--backend-store-uri", backend_store_uri, "--host", LOOPBACK, "--port", str(port)]
+
+
 def mlflow_models_serve(model_uri: Path | str, port: int, workers: int = 1) -> list[str]:
     """MLflow's scoring server on ``model_uri``."""
     command = [MLFLOW, "models", "serve", "-m", str(model_uri), "--env-manager", "local"]

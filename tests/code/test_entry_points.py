@@ -16,7 +16,11 @@ from projects import cli
 
 ENTRY_POINTS = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"]
 # The docs' parameter table of each entry point that has one.
-DOCS_TABLES = {"train": "docs/workflows/training.md", "batch_predict": "docs/workflows/inference-batch.md"}
+DOCS_TABLES = {
+    "train": "docs/workflows/training.md",
+    "batch_predict": "docs/workflows/inference-batch.md",
+    "monitor": "docs/workflows/monitoring.md",
+}
 
 
 def main_of(entry_point: str):

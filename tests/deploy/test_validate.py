@@ -41,7 +41,7 @@ def deploy_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "k8s", root / "k8s")
     for name in ("Dockerfile", ".dockerignore", "docker-compose.yml", ".yamllint.yaml", ".secrets.baseline"):
         shutil.copy(REPO / name, root / name)
-    for lock in ("requirements.lock", "requirements/serve.lock"):
+    for lock in ("requirements.lock", "requirements/serve.lock", "requirements/monitor.lock"):
         (root / lock).parent.mkdir(exist_ok=True)
         shutil.copy(REPO / lock, root / lock)
     for name in BUILD_CONTEXT_FILES:
@@ -508,13 +508,10 @@ def test_compose_builds_a_target_the_dockerfile_lacks(deploy_copy):
 
 
 def test_a_target_built_on_another_stage_keeps_its_base_and_env(deploy_copy):
-    # The final stage split in two, built as a named target: ENV and base come from the stage below.
-    edit_text(deploy_copy / "Dockerfile", "\nFROM ${PYTHON_BASE}\n", "\nFROM ${PYTHON_BASE} AS base\n")
-    edit_text(deploy_copy / "Dockerfile", "COPY --from=deps", "FROM base AS serve\nCOPY --from=deps")
-    edit_text(deploy_copy / "docker-compose.yml", "    context: .\n", "    context: .\n    target: serve\n")
+    # Compose's `monitor` target is built on the `runtime` stage: ENV and base come from the stage below.
     assert run(deploy_copy) == []
     edit_text(deploy_copy / "Dockerfile", "    OMP_NUM_THREADS=1 \\\n", "")
-    assert_reported(run(deploy_copy), "Dockerfile", "target serve: ENV OMP_NUM_THREADS=1 is required")
+    assert_reported(run(deploy_copy), "Dockerfile", "target monitor: ENV OMP_NUM_THREADS=1 is required")
 
 
 def test_the_base_image_is_the_default_of_its_build_argument(deploy_copy):

@@ -41,6 +41,7 @@ EXPECTED = [
             ("load", "rss"),
         ]
     ),
+    *(f"capture.{figure}" for figure in ("1row.p50", "rps", "rows", "dropped")),
     *(
         f"batch.{tool}.1000.{figure}"
         for tool in ("mlflow_predict", "batch_predict")

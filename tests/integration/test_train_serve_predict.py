@@ -22,7 +22,7 @@ from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.mlflow_cli import mlflow_models_predict, mlflow_models_serve, mlflow_run
+from testbed.mlflow_cli import mlflow_models_predict, mlflow_models_serve, mlflow_run, mlflow_ui
 from testbed.processes import Server, free_port, process_env, running_server
 from tests.integration.browser import chromium_path, headless_chromium
 
@@ -325,16 +325,7 @@ def test_the_champions_version_and_run_pages_show_the_evaluation_plots(store, tm
     version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     run = MlflowClient().get_run(version.run_id)
     port = free_port()
-    command = [
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        store["tracking_uri"],
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = mlflow_ui(store["tracking_uri"], port)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with (
         running_server(command, port, "/health", env=store["env"], timeout=180) as ui,

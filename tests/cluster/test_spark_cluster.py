@@ -117,6 +117,9 @@ def driver_env(tracking, tmp_path_factory) -> dict[str, str]:
         "spark.ui.showConsoleProgress false\n"
         "spark.eventLog.enabled true\n"
         f"spark.eventLog.dir {events.as_uri()}\n"
+        # One plain JSON-lines file per application (Spark 4 defaults to rolled, compressed logs).
+        "spark.eventLog.rolling.enabled false\n"
+        "spark.eventLog.compress false\n"
     )
     return spark_env(
         {

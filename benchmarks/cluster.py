@@ -1,0 +1,138 @@
+"""Batch scoring with more executors: the local engine, Spark ``local[2]``, and a real Spark
+standalone cluster (``testbed.spark_cluster``: a master and two workers of one core each on
+loopback) with one worker's core (``spark.cores.max 1``) and with both.
+
+Each configuration runs in a fresh process (``benchmarks.spark_worker``) on the same resampled
+CSV files: it starts its Spark session (*session start*), scores ``cluster_small_rows`` rows and
+then ``cluster_rows`` rows with that session. A run of N rows then costs about
+``F + N / r``: ``F``, the fixed cost, is the session start plus the whole small job (the driver
+fetching and handing over the model — *model broadcast* — the executors loading it, scheduling,
+writing); ``r``, the marginal rate, is the extra rows over the extra time of the large job. From
+them: where the 2-worker cluster overtakes the local engine, and what a cluster of more cores
+would score (the 1-worker marginal rate as the per-core rate).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from benchmarks.bench import Bench
+from benchmarks.report import Figure
+from model.data import PROJECT_ROOT
+from testbed.spark_cluster import running_spark_cluster, spark_env
+
+# A cluster of this many cores scoring this many rows, projected from the measured rates.
+PROJECTED_CORES = 32
+PROJECTED_ROWS = 100_000_000
+SPARK_DEFAULTS = "spark.ui.showConsoleProgress false\n"
+
+
+def measure(bench: Bench, key: str, master: str | None, spark_defaults: str, inputs) -> dict:
+    """One configuration's session start and runs (``benchmarks.spark_worker``'s JSON)."""
+    conf = bench.workdir / f"spark-conf-{key}"
+    conf.mkdir(exist_ok=True)
+    (conf / "spark-defaults.conf").write_text(spark_defaults)
+    output = bench.workdir / f"cluster-out-{key}"
+    output.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "benchmarks.spark_worker", str(bench.model_dir), str(output)]
+    command += [str(path) for path in inputs] + (["--master", master] if master else [])
+    env = spark_env(bench.process_env({"SPARK_CONF_DIR": str(conf)}))
+    completed = subprocess.run(
+        command,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=bench.options.batch_timeout,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{key}: exit {completed.returncode}:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run(bench: Bench) -> None:
+    options = bench.options
+    small_rows, rows = options.cluster_small_rows, options.cluster_rows
+    inputs = []
+    for count in (small_rows, rows):
+        inputs.append(bench.resampled.write_csv(count, bench.workdir / f"cluster-{count}.csv"))
+    with running_spark_cluster(bench.workdir / "spark-cluster", workers=2, cores=1) as cluster:
+        configurations = {
+            "local_engine": ("local engine", None, SPARK_DEFAULTS),
+            "local2": ("Spark local[2]", "local[2]", SPARK_DEFAULTS),
+            "workers1": (
+                "cluster, 1 worker × 1 core",
+                cluster.master_url,
+                SPARK_DEFAULTS + "spark.cores.max 1\n",
+            ),
+            "workers2": ("cluster, 2 workers × 1 core", cluster.master_url, SPARK_DEFAULTS),
+        }
+        measured = {}
+        for key, (label, master, defaults) in configurations.items():
+            print(f"  {label}", flush=True)
+            measured[key] = measure(bench, key, master, defaults, inputs)
+    for path in inputs:
+        path.unlink()
+
+    fixed, rate = {}, {}
+    references = {"local2": "local_engine", "workers1": "local_engine", "workers2": "workers1"}
+    for key, (label, master, _) in configurations.items():
+        session = measured[key]["session_seconds"]
+        small, large = measured[key]["runs"]
+        if (small["rows"], large["rows"]) != (small_rows, rows):
+            raise RuntimeError(f"{label} scored {small['rows']:,} and {large['rows']:,} rows")
+        fixed[key] = session + small["wall"]
+        rate[key] = (rows - small_rows) / (large["wall"] - small["wall"])
+        reference = references.get(key)
+        bench.add(
+            Figure(
+                f"cluster.{key}.rows_per_s",
+                f"{label}, {rows:,} rows, session up ({large['wall']:.1f} s)",
+                rows / large["wall"],
+                "rows/s",
+                reference=bench.figure(f"cluster.{reference}.rows_per_s").value if reference else None,
+                ref_label=configurations[reference][0] if reference else "",
+            ),
+            Figure(
+                f"cluster.{key}.broadcast_s",
+                f"{label}, model {'broadcast (driver)' if master else 'load'}",
+                large["model_load_seconds"],
+                "s",
+            ),
+            Figure(
+                f"cluster.{key}.fixed_s",
+                f"{label}, fixed cost per run (session start + a {small_rows:,}-row job)",
+                fixed[key],
+                "s",
+            ),
+        )
+        if master:
+            bench.add(Figure(f"cluster.{key}.session_s", f"{label}, session start", session, "s"))
+
+    cluster_key, local_key = "workers2", "local_engine"
+    gain = 1 / rate[local_key] - 1 / rate[cluster_key]  # seconds saved per row
+    payoff = (fixed[cluster_key] - fixed[local_key]) / gain if gain > 0 else None
+    bench.add(
+        Figure(
+            "cluster.payoff_rows",
+            "rows from which the 2-worker cluster beats the local engine (fixed cost + rows / marginal rate)",
+            max(payoff, 0.0) if payoff is not None else None,
+            "count",
+            outcome="" if payoff is not None else "never: the cluster's marginal rate is not higher",
+        ),
+        Figure(
+            "cluster.per_core_rows_per_s",
+            "per-core rate: 1 worker's marginal rows/s",
+            rate["workers1"],
+            "rows/s",
+        ),
+        Figure(
+            f"cluster.projected.{PROJECTED_CORES}cores",
+            f"projected: {PROJECTED_ROWS:,} rows on {PROJECTED_CORES} cores "
+            "(per-core rate × cores, after the 2-worker fixed cost)",
+            PROJECTED_ROWS / (fixed[cluster_key] + PROJECTED_ROWS / (PROJECTED_CORES * rate["workers1"])),
+            "rows/s",
+        ),
+    )

@@ -85,28 +85,22 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
     result = BatchResult(model_uri=model_uri, output=job.output, rejects=None)
     own_session = spark is None
     spark = spark or spark_session(job.spark_master)
-    started = time.perf_counter()  # the session's start-up (~17 s locally) is not the job's
+    started = time.perf_counter()  # the session's start-up is not the job's
     hadoop = _HadoopPaths(spark)
     partial = partial_path(job.output)
     try:
-        with _ExecutorWatch(spark) as watch:
-            try:
-                hadoop.clean_after_dead_jobs(job.output)
-                frame, columns = _read_input(spark, job.input, job.id_column)
-                inputs = frame.select(*[column for column in FEATURE_COLUMNS if column in columns])
-                load_started = time.perf_counter()
-                predict = _spark_call(lambda: predictor.spark_predictor(spark, model_uri, job), job.input)
-                result.model_load_seconds = time.perf_counter() - load_started
-                selected = [F.col(job.id_column)] if job.id_column else []
-                # The struct's fields become the output's columns; Spark still calls the UDF once per batch.
-                predicted = predict(F.struct(*inputs.columns))
-                scored = frame.select(
-                    *selected, *(predicted[name].alias(name) for name in job.output_columns())
-                )
-                result.rows_read = result.rows_scored = _write(spark, scored, partial, job, inputs)
-            except BatchError:
-                watch.raise_if_expired()
-                raise
+        with _ExecutorWatch(spark):
+            hadoop.clean_after_dead_jobs(job.output)
+            frame, columns = _read_input(spark, job.input, job.id_column)
+            inputs = frame.select(*[column for column in FEATURE_COLUMNS if column in columns])
+            load_started = time.perf_counter()
+            predict = _spark_call(lambda: predictor.spark_predictor(spark, model_uri, job), job.input)
+            result.model_load_seconds = time.perf_counter() - load_started
+            selected = [F.col(job.id_column)] if job.id_column else []
+            # The struct's fields become the output's columns; Spark still calls the UDF once per batch.
+            predicted = predict(F.struct(*inputs.columns))
+            scored = frame.select(*selected, *(predicted[name].alias(name) for name in job.output_columns()))
+            result.rows_read = result.rows_scored = _write(spark, scored, partial, job, inputs)
         hadoop.replace(partial, job.output)
         result.spark_master = spark.sparkContext.master
     except BaseException:
@@ -242,14 +236,12 @@ class _ExecutorWatch:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        if self._thread.is_alive():
+    def __exit__(self, exc_type, *_) -> None:
+        if self._thread.ident is not None:  # started (it may have ended: the wait expired)
             self._stop.set()
             self._thread.join()
             self._context.removeJobTag(self._tag)
-
-    def raise_if_expired(self) -> None:
-        if self.expired:
+        if exc_type is not None and self.expired:  # the failure is the cancellation's
             raise BatchError(
                 f"spark {self._context.master}: no executor for {self.timeout:g} s (every worker lost?), "
                 f"job cancelled; {NO_EXECUTOR_TIMEOUT} sets the wait"

@@ -1,0 +1,67 @@
+"""The benchmark's cluster section runs end to end in its short form (``python -m benchmarks
+--short --only cluster``: its own 2-worker cluster, 20 k rows): every figure measured, no
+error, nothing left running — never a timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from model.data import PROJECT_ROOT
+from testbed.processes import process_env
+from testbed.spark_cluster import MARKER
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+CONFIGURATIONS = ("local_engine", "local2", "workers1", "workers2")
+EXPECTED = [
+    *(
+        f"cluster.{key}.{figure}"
+        for key in CONFIGURATIONS
+        for figure in ("rows_per_s", "broadcast_s", "fixed_s")
+    ),
+    *(f"cluster.{key}.session_s" for key in CONFIGURATIONS if key != "local_engine"),
+    "cluster.per_core_rows_per_s",
+    "cluster.projected.32cores",
+]
+
+
+def bench_spark_processes() -> list[psutil.Process]:
+    """Processes of a cluster the harness started (under its ``benchmarks-…`` work directory)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if "/benchmarks-" in process.environ().get(MARKER, ""):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_short_cluster_section_reports_every_figure(tmp_path, raw_data_path):
+    out = tmp_path / "cluster.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--short", "--only", "cluster", "--json", str(out)]
+        + ["--data", str(raw_data_path)],
+        cwd=PROJECT_ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert out.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert (report["errors"], report["missing"], completed.returncode) == ([], [], 0), completed.stdout[
+        -3000:
+    ]
+    figures = {figure["key"]: figure for figure in report["figures"]}
+    assert [key for key in EXPECTED if figures.get(key, {}).get("value") is None] == []
+    # Where the cluster pays off is a number of rows, or "never" when its marginal rate is not higher.
+    payoff = figures["cluster.payoff_rows"]
+    assert payoff["value"] is not None or payoff["outcome"].startswith("never")
+    assert figures["cluster.workers2.rows_per_s"]["ref_label"] == "cluster, 1 worker × 1 core"
+    assert bench_spark_processes() == [], "the section left Spark processes running"

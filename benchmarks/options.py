@@ -53,7 +53,7 @@ class Options:
             inprocess_rows=(1_000,),
             target_rows=1_000,
             batch_rows=(1_000,),
-            cluster_rows=20_000,
+            cluster_rows=50_000,
             # The Spark cluster starts five JVMs: `--short --only cluster` (make test-cluster) runs it.
             only=tuple(s for s in SECTIONS if s not in ("cluster", "training", "tradeoff")),
         )

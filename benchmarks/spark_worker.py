@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.spark_worker MODEL_DIR OUTPUT_DIR INPUT… [--master URL]`` starts a Spark
 session on ``URL`` (timed: the session's start) — none without ``--master``: the local engine —
-then scores each input in turn with the same session, as ``batch_predict`` does, and prints one
+then scores each input in turn (the same file may come twice) with the same session, as
+``batch_predict`` does, and prints one
 JSON line: ``session_seconds`` and, per input, its rows, the scoring call's wall time and the
 job's own ``seconds`` and ``model_load_seconds`` (``model.batch.BatchResult``). Spark settings
 come from ``SPARK_CONF_DIR`` as for any driver.

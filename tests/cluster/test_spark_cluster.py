@@ -6,8 +6,8 @@ HTTP (`mlflow server` on PostgreSQL); a million rows per job, in files every exe
 Every job's output is checked row by row against the local engine's: each id exactly once,
 every prediction within 1e-9. One worker is SIGKILLed (with its executor and Python workers)
 in the middle of a job, which must still complete; a job that loses every worker must fail
-with one line and leave nothing at the output path. Run by ``make test-cluster`` (not
-``make test``: about ten minutes of 1 M-row jobs on two cores).
+with one line and leave nothing at the output path. Run by ``make test-cluster``, not
+``make test``: 1 M-row jobs on two shared cores take minutes each.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def start_job(cluster, driver_env, log: Path, *parameters: str) -> subprocess.Po
 
 
 def wait_mid_write(job: subprocess.Popen, output: Path, log: Path, timeout: float = JOB_TIMEOUT) -> None:
-    """Return once the write has committed a task and more are running (the job is mid-way)."""
+    """Return once the write has committed its first task (the job is mid-way: tens of tasks)."""
     deadline = time.monotonic() + timeout
     while not committed_tasks(output):
         assert job.poll() is None, f"the job ended before any task committed:\n{log.read_text()[-4000:]}"

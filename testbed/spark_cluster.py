@@ -8,7 +8,8 @@ Python daemon inherits its executor's. That is how :meth:`SparkCluster.processes
 them, although the daemon puts itself in a process group of its own (``pyspark/daemon.py``),
 and how stopping the cluster, or losing one worker, leaves nothing of it running.
 
-The workers' environment has no ``MLFLOW_TRACKING_URI``: only the driver resolves models.
+The workers' environment has no ``MLFLOW_TRACKING_URI`` (only the driver resolves models) and
+no ``PYTHONPATH`` (the model's code travels in its artifact).
 """
 
 from __future__ import annotations
@@ -227,9 +228,11 @@ def _start_daemon(root: Path, name: str, command: list[str], extra_env: dict[str
 
 
 def _daemon_env() -> dict[str, str]:
-    """The daemons' environment: the driver's, less the tracking server (executors never need it)."""
+    """The daemons' environment: the driver's, less the tracking server and any ``PYTHONPATH``:
+    executors need neither the registry nor this checkout (the artifact carries its code)."""
     env = spark_env()
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PYTHONPATH", None)
     return env
 
 

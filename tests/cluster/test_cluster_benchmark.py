@@ -4,18 +4,18 @@ error, nothing left running — never a timing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
 import sys
 
 import psutil
 import pytest
 
 from model.data import PROJECT_ROOT
-from testbed.processes import process_env
+from testbed.processes import process_env, run_measured
 from testbed.spark_cluster import MARKER
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3000)]
 
 CONFIGURATIONS = ("local_engine", "local2", "workers1", "workers2")
 EXPECTED = [
@@ -45,20 +45,21 @@ def bench_spark_processes() -> list[psutil.Process]:
 
 def test_short_cluster_section_reports_every_figure(tmp_path, raw_data_path):
     out = tmp_path / "cluster.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--short", "--only", "cluster", "--json", str(out)]
-        + ["--data", str(raw_data_path)],
-        cwd=PROJECT_ROOT,
-        env=process_env(),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert out.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]
+    command = [sys.executable, "-m", "benchmarks", "--short", "--only", "cluster", "--json", str(out)]
+    try:
+        # Its own process group, stopped whole on a timeout (run_measured).
+        completed = run_measured(
+            [*command, "--data", str(raw_data_path)], process_env(), timeout=2400, cwd=PROJECT_ROOT
+        )
+    finally:
+        # A harness stopped that way cannot stop its cluster, whose daemons run in sessions of their own.
+        left = bench_spark_processes()
+        for process in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+    assert out.exists(), completed.output_tail
     report = json.loads(out.read_text())
-    assert (report["errors"], report["missing"], completed.returncode) == ([], [], 0), completed.stdout[
-        -3000:
-    ]
+    assert (report["errors"], report["missing"], completed.returncode) == ([], [], 0), completed.output_tail
     figures = {figure["key"]: figure for figure in report["figures"]}
     assert [key for key in EXPECTED if figures.get(key, {}).get("value") is None] == []
     for key in DERIVED:
@@ -66,4 +67,4 @@ def test_short_cluster_section_reports_every_figure(tmp_path, raw_data_path):
             ("no rate", "never")
         ), key
     assert figures["cluster.workers2.rows_per_s"]["ref_label"] == "cluster, 1 worker × 1 core"
-    assert bench_spark_processes() == [], "the section left Spark processes running"
+    assert left == [], "the section left Spark processes running"

@@ -91,6 +91,13 @@ batch-predict: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# A real Spark standalone cluster (tests/cluster/: a master and two 1-core workers on loopback,
+# 1 M-row jobs against a tracking server, a lost worker), apart from `make test`'s 15 minutes;
+# .ci/run runs both. Needs Java 17 (Debian: openjdk-17-jre-headless).
+.PHONY: test-cluster
+test-cluster: venv
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+
 # Ruff's rules in pyproject.toml and its formatting, on every folder.
 .PHONY: lint
 lint: venv

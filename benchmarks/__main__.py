@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--short] [--only inprocess,intervals,servers,load,capture,batch,training,tradeoff] [--write-docs]``.
+"""``python -m benchmarks [--short] [--only inprocess,intervals,servers,load,capture,batch,cluster,training,tradeoff] [--write-docs]``.
 
 Prints a table — figure | value | limit | ratio | PASS/MISS — and exits 1 if anything
 failed to run (an error, a failed request, a figure that could not be measured); a MISS
@@ -30,12 +30,12 @@ def parse(argv=None) -> Options:
     parser.add_argument(
         "--short",
         action="store_true",
-        help="the CI form: tiny durations, 1 k rows, no training, no trade-off curve",
+        help="the CI form: tiny durations, 1 k rows, no Spark cluster, no training, no trade-off curve",
     )
     parser.add_argument(
         "--only",
         help=f"comma-separated sections among {','.join(SECTIONS)} (default: all; "
-        "--short leaves out training and tradeoff)",
+        "--short leaves out cluster, training and tradeoff)",
     )
     parser.add_argument(
         "--write-docs", action="store_true", help="replace the generated part of docs/performance.md"
@@ -54,6 +54,7 @@ def parse(argv=None) -> Options:
     )
     parser.add_argument("--target-rows", type=int, help="the in-process size held to 1.5x the bare regressor")
     parser.add_argument("--batch-rows", type=int_list, help="batch file sizes, e.g. 1000000,10000000")
+    parser.add_argument("--cluster-rows", type=int, help="rows of the cluster section's large job (1000000)")
     parser.add_argument(
         "--rss-cap-gib", type=float, help="kill a batch command past this RSS (6; the figure then MISSes)"
     )
@@ -101,6 +102,7 @@ def parse(argv=None) -> Options:
         "inprocess_rows",
         "target_rows",
         "batch_rows",
+        "cluster_rows",
         "rss_cap_gib",
     ):
         if getattr(args, name) is not None:

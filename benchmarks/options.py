@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SECTIONS = ("inprocess", "intervals", "servers", "load", "capture", "batch", "training", "tradeoff")
+SECTIONS = (
+    "inprocess",
+    "intervals",
+    "servers",
+    "load",
+    "capture",
+    "batch",
+    "cluster",
+    "training",
+    "tradeoff",
+)
 
 
 @dataclass
@@ -25,6 +35,8 @@ class Options:
     batch_rows: tuple[int, ...] = (1_000_000, 10_000_000)
     rss_cap_gib: float = 6.0  # a batch command past this RSS is killed (and its figures MISS)
     batch_timeout: float = 3600.0  # seconds before a batch command is killed
+    cluster_rows: int = 1_000_000  # rows of the cluster section's large job (each engine configuration)
+    cluster_small_rows: int = 1_000  # rows of its small job: the fixed cost of a run
     reference_rows_cap: int = (
         100_000  # the bare regressor's rows/s is measured on at most this many rows (the prefix)
     )
@@ -51,6 +63,8 @@ class Options:
             inprocess_rows=(1_000,),
             target_rows=1_000,
             batch_rows=(1_000,),
-            only=tuple(s for s in SECTIONS if s not in ("training", "tradeoff")),
+            cluster_rows=50_000,
+            # The Spark cluster starts five JVMs: `--short --only cluster` (make test-cluster) runs it.
+            only=tuple(s for s in SECTIONS if s not in ("cluster", "training", "tradeoff")),
         )
         return cls(**{**short, **overrides})

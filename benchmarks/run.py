@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import batch, capture, inprocess, intervals, profile, servers, tradeoff, training
+from benchmarks import batch, capture, cluster, inprocess, intervals, profile, servers, tradeoff, training
 from benchmarks.artifacts import (
     build_project_model,
     download_model,
@@ -66,7 +66,15 @@ def run(options: Options) -> dict:
     try:
         data_path = find_data_path(options.data)
         bench = Bench(options, workdir, data_path, feature_frame(load_raw(data_path)))
-        needs_model = set(options.only) & {"inprocess", "intervals", "servers", "load", "capture", "batch"}
+        needs_model = set(options.only) & {
+            "inprocess",
+            "intervals",
+            "servers",
+            "load",
+            "capture",
+            "batch",
+            "cluster",
+        }
         if "training" in options.only:
             # First: the artifact the measured `train` registers is then the one measured below.
             section(bench, "training", training.run)
@@ -101,6 +109,8 @@ def run(options: Options) -> dict:
             section(bench, "profile", profile.run)
         if "batch" in options.only:
             section(bench, "batch", batch.run)
+        if "cluster" in options.only:
+            section(bench, "cluster", cluster.run)
         if "tradeoff" in options.only:
             section(bench, "tradeoff", tradeoff.run)
     finally:
@@ -176,7 +186,12 @@ def markdown(summary: dict) -> str:
         f"{options['clients']} clients × {options['duration']:g} s, {options['body_rows']}-row bodies; load test "
         f"{options['load_clients']} clients × {options['load_duration']:g} s; in-process sizes "
         f"{', '.join(f'{n:,}' for n in options['inprocess_rows'])} rows; batch sizes "
-        f"{', '.join(f'{n:,}' for n in options['batch_rows'])} rows.",
+        f"{', '.join(f'{n:,}' for n in options['batch_rows'])} rows"
+        + (
+            f"; Spark cluster jobs {options['cluster_small_rows']:,} and {options['cluster_rows']:,} rows."
+            if "cluster" in summary["sections"]
+            else "."
+        ),
         "",
         table(figures),
         "",

@@ -6,10 +6,14 @@ its directory of part files to a hidden partial directory beside the output
 (``model.batch.output``'s naming), renamed into place through Hadoop's FileSystem.
 
 Failures are told apart by Spark's error conditions (``PySparkException.getCondition()``),
-never by message text. When the model refuses a row inside a Python worker, the worker's
-exception reaches the driver as text only (``PYTHON_EXCEPTION``), so the driver searches
-the input for the broken rule with the contract's own ``find_violations`` and reports its
-fields; Spark knows no file row numbers, so the message names the column and the rule.
+never by message text. On a cluster, a job whose application has had no executor for
+``spark.batchPredict.noExecutorTimeout`` seconds (every worker lost: Spark itself would wait
+for one forever) is cancelled and fails (:class:`_ExecutorWatch`).
+
+When the model refuses a row inside a Python worker, the worker's exception reaches the
+driver as text only (``PYTHON_EXCEPTION``), so the driver searches the input for the broken
+rule with the contract's own ``find_violations`` and reports its fields; Spark knows no file
+row numbers, so the message names the column and the rule.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import itertools
 import os
 import re
 import sys
+import threading
 import time
+import uuid
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -47,6 +53,10 @@ CONDITIONS = {
     "CAST_INVALID_INPUT": "a numeric column holds text that is not a number",
     "PATH_NOT_FOUND": "no such file",
 }
+# A Spark property (spark-defaults.conf, --conf): seconds a job waits while its application has
+# no executor before failing. Long enough for a restarted worker or a replacement executor.
+NO_EXECUTOR_TIMEOUT = "spark.batchPredict.noExecutorTimeout"
+DEFAULT_NO_EXECUTOR_SECONDS = 120.0
 
 
 def spark_session(master: str | None):
@@ -75,21 +85,22 @@ def score_spark(job: BatchJob, model_uri: str, spark=None) -> BatchResult:
     result = BatchResult(model_uri=model_uri, output=job.output, rejects=None)
     own_session = spark is None
     spark = spark or spark_session(job.spark_master)
-    started = time.perf_counter()  # the session's start-up (~17 s locally) is not the job's
+    started = time.perf_counter()  # the session's start-up is not the job's
     hadoop = _HadoopPaths(spark)
     partial = partial_path(job.output)
     try:
-        hadoop.clean_after_dead_jobs(job.output)
-        frame, columns = _read_input(spark, job.input, job.id_column)
-        inputs = frame.select(*[column for column in FEATURE_COLUMNS if column in columns])
-        load_started = time.perf_counter()
-        predict = _spark_call(lambda: predictor.spark_predictor(spark, model_uri, job), job.input)
-        result.model_load_seconds = time.perf_counter() - load_started
-        selected = [F.col(job.id_column)] if job.id_column else []
-        # The struct's fields become the output's columns; Spark still calls the UDF once per batch.
-        predicted = predict(F.struct(*inputs.columns))
-        scored = frame.select(*selected, *(predicted[name].alias(name) for name in job.output_columns()))
-        result.rows_read = result.rows_scored = _write(spark, scored, partial, job, inputs)
+        with _ExecutorWatch(spark):
+            hadoop.clean_after_dead_jobs(job.output)
+            frame, columns = _read_input(spark, job.input, job.id_column)
+            inputs = frame.select(*[column for column in FEATURE_COLUMNS if column in columns])
+            load_started = time.perf_counter()
+            predict = _spark_call(lambda: predictor.spark_predictor(spark, model_uri, job), job.input)
+            result.model_load_seconds = time.perf_counter() - load_started
+            selected = [F.col(job.id_column)] if job.id_column else []
+            # The struct's fields become the output's columns; Spark still calls the UDF once per batch.
+            predicted = predict(F.struct(*inputs.columns))
+            scored = frame.select(*selected, *(predicted[name].alias(name) for name in job.output_columns()))
+            result.rows_read = result.rows_scored = _write(spark, scored, partial, job, inputs)
         hadoop.replace(partial, job.output)
         result.spark_master = spark.sparkContext.master
     except BaseException:
@@ -200,20 +211,87 @@ def first_violation_in(inputs) -> Violation | None:
     return None
 
 
-class _HadoopPaths:
-    """Renames and deletes through Hadoop's FileSystem, so Spark's paths mean the same here.
+class _ExecutorWatch:
+    """While entered, cancels the thread's Spark jobs once the application has had no executor
+    for ``spark.batchPredict.noExecutorTimeout`` seconds (:data:`DEFAULT_NO_EXECUTOR_SECONDS`).
 
-    PySpark has no public API for Hadoop's FileSystem: this is reached through the session's
-    py4j gateway (``spark._jvm``, ``spark._jsc``), the engine's only private access.
+    A standalone application whose every worker is lost waits for new executors forever; so
+    does one submitted to a cluster with no free cores. Executors are counted with the public
+    ``StatusTracker.getExecutorInfos`` (the driver is one of them); ``local`` masters, whose
+    driver is the executor, are not watched.
     """
 
+    def __init__(self, spark, poll_seconds: float = 1.0):
+        self._context = spark.sparkContext
+        self._poll_seconds = poll_seconds
+        self._tag = f"batch_predict-{uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="executor-watch", daemon=True)
+        self.timeout = no_executor_timeout(self._context.getConf().get(NO_EXECUTOR_TIMEOUT))
+        self.expired = False
+
+    def __enter__(self) -> _ExecutorWatch:
+        if not self._context.master.startswith("local"):
+            self._context.addJobTag(self._tag)  # the jobs this thread starts from now on
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self._thread.ident is not None:  # started (it may have ended: the wait expired)
+            self._stop.set()
+            self._thread.join()
+            self._context.removeJobTag(self._tag)
+        if exc_type is not None and self.expired:  # the failure is the cancellation's
+            raise BatchError(
+                f"spark {self._context.master}: no executor for {self.timeout:g} s (every worker lost?), "
+                f"job cancelled; {NO_EXECUTOR_TIMEOUT} sets the wait"
+            ) from None
+
+    def _watch(self) -> None:
+        alone_since = None
+        while not self._stop.wait(self._poll_seconds):
+            with contextlib.suppress(Exception):  # the session is stopping: nothing left to watch
+                executors = len(self._context.statusTracker().getExecutorInfos()) - 1
+                now = time.monotonic()
+                alone_since = (alone_since or now) if executors < 1 else None
+                if alone_since is not None and now - alone_since >= self.timeout:
+                    self.expired = True
+                    self._context.cancelJobsWithTag(self._tag)
+                    return
+
+
+def no_executor_timeout(value: str | None) -> float:
+    """``spark.batchPredict.noExecutorTimeout``'s seconds: a positive number, ``s`` suffix allowed."""
+    if value is None:
+        return DEFAULT_NO_EXECUTOR_SECONDS
+    with contextlib.suppress(ValueError):
+        seconds = float(value.strip().removesuffix("s"))
+        if seconds > 0:
+            return seconds
+    raise BatchError(f"{NO_EXECUTOR_TIMEOUT} must be a positive number of seconds, not {value!r}")
+
+
+def hadoop_path(spark, path: str):
+    """``path`` as a Hadoop ``Path``, and the ``FileSystem`` Spark reads and writes it through.
+
+    PySpark has no public API for Hadoop's FileSystem: this is the engine's one private
+    access, through the session's py4j gateway (``spark._jvm``, ``spark._jsc``), with pyspark
+    pinned in requirements.lock and its results checked against the os's on local paths
+    (tests/integration/test_batch_predict.py).
+    """
+    hadoop = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop, hadoop.getFileSystem(spark._jsc.hadoopConfiguration())
+
+
+class _HadoopPaths:
+    """Renames and deletes through Hadoop's FileSystem (:func:`hadoop_path`), so Spark's
+    paths mean the same here."""
+
     def __init__(self, spark):
-        self._jvm = spark._jvm
-        self._conf = spark._jsc.hadoopConfiguration()
+        self._spark = spark
 
     def _path(self, path: str):
-        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(path)
-        return hadoop_path, hadoop_path.getFileSystem(self._conf)
+        return hadoop_path(self._spark, path)
 
     def delete(self, path: str) -> None:
         hadoop_path, fs = self._path(path)

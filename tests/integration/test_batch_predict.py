@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from model import batch
 from model.batch import BatchError, BatchJob
 from model.batch.output import partial_path
-from model.batch.spark import score_spark, spark_session
+from model.batch.spark import hadoop_path, score_spark, spark_session
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.registry import CHAMPION, MODEL_NAME
@@ -332,102 +332,124 @@ def test_sigkill_during_the_write_leaves_no_output_and_a_rerun_succeeds(store, r
             job.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def local_spark():
+    """One ``local[*]`` Spark session for the module's Spark tests (its Python workers: this venv)."""
+    spark = spark_session(None)
+    spark.sparkContext.setLogLevel("ERROR")
+    yield spark
+    spark.stop()
+
+
+def test_hadoop_filesystem_through_the_py4j_gateway_agrees_with_the_os(local_spark, tmp_path):
+    """``hadoop_path`` is the Spark engine's one private PySpark access (``spark._jvm``,
+    ``spark._jsc``: PySpark has no public FileSystem API): on local paths, what its FileSystem
+    lists, finds, renames and deletes is what the os sees."""
+    (tmp_path / "a.csv").write_text("a\n")
+    (tmp_path / "run[1]").mkdir()
+    (tmp_path / "run[1]" / "part-0").write_text("b\n")
+    directory, fs = hadoop_path(local_spark, str(tmp_path))
+    listed = sorted(status.getPath().getName() for status in fs.listStatus(directory))
+    assert listed == sorted(os.listdir(tmp_path))
+    for name in ("a.csv", "run[1]", "absent"):
+        path, _ = hadoop_path(local_spark, str(tmp_path / name))
+        assert (fs.exists(path), fs.isDirectory(path)) == (
+            (tmp_path / name).exists(),
+            (tmp_path / name).is_dir(),
+        )
+    source, _ = hadoop_path(local_spark, str(tmp_path / "run[1]"))
+    target, _ = hadoop_path(local_spark, str(tmp_path / "renamed"))
+    assert fs.rename(source, target)
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "renamed"]
+    assert (tmp_path / "renamed" / "part-0").read_text() == "b\n"
+    assert fs.delete(target, True) and os.listdir(tmp_path) == ["a.csv"]
+
+
 def test_spark_engine_gives_the_local_engine_predictions(
-    store, rows, expected, expected_interval, tmp_path, monkeypatch
+    store, rows, expected, expected_interval, tmp_path, local_spark
 ):
     """One Spark session (local[*]): CSV → Parquet through the tracked job, an interval, Parquet → CSV
     over an existing output, a bad row failing with its column and rule, and Spark's own refusals."""
     rows.to_csv(tmp_path / "in.csv", index=False)
     rows.to_parquet(tmp_path / "in.parquet", index=False)
-    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
-    spark = spark_session(None)
-    try:
-        spark.sparkContext.setLogLevel("ERROR")
-        job = BatchJob(
-            str(tmp_path / "in.csv"), str(tmp_path / "spark.parquet"), id_column="block_id", engine="spark"
-        )
-        result = batch.run(job, spark=spark)
-        assert result.rows_scored == 500
-        run = latest_run(store)
-        assert run.data.params["spark_master"].startswith("local") and run.data.metrics["rows_scored"] == 500
-        scored = pd.read_parquet(tmp_path / "spark.parquet")  # Spark's directory of part files
-        assert sorted(scored.columns) == sorted(["block_id", TARGET])
-        merged = rows.assign(block_id=rows["block_id"].astype(str), local=expected).merge(
-            scored, on="block_id"
-        )
-        assert len(merged) == 500
-        np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
+    spark = local_spark
+    job = BatchJob(
+        str(tmp_path / "in.csv"), str(tmp_path / "spark.parquet"), id_column="block_id", engine="spark"
+    )
+    result = batch.run(job, spark=spark)
+    assert result.rows_scored == 500
+    run = latest_run(store)
+    assert run.data.params["spark_master"].startswith("local") and run.data.metrics["rows_scored"] == 500
+    scored = pd.read_parquet(tmp_path / "spark.parquet")  # Spark's directory of part files
+    assert sorted(scored.columns) == sorted(["block_id", TARGET])
+    merged = rows.assign(block_id=rows["block_id"].astype(str), local=expected).merge(scored, on="block_id")
+    assert len(merged) == 500
+    np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
 
-        # An interval: spark_udf's params, the three columns of a struct result.
-        job = BatchJob(
-            str(tmp_path / "in.parquet"),
-            str(tmp_path / "interval.parquet"),
-            id_column="block_id",
-            engine="spark",
-            interval=0.8,
-        )
-        assert batch.run(job, spark=spark).rows_scored == 500
-        scored = pd.read_parquet(tmp_path / "interval.parquet")
-        assert sorted(scored.columns) == sorted(["block_id", *INTERVAL_COLUMNS])
-        merged = (
-            rows[["block_id"]]
-            .join(expected_interval)
-            .merge(scored, on="block_id", suffixes=("_in_process", ""))
-        )
-        assert len(merged) == 500
-        for column in INTERVAL_COLUMNS:
-            np.testing.assert_allclose(merged[column], merged[f"{column}_in_process"], rtol=0, atol=1e-9)
+    # An interval: spark_udf's params, the three columns of a struct result.
+    job = BatchJob(
+        str(tmp_path / "in.parquet"),
+        str(tmp_path / "interval.parquet"),
+        id_column="block_id",
+        engine="spark",
+        interval=0.8,
+    )
+    assert batch.run(job, spark=spark).rows_scored == 500
+    scored = pd.read_parquet(tmp_path / "interval.parquet")
+    assert sorted(scored.columns) == sorted(["block_id", *INTERVAL_COLUMNS])
+    merged = (
+        rows[["block_id"]].join(expected_interval).merge(scored, on="block_id", suffixes=("_in_process", ""))
+    )
+    assert len(merged) == 500
+    for column in INTERVAL_COLUMNS:
+        np.testing.assert_allclose(merged[column], merged[f"{column}_in_process"], rtol=0, atol=1e-9)
 
-        # Over an older result, in a directory whose name a glob would misread, where a killed
-        # job left its partial directory.
-        out = tmp_path / "run[1]"
-        out.mkdir()
-        (out / "spark.csv").write_text("an older result\n")
-        ended = subprocess.Popen(["true"])
-        ended.wait()
-        corpse = left_by_job(ended.pid, str(out / "spark.csv"), ".partial")
-        corpse.mkdir()
-        job = BatchJob(
-            str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark"
-        )
+    # Over an older result, in a directory whose name a glob would misread, where a killed
+    # job left its partial directory.
+    out = tmp_path / "run[1]"
+    out.mkdir()
+    (out / "spark.csv").write_text("an older result\n")
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    corpse = left_by_job(ended.pid, str(out / "spark.csv"), ".partial")
+    corpse.mkdir()
+    job = BatchJob(str(tmp_path / "in.parquet"), str(out / "spark.csv"), id_column="block_id", engine="spark")
+    score_spark(job, VERSION_URI, spark)
+    assert partials(out) == []
+    scored = pd.concat(pd.read_csv(part) for part in sorted((out / "spark.csv").glob("part-*.csv")))
+    merged = rows.assign(local=expected).merge(scored, on="block_id")
+    assert len(merged) == 500
+    np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
+
+    broken = rows.copy()
+    broken.loc[42, "median_income"] = -1.0
+    broken.to_parquet(tmp_path / "broken.parquet", index=False)
+    job = BatchJob(str(tmp_path / "broken.parquet"), str(tmp_path / "broken-out.parquet"), engine="spark")
+    with pytest.raises(BatchError, match="column 'median_income': must not be negative"):
         score_spark(job, VERSION_URI, spark)
-        assert partials(out) == []
-        scored = pd.concat(pd.read_csv(part) for part in sorted((out / "spark.csv").glob("part-*.csv")))
-        merged = rows.assign(local=expected).merge(scored, on="block_id")
-        assert len(merged) == 500
-        np.testing.assert_allclose(merged[TARGET], merged["local"], rtol=0, atol=1e-9)
+    assert not (tmp_path / "broken-out.parquet").exists() and partials(tmp_path) == []
 
-        broken = rows.copy()
-        broken.loc[42, "median_income"] = -1.0
-        broken.to_parquet(tmp_path / "broken.parquet", index=False)
-        job = BatchJob(str(tmp_path / "broken.parquet"), str(tmp_path / "broken-out.parquet"), engine="spark")
-        with pytest.raises(BatchError, match="column 'median_income': must not be negative"):
-            score_spark(job, VERSION_URI, spark)
-        assert not (tmp_path / "broken-out.parquet").exists() and partials(tmp_path) == []
+    # A job killed between moving the previous result aside and renaming its own into
+    # place: the next job puts the previous result back before it fails.
+    aside = left_by_job(ended.pid, job.output, ".old")
+    aside.mkdir()
+    (aside / "part-0.csv").write_text("the previous result\n")
+    with pytest.raises(BatchError, match="must not be negative"):
+        score_spark(job, VERSION_URI, spark)
+    assert (tmp_path / "broken-out.parquet" / "part-0.csv").read_text() == "the previous result\n"
+    assert not aside.exists() and partials(tmp_path) == []
 
-        # A job killed between moving the previous result aside and renaming its own into
-        # place: the next job puts the previous result back before it fails.
-        aside = left_by_job(ended.pid, job.output, ".old")
-        aside.mkdir()
-        (aside / "part-0.csv").write_text("the previous result\n")
-        with pytest.raises(BatchError, match="must not be negative"):
-            score_spark(job, VERSION_URI, spark)
-        assert (tmp_path / "broken-out.parquet" / "part-0.csv").read_text() == "the previous result\n"
-        assert not aside.exists() and partials(tmp_path) == []
-
-        # Spark's own refusals, told apart by their error conditions.
-        broken = rows.astype({"households": str})
-        broken.loc[42, "households"] = "4242x"
-        broken.to_csv(tmp_path / "broken.csv", index=False)
-        job = BatchJob(str(tmp_path / "broken.csv"), str(tmp_path / "text-out.parquet"), engine="spark")
-        with pytest.raises(
-            BatchError, match=r"a value does not parse as its column's type \(Spark FAILFAST\)$"
-        ) as failure:
-            score_spark(job, VERSION_URI, spark)
-        assert "4242" not in str(failure.value) and not (tmp_path / "text-out.parquet").exists()
-        job = BatchJob(str(tmp_path / "absent.parquet"), str(tmp_path / "absent-out.parquet"), engine="spark")
-        with pytest.raises(BatchError, match=r"absent.parquet: no such file$"):
-            score_spark(job, VERSION_URI, spark)
-        assert partials(tmp_path) == []
-    finally:
-        spark.stop()
+    # Spark's own refusals, told apart by their error conditions.
+    broken = rows.astype({"households": str})
+    broken.loc[42, "households"] = "4242x"
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    job = BatchJob(str(tmp_path / "broken.csv"), str(tmp_path / "text-out.parquet"), engine="spark")
+    with pytest.raises(
+        BatchError, match=r"a value does not parse as its column's type \(Spark FAILFAST\)$"
+    ) as failure:
+        score_spark(job, VERSION_URI, spark)
+    assert "4242" not in str(failure.value) and not (tmp_path / "text-out.parquet").exists()
+    job = BatchJob(str(tmp_path / "absent.parquet"), str(tmp_path / "absent-out.parquet"), engine="spark")
+    with pytest.raises(BatchError, match=r"absent.parquet: no such file$"):
+        score_spark(job, VERSION_URI, spark)
+    assert partials(tmp_path) == []

@@ -17,16 +17,16 @@ every row of the dataset):
   as 0 there); ``nodes_missing_value_tracks_true`` says which;
 * LightGBM reads an input within ``±ZERO_THRESHOLD`` of 0 as 0 (it keeps rows sparse):
   :meth:`CompiledTrees.predict` does the same before the trees see it;
-* each booster is its own ``TreeEnsemble`` node with one target, so its leaves add up
-  in tree order from 0, as LightGBM's do, and ONNX Runtime's single-target kernel (the
-  one that walks a block of rows per tree) runs it;
+* each booster is its own ``TreeEnsemble`` node with one target, whose leaves ONNX
+  Runtime adds in tree order from 0, as LightGBM does (on one thread: see
+  :class:`CompiledTrees`);
 * the objective's output transform (``exp`` for gamma, Poisson and Tweedie) is applied
   afterwards with the C library's ``exp``, the function LightGBM calls.
 
 Anything else LightGBM can fit — categorical splits, zero-as-missing splits, linear
-trees, random-forest averaging, several trees per iteration, an objective not listed in
-``OUTPUT_TRANSFORMS`` — is refused at conversion (:class:`UnsupportedBoosterError`),
-never approximated.
+trees, random-forest averaging, an objective not listed in ``OUTPUT_TRANSFORMS`` (so no
+classifier) — is refused at conversion (:class:`UnsupportedBoosterError`), never
+approximated.
 
 The ONNX file is written with a few lines of protobuf encoding (``_Proto``) instead of
 the ``onnx`` package: the trainer runs from the serving image, and ``onnx`` would add
@@ -118,7 +118,8 @@ class CompiledTrees:
         self.transforms = [None if t == "none" else t for t in metadata["output_transforms"].split(",")]
         self.n_features = self.session.get_inputs()[0].shape[1]
         self.threads = _threads()
-        self._pool: ThreadPoolExecutor | None = None
+        # Its threads start on the first split batch only.
+        self._pool = ThreadPoolExecutor(self.threads, "compiled-trees") if self.threads > 1 else None
 
     def predict(self, X: np.ndarray) -> list[np.ndarray]:
         """Each booster's predictions for the rows of ``X`` (2-D, ``n_features`` columns)."""
@@ -129,9 +130,7 @@ class CompiledTrees:
         if near_zero.any():
             X = np.where(near_zero, 0.0, X)
         X = np.ascontiguousarray(X)
-        if self.threads > 1 and len(X) >= self.threads * MIN_ROWS_PER_THREAD:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="compiled-trees")
+        if self._pool is not None and len(X) >= self.threads * MIN_ROWS_PER_THREAD:
             parts = list(self._pool.map(self._raw, np.array_split(X, self.threads)))
             raw = [np.concatenate(scores) for scores in zip(*parts)]
         else:
@@ -166,10 +165,6 @@ def _output_transform(dump: dict) -> str | None:
         )
     if dump.get("average_output"):
         raise UnsupportedBoosterError("random-forest boosters (average_output) are not supported")
-    if dump["num_tree_per_iteration"] != 1:
-        raise UnsupportedBoosterError(
-            "boosters with several trees per iteration (multiclass) are not supported"
-        )
     return OUTPUT_TRANSFORMS[objective]
 
 
@@ -182,6 +177,8 @@ def _tree_ensemble(dump: dict) -> list[bytes]:
     def child(structure: dict, pending: list) -> tuple[int, int]:
         """(index, 1) of a new leaf, or (index, 0) of a new interior node to fill in."""
         if "split_index" not in structure:
+            if "leaf_coeff" in structure:
+                raise UnsupportedBoosterError("linear trees (linear_tree) are not supported")
             leaf_weights.append(structure["leaf_value"])
             return len(leaf_weights) - 1, 1
         for column in (features, thresholds, missing_true, true_ids, true_leaf, false_ids, false_leaf):

@@ -27,6 +27,11 @@ class AveragedBoosters:
     the same predictions, bit for bit. A logged model carries the compiled trees and
     switches when it is loaded (:meth:`CaliforniaHousingModel.load_context`).
 
+    It pickles its boosters as LightGBM's model text and rebuilds the ``Booster`` objects
+    only when something asks for :attr:`boosters`: a server running the compiled trees
+    never parses them, nor imports LightGBM, so the engine's load replaces that cost
+    instead of adding to it.
+
     Parameters
     ----------
     boosters : list of lightgbm.Booster
@@ -34,8 +39,19 @@ class AveragedBoosters:
     """
 
     def __init__(self, boosters: list):
-        self.boosters = boosters
+        self._boosters: list | None = list(boosters)
+        self._model_texts: list[str] | None = None
+        self.n_boosters = len(self._boosters)
         self.compiled: CompiledTrees | None = None
+
+    @property
+    def boosters(self) -> list:
+        """The ``lightgbm.Booster`` objects (rebuilt from their text on first use after unpickling)."""
+        if self._boosters is None:
+            import lightgbm
+
+            self._boosters = [lightgbm.Booster(model_str=text) for text in self._model_texts]
+        return self._boosters
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         if self.compiled is not None:
@@ -43,7 +59,7 @@ class AveragedBoosters:
         else:
             predictions = [booster.predict(X) for booster in self.boosters]
         # Both paths add the boosters' predictions in the same order: the same bits.
-        return sum(predictions) / len(self.boosters)
+        return sum(predictions) / self.n_boosters
 
     def compile(self) -> bytes:
         """The boosters as an ONNX model (:func:`model.compiled_trees.compile_boosters`)."""
@@ -55,10 +71,14 @@ class AveragedBoosters:
 
     # The ONNX Runtime session is not pickled: a logged model loads it from its artifact.
     def __getstate__(self):
-        return {"boosters": self.boosters}
+        if self._boosters is None:
+            return {"model_texts": self._model_texts}
+        return {"model_texts": [booster.model_to_string() for booster in self._boosters]}
 
     def __setstate__(self, state):
-        self.__init__(state["boosters"])
+        self._boosters, self._model_texts = None, state["model_texts"]
+        self.n_boosters = len(self._model_texts)
+        self.compiled = None
 
 
 class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):

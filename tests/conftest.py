@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
+from model import packaging
 from model.data import PROJECT_ROOT, RAW_DATA_PATH, load_raw, split_train_test
 from model.train import TrainingConfig, fit_model
 
@@ -38,3 +40,17 @@ def trained_model(split):
     """The default configuration fitted on the training part of the frozen split."""
     train_frame, _ = split
     return fit_model(train_frame, TrainingConfig())
+
+
+@pytest.fixture(scope="session")
+def served_model_path(trained_model, split, tmp_path_factory) -> Path:
+    """``trained_model`` saved as training logs it: its trees compiled, as artifacts."""
+    path = tmp_path_factory.mktemp("served-model") / "model"
+    packaging.save_model(trained_model, path, example=packaging.input_example(split[0]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_model(served_model_path) -> mlflow.pyfunc.PyFuncModel:
+    """``trained_model`` loaded as every server loads it (``mlflow.pyfunc.load_model``)."""
+    return mlflow.pyfunc.load_model(str(served_model_path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SECTIONS = ("inprocess", "intervals", "servers", "load", "batch", "training", "tradeoff")
+SECTIONS = ("engine", "inprocess", "intervals", "servers", "load", "batch", "training", "tradeoff")
 
 
 @dataclass

@@ -109,7 +109,7 @@ def cold_start(bench: Bench) -> None:
     bench.resampled.frame(1).to_pickle(rows)
     artifacts = {"lightgbm": bench.lightgbm_dir, "compiled": bench.model_dir}
     measured = {name: [] for name in artifacts}
-    rounds = 2 if bench.options.short else 6
+    rounds = 1 if bench.options.short else 6
     for round_ in range(rounds):
         for name in list(artifacts)[:: 1 if round_ % 2 == 0 else -1]:
             completed = subprocess.run(

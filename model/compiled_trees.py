@@ -1,14 +1,15 @@
 """LightGBM boosters compiled into ONNX ``TreeEnsemble`` nodes, run by ONNX Runtime.
 
-LightGBM's own predictor walks each row through every tree of a generic, pointer-rich
-layout; ONNX Runtime's ``TreeEnsemble`` kernel (``ai.onnx.ml`` opset 5, double
-thresholds and double output) walks compact nodes, a block of rows per tree at a time,
-and is faster at every batch size (measured: docs/performance.md). The trees are
+LightGBM's own predictor walks each row through every tree of a generic layout; ONNX
+Runtime's ``TreeEnsemble`` kernel (``ai.onnx.ml`` opset 5, double thresholds and double
+output) walks a compact one of its own and is faster at every batch size (measured:
+docs/performance.md). The trees are
 converted once, at training time, from LightGBM's public ``Booster.dump_model()``;
 serving only loads the result.
 
-The predictions are LightGBM's own, bit for bit (tests/code/test_compiled_trees.py, on
-every row of the dataset):
+The predictions are LightGBM's own, bit for bit (tests/code/test_compiled_trees.py on
+boosters built to exercise each rule below, tests/model/test_compiled_trees.py on every
+row of the dataset):
 
 * a split is ``x <= threshold`` in double, the threshold as LightGBM stores it (its JSON
   dump prints 17 significant digits, which round-trips a double);
@@ -30,8 +31,8 @@ approximated.
 
 The ONNX file is written with a few lines of protobuf encoding (``_Proto``) instead of
 the ``onnx`` package: the trainer runs from the serving image, and ``onnx`` would add
-it ~35 MB (its ``ml_dtypes`` dependency included) for what is ~30 lines here. The test
-suite checks the result with ``onnx``'s own checker.
+it about 40 MB (its ``ml_dtypes`` dependency included) for what is a few dozen lines
+here. The test suite checks the result with ``onnx``'s checker and reference evaluator.
 """
 
 from __future__ import annotations
@@ -87,13 +88,11 @@ def compile_boosters(boosters: Sequence[lightgbm.Booster]) -> bytes:
     n_features = {dump["max_feature_idx"] + 1 for dump in dumps}
     if len(n_features) != 1:
         raise UnsupportedBoosterError(f"boosters over different numbers of features: {sorted(n_features)}")
-    for dump in dumps:
-        _output_transform(dump)  # refuse before any work
+    transforms = [_output_transform(dump) or "none" for dump in dumps]  # refused before any work
     nodes = [_Proto.node(_tree_ensemble(dump), f"booster_{k}") for k, dump in enumerate(dumps)]
     outputs = [_Proto.value_info(f"booster_{k}", None, 1) for k in range(len(dumps))]
     graph = _Proto.graph(nodes, _Proto.value_info(INPUT_NAME, None, n_features.pop()), outputs)
-    transforms = ",".join(_output_transform(dump) or "none" for dump in dumps)
-    return _Proto.model(graph, {"output_transforms": transforms})
+    return _Proto.model(graph, {"output_transforms": ",".join(transforms)})
 
 
 class CompiledTrees:

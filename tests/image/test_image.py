@@ -302,6 +302,7 @@ import io, sys
 import mlflow.pyfunc, numpy as np, pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
 rows = pd.read_json(io.StringIO(sys.argv[2]), orient="split")
+rows = rows.astype({column: float for column in rows.columns if column != "ocean_proximity"})
 served = model.predict(rows)["median_house_value"].to_numpy()
 python_model = model.unwrap_python_model()
 engines = {name: type(e.compiled).__name__ for name, e in python_model.tree_ensembles().items()}

@@ -118,7 +118,8 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         return {"regressor_trees": self.regressor, "spread_trees": self.intervals.spread}
 
     def load_context(self, context) -> None:
-        """Every server calls this once, on load: the trees compiled at training time take over."""
+        """Every server calls this once, on load: the trees compiled at training time take over.
+        An artifact logged without them (before they existed) keeps predicting with LightGBM."""
         for name, ensemble in self.tree_ensembles().items():
             if name in context.artifacts:
                 ensemble.use_compiled(Path(context.artifacts[name]).read_bytes())

@@ -100,10 +100,11 @@ class CompiledTrees:
     ``predict(X)`` gives each booster's ``Booster.predict(X)``, bit for bit. The session
     runs on one thread: ONNX Runtime's multi-threaded kernel splits the trees between its
     threads and adds their partial sums in another order (most rows then differ from
-    LightGBM's in the last bits: benchmarks/engine_choice.txt). A large batch is instead split by rows between ``OMP_NUM_THREADS`` threads
-    (the thread count of every tree engine here; all cores when unset), each running the
-    session on its own rows: each row still adds its leaves in LightGBM's order. A session
-    may be called from several threads at once.
+    LightGBM's in the last bits: benchmarks/engine_choice.txt). A large batch is instead
+    split by rows between ``OMP_NUM_THREADS`` threads (the thread count of every tree
+    engine here; all cores when unset), each running the session on its own rows: each
+    row still adds its leaves in LightGBM's order. A session may be called from several
+    threads at once.
     """
 
     def __init__(self, model: bytes):

@@ -21,8 +21,11 @@ ARG PIP_CERT
 
 # Exactly the pinned serving lock, nothing resolved at build time (--no-deps), into a relocatable
 # venv. Once the lock is checked, what no role loads goes: pip (nothing is installed at run time),
-# the test suites wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB) and the files for
-# building against a package (C/C++ and Cython sources and headers, type stubs: ~20 MB).
+# the test suites wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB), the files for
+# building against a package (C/C++ and Cython sources and headers, type stubs: ~20 MB), ONNX
+# Runtime's C API library (its Python binding links the runtime in: 29 MB) and model-conversion
+# tools (4 MB), and pyarrow's Arrow Flight RPC client and server (31 MB; `import pyarrow.flight`
+# then fails as "No module named", nothing here imports it).
 COPY requirements/serve.lock /tmp/serve.lock
 RUN --mount=type=secret,id=ca-certificates \
     python -m venv /opt/venv \
@@ -30,7 +33,12 @@ RUN --mount=type=secret,id=ca-certificates \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes --quiet pip \
     && find /opt/venv -depth -type d \( -name tests -o -name test \) -exec rm -rf {} + \
-    && find /opt/venv -type f \( -name '*.[ch]' -o -name '*.[ch]pp' -o -name '*.cc' -o -name '*.py[xi]' -o -name '*.pxd' \) -delete
+    && find /opt/venv -type f \( -name '*.[ch]' -o -name '*.[ch]pp' -o -name '*.cc' -o -name '*.py[xi]' -o -name '*.pxd' \) -delete \
+    && site=/opt/venv/lib/python3.11/site-packages \
+    && rm -r "$site"/onnxruntime/capi/libonnxruntime.so.* "$site"/onnxruntime/transformers \
+        "$site"/onnxruntime/quantization "$site"/onnxruntime/tools "$site"/pyarrow/libarrow_flight.so.* \
+        "$site"/pyarrow/libarrow_python_flight.so* "$site"/pyarrow/_flight.*.so "$site"/pyarrow/flight.py \
+        "$site"/pyarrow/__pycache__/flight.*
 
 
 FROM ${PYTHON_BASE} AS runtime

@@ -123,6 +123,23 @@ def save_trivial_model(workdir: Path, data_path: Path) -> Path:
     return path
 
 
+def save_lightgbm_path_model(workdir: Path, python_model) -> Path:
+    """The benchmarked model saved without its compiled trees: it predicts with LightGBM's
+    ``Booster.predict`` at every batch size, as every artifact did before them. The
+    baseline of the compiled trees' figures, built from the same fitted model."""
+    path = workdir / "lightgbm-path-model"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=python_model,
+            signature=packaging.SIGNATURE,
+            code_paths=[str(PROJECT_ROOT / "model")],
+            pip_requirements=packaging.pip_requirements(),
+        )
+    return path
+
+
 def _throwaway_store(workdir: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = MlflowClient().create_experiment(

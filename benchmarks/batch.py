@@ -6,6 +6,10 @@ included), its peak memory is sampled while it runs (``testbed.processes.PeakSam
 own rows/s, measured right before each command, in this process with the same thread
 count, on the same rows already transformed: the file's first rows, at most ``reference_rows_cap`` (100 k) of them — its
 cost per row does not depend on the batch size, and 10 M rows would take as long again.
+
+At the first size, ``batch_predict`` also scores the same file with the same model without
+its compiled trees (the LightGBM path), right after the compiled run: its rows/s must be at
+least ``SPEEDUP_BOUND`` × lower (issue 19), with its peak memory beside.
 """
 
 from __future__ import annotations
@@ -21,12 +25,29 @@ from testbed.mlflow_cli import mlflow_models_predict
 from testbed.processes import run_measured
 
 THROUGHPUT_BOUND = 0.8  # × the bare regressor's rows/s
+SPEEDUP_BOUND = 2.0  # batch_predict with compiled trees ≥ 2 × the LightGBM path's rows/s
 RSS_LIMIT = 2**30  # bytes, at the largest size
 BATCH_ENTRY_POINT = PROJECT_ROOT / "projects" / "batch_predict.py"
 
 
-def commands(model_dir: Path, input_path: Path, output_dir: Path) -> dict[str, tuple[str, list[str], Path]]:
-    """key → (label, command, output file)."""
+def batch_predict_command(model_dir: Path, input_path: Path, output: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "projects.batch_predict",
+        "--model-uri",
+        str(model_dir),
+        "--input",
+        str(input_path),
+        "--output",
+        str(output),
+    ]
+
+
+def commands(
+    model_dir: Path, input_path: Path, output_dir: Path, lightgbm_dir: Path | None = None
+) -> dict[str, tuple[str, list[str], Path]]:
+    """key → (label, command, output file); with ``lightgbm_dir``, batch_predict on it too."""
     mlflow_out = output_dir / "mlflow-predict.json"
     found = {
         "mlflow_predict": (
@@ -38,19 +59,15 @@ def commands(model_dir: Path, input_path: Path, output_dir: Path) -> dict[str, t
     project_out = output_dir / "batch-predict.csv"
     found["batch_predict"] = (
         "python -m projects.batch_predict",
-        [
-            sys.executable,
-            "-m",
-            "projects.batch_predict",
-            "--model-uri",
-            str(model_dir),
-            "--input",
-            str(input_path),
-            "--output",
-            str(project_out),
-        ],
+        batch_predict_command(model_dir, input_path, project_out),
         project_out,
     )
+    if lightgbm_dir is not None:
+        found["batch_predict_lightgbm"] = (
+            "python -m projects.batch_predict, LightGBM path",
+            batch_predict_command(lightgbm_dir, input_path, project_out),
+            project_out,
+        )
     return found
 
 
@@ -86,13 +103,18 @@ def run(bench: Bench) -> None:
         )
         reference_rows = min(rows, options.reference_rows_cap)
         reference_frame = bench.transformed(bench.resampled.frame(reference_rows))
-        for key, (label, command, output) in commands(bench.model_dir, input_path, bench.workdir).items():
+        lightgbm_dir = bench.lightgbm_dir if rows == options.batch_rows[0] else None
+        for key, (label, command, output) in commands(
+            bench.model_dir, input_path, bench.workdir, lightgbm_dir
+        ).items():
             if key == "batch_predict" and not BATCH_ENTRY_POINT.exists():
                 bench.errors.append(f"{label}: {BATCH_ENTRY_POINT.relative_to(PROJECT_ROOT)} does not exist")
                 bench.add(Figure(f"batch.{key}.{rows}.rows_per_s", f"{label}, {rows:,} rows", None, "rows/s"))
                 continue
+            # The LightGBM path is held against the compiled run (below), not the bare regressor.
+            baseline = key == "batch_predict_lightgbm"
             # The reference right before the command: the machine's load drifts over minutes.
-            reference = reference_rows / bench.regressor_seconds_now(reference_frame)
+            reference = None if baseline else reference_rows / bench.regressor_seconds_now(reference_frame)
             print(f"  {label}", flush=True)
             cap = int(options.rss_cap_gib * 2**30)
             completed = run_measured(
@@ -119,8 +141,8 @@ def run(bench: Bench) -> None:
                     rows / completed.wall_seconds if ok else None,
                     "rows/s",
                     reference=reference,
-                    ref_label="bare regressor",
-                    op=">=",
+                    ref_label="" if baseline else "bare regressor",
+                    op=None if baseline else ">=",
                     bound=THROUGHPUT_BOUND,
                     outcome=outcome,
                 ),
@@ -132,6 +154,23 @@ def run(bench: Bench) -> None:
                     reference=RSS_LIMIT if held else None,
                     op="<" if held else None,
                 ),
+            )
+        compiled, lightgbm = (
+            bench.figure(f"batch.{key}.{rows}.rows_per_s")
+            for key in ("batch_predict", "batch_predict_lightgbm")
+        )
+        if compiled and lightgbm:
+            bench.add(
+                Figure(
+                    f"batch.batch_predict.{rows}.vs_lightgbm",
+                    f"python -m projects.batch_predict, {rows:,} rows: rows/s with compiled trees",
+                    compiled.value,
+                    "rows/s",
+                    reference=lightgbm.value,
+                    ref_label="LightGBM path",
+                    op=">=",
+                    bound=SPEEDUP_BOUND,
+                )
             )
         input_path.unlink()
         del reference_frame

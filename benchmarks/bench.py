@@ -36,6 +36,26 @@ def p50(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def time_interleaved(
+    variants: dict[str, Callable], inputs: Sequence, calls: int, block: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of ``calls`` calls of each variant on ``inputs`` (cycled), after one untimed call
+    each: ``block`` calls of one variant, then ``block`` of the next, round after round, so
+    machine load hits them alike. Tree engines need blocks: a call right after another
+    engine's finds that engine's trees in the CPU caches, which no server does."""
+    seconds = {name: [] for name in variants}
+    for call in variants.values():
+        call(inputs[0])
+    for start in range(0, calls, block):
+        for name, call in variants.items():
+            for i in range(start, min(start + block, calls)):
+                argument = inputs[i % len(inputs)]
+                started = time.perf_counter()
+                call(argument)
+                seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
 @dataclass
 class Bench:
     options: Options
@@ -44,6 +64,9 @@ class Bench:
     features: pd.DataFrame
     model_dir: Path | None = None
     trivial_dir: Path | None = None
+    lightgbm_dir: Path | None = (
+        None  # the same model without its compiled trees (artifacts.save_lightgbm_path_model)
+    )
     model_description: str = ""
     trained_model: str | None = None  # where the artifact the measured `train` run registered lives
     figures: list[Figure] = field(default_factory=list)
@@ -80,6 +103,11 @@ class Bench:
     @cached_property
     def python_model(self):
         return self.pyfunc.unwrap_python_model()
+
+    @cached_property
+    def lightgbm_pyfunc(self):
+        """The same model loaded without its compiled trees: LightGBM's ``Booster.predict``."""
+        return mlflow.pyfunc.load_model(str(self.lightgbm_dir))
 
     def transformed(self, frame: pd.DataFrame) -> np.ndarray:
         """The regressor's input for ``frame``: what the pyfunc computes before its regressor."""

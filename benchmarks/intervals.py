@@ -17,21 +17,14 @@ switches instrumentation on around each variant's calls only (``callgrind_contro
 
 from __future__ import annotations
 
-import pickle
-import re
-import shutil
-import subprocess
-import sys
-import time
 import warnings
-from pathlib import Path
 
 import mlflow
 
-from benchmarks.bench import Bench, p50
+from benchmarks import callgrind
+from benchmarks.bench import Bench, p50, time_interleaved
 from benchmarks.report import Figure
 from model import packaging
-from model.data import PROJECT_ROOT
 from model.signatures import PREDICTION_INTERVALS
 
 ON_BOUND = 1.5  # interval=0.8 ≤ 1.5 × intervals off
@@ -48,9 +41,9 @@ def run(bench: Bench) -> None:
         "off": lambda frame: bench.pyfunc.predict(frame),
         "on": lambda frame: bench.pyfunc.predict(frame, params={"interval": 0.8}),
     }
-    one_row = _interleaved(variants, frames, bench.options.one_row_calls)
+    one_row = _p50s(time_interleaved(variants, frames, bench.options.one_row_calls))
     batch_frames = [bench.resampled.frame(BATCH_ROWS)]
-    batch = _interleaved(variants, batch_frames, max(10, bench.options.one_row_calls // 100))
+    batch = _p50s(time_interleaved(variants, batch_frames, max(10, bench.options.one_row_calls // 100)))
     bench.add(
         Figure(
             "intervals.before.1row",
@@ -96,8 +89,15 @@ def run(bench: Bench) -> None:
         ),
     )
     # Minutes under valgrind: the full form only, and only where valgrind is installed.
-    if not bench.options.short and shutil.which("valgrind") and shutil.which("callgrind_control"):
-        instructions = _callgrind(bench, frames[:CALLGRIND_CALLS], bench.workdir / "before-intervals")
+    if not bench.options.short and callgrind.available():
+        variants = {
+            "before": str(bench.workdir / "before-intervals"),
+            "off": str(bench.model_dir),
+            "on": f"{bench.model_dir}:0.8",
+        }
+        instructions = callgrind.instructions_per_call(
+            bench.workdir / "callgrind-intervals", frames[:CALLGRIND_CALLS], variants
+        )
         bench.add(
             Figure(
                 "intervals.before.instructions",
@@ -124,94 +124,15 @@ def run(bench: Bench) -> None:
         )
 
 
-VARIANTS = ("before", "off", "on")
-
-
-def _callgrind(bench: Bench, frames: list, before_dir: Path) -> dict[str, float]:
-    """Instructions per call of each variant, counted by callgrind in a worker process: one
-    counter dump per variant, in ``VARIANTS`` order (``out.1``, ``out.2``, ``out.3``)."""
-    workdir = bench.workdir / "callgrind"
-    workdir.mkdir(exist_ok=True)
-    (workdir / "frames.pickle").write_bytes(pickle.dumps(frames))
-    specs = [f"before={before_dir}", f"off={bench.model_dir}", f"on={bench.model_dir}:0.8"]
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={workdir}/out",
-        sys.executable,
-        "-m",
-        "benchmarks.callgrind_worker",
-        str(workdir / "frames.pickle"),
-        *specs,
-    ]
-    worker = subprocess.Popen(
-        command,
-        cwd=PROJECT_ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        for name in VARIANTS:
-            _expect(worker, f"READY {name}")
-            _control(worker.pid, "--instr=on")
-            _send(worker, "go")
-            _expect(worker, f"DONE {name}")
-            _control(worker.pid, "--instr=off")
-            _control(worker.pid, "--dump")
-            _send(worker, "next")
-        worker.wait(timeout=600)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    counts = {}
-    for position, name in enumerate(VARIANTS, start=1):
-        totals = re.search(r"^totals: (\d+)", (workdir / f"out.{position}").read_text(), re.M)
-        counts[name] = int(totals.group(1)) / len(frames)
-    return counts
-
-
-def _expect(worker: subprocess.Popen, line: str) -> None:
-    got = worker.stdout.readline().strip()
-    if got != line:
-        raise RuntimeError(f"callgrind worker said {got!r}, expected {line!r}")
-
-
-def _send(worker: subprocess.Popen, line: str) -> None:
-    worker.stdin.write(line + "\n")
-    worker.stdin.flush()
-
-
-def _control(pid: int, option: str) -> None:
-    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True, timeout=300)
-
-
-def _interleaved(variants: dict, frames: list, calls: int) -> dict[str, float]:
-    """p50 seconds per variant, calls interleaved round-robin after one untimed call each."""
-    seconds = {name: [] for name in variants}
-    for predict in variants.values():
-        predict(frames[0])
-    for i in range(calls):
-        frame = frames[i % len(frames)]
-        for name, predict in variants.items():
-            started = time.perf_counter()
-            predict(frame)
-            seconds[name].append(time.perf_counter() - started)
+def _p50s(seconds: dict[str, list[float]]) -> dict[str, float]:
     return {name: p50(values) for name, values in seconds.items()}
 
 
 def _before_intervals(bench: Bench):
-    """The benchmarked model behind the pre-interval signature, loaded as servers load it."""
+    """The benchmarked model behind the pre-interval signature (its compiled trees included),
+    loaded as servers load it."""
     path = bench.workdir / "before-intervals"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlflow.pyfunc.save_model(
-            str(path),
-            python_model=bench.python_model,
-            signature=PREDICTION_INTERVALS.before,
-            code_paths=[str(PROJECT_ROOT / "model")],
-            pip_requirements=packaging.pip_requirements(),
-        )
+        packaging.save_model(bench.python_model, path, PREDICTION_INTERVALS.before)
     return mlflow.pyfunc.load_model(str(path))

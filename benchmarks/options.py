@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SECTIONS = (
+    "engine",
     "inprocess",
     "intervals",
     "servers",

@@ -13,12 +13,24 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import batch, capture, cluster, inprocess, intervals, profile, servers, tradeoff, training
+from benchmarks import (
+    batch,
+    capture,
+    cluster,
+    engine,
+    inprocess,
+    intervals,
+    profile,
+    servers,
+    tradeoff,
+    training,
+)
 from benchmarks.artifacts import (
     build_project_model,
     download_model,
     feature_frame,
     find_data_path,
+    save_lightgbm_path_model,
     save_trivial_model,
     training_config,
 )
@@ -67,6 +79,7 @@ def run(options: Options) -> dict:
         data_path = find_data_path(options.data)
         bench = Bench(options, workdir, data_path, feature_frame(load_raw(data_path)))
         needs_model = set(options.only) & {
+            "engine",
             "inprocess",
             "intervals",
             "servers",
@@ -96,7 +109,10 @@ def run(options: Options) -> dict:
                     f"n_neighbors={config.n_neighbors} ({fit_seconds:.0f} s)"
                 )
             bench.trivial_dir = save_trivial_model(workdir, data_path)
+            bench.lightgbm_dir = save_lightgbm_path_model(workdir, bench.python_model)
             print(f"   model: {bench.model_description}", flush=True)
+        if "engine" in options.only:
+            section(bench, "engine", engine.run)
         if "inprocess" in options.only:
             section(bench, "inprocess", inprocess.run)
         if "intervals" in options.only:

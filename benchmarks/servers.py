@@ -29,6 +29,9 @@ from testbed.processes import RssSampler, free_port, running_server, running_ser
 
 THROUGHPUT_BOUND = 0.7  # × the trivial model's req/s on the same server
 LATENCY_BOUND = 1.5  # × the trivial model's 1-row p50 on the same server
+# Issue 19: the V2 runtime against `mlflow models serve` on the same artifact, same run.
+V2_ROWS_BOUND = 1.5  # × its rows/s at `clients` clients
+V2_LATENCY_BOUND = 0.5  # × its 1-row p50
 RSS_GROWTH_LIMIT = 10.0  # %
 V2_MODEL_NAME = "california-housing"
 SAMPLE_ROWS = 20_000  # resampled rows the request bodies are cut from
@@ -181,8 +184,54 @@ def run(bench: Bench, measure: bool, load_test: bool) -> None:
                         ref_label=f"--workers {first}",
                     )
                 )
+    if measure:
+        versus_mlflow_serve(bench)
     for result in load_results:
         load_figures(bench, *result)
+
+
+def versus_mlflow_serve(bench: Bench) -> None:
+    """The V2 runtime against `mlflow models serve` (the first ``--workers`` value), both serving
+    the project's artifact in this run."""
+    options = bench.options
+    workers = options.workers[0]
+    baseline = f"mlflow models serve --workers {workers}"
+    v2, served = (
+        {name: bench.figure(f"server.{key}.{name}") for name in ("rps", "1row.p50", "1row.p99")}
+        for key in (MLFLOWSERVER.key, f"mlflow_serve.w{workers}")
+    )
+    if not all(f and f.value is not None for f in (*v2.values(), *served.values())):
+        return  # a server failed to run: its error is already recorded
+    bench.add(
+        Figure(
+            "served.v2_vs_mlflow.rows_per_s",
+            f"V2 runtime vs {baseline}: rows/s, {options.clients} clients × {options.body_rows}-row bodies",
+            v2["rps"].value * options.body_rows,
+            "rows/s",
+            reference=served["rps"].value * options.body_rows,
+            ref_label=baseline,
+            op=">=",
+            bound=V2_ROWS_BOUND,
+        ),
+        Figure(
+            "served.v2_vs_mlflow.1row.p50",
+            f"V2 runtime vs {baseline}: 1-row p50",
+            v2["1row.p50"].value,
+            "s",
+            reference=served["1row.p50"].value,
+            ref_label=baseline,
+            op="<=",
+            bound=V2_LATENCY_BOUND,
+        ),
+        Figure(
+            "served.v2_vs_mlflow.1row.p99",
+            f"V2 runtime vs {baseline}: 1-row p99",
+            v2["1row.p99"].value,
+            "s",
+            reference=served["1row.p99"].value,
+            ref_label=baseline,
+        ),
+    )
 
 
 def measure_kind(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -21,7 +22,17 @@ LOCK_PATH = PROJECT_ROOT / "requirements.lock"
 ARTIFACT_NAME = "model"
 # What loading and calling the pickled model imports; versions come from the lock,
 # so the environment a server builds from the artifact is the one we trained in.
-RUNTIME_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "pyyaml", "scikit-learn", "scipy", "lightgbm")
+RUNTIME_PACKAGES = (
+    "mlflow",
+    "cloudpickle",
+    "numpy",
+    "pandas",
+    "pyyaml",
+    "scikit-learn",
+    "scipy",
+    "lightgbm",
+    "onnxruntime",
+)
 
 # The nine raw columns in; the price out, and its interval's bounds when the caller asks
 # for one with the `interval` parameter (a coverage level; default null = no interval).
@@ -69,13 +80,50 @@ def input_example(frame: pd.DataFrame) -> pd.DataFrame:
     return example.reset_index(drop=True)
 
 
-def log_model(model: CaliforniaHousingModel, example: pd.DataFrame) -> ModelInfo:
-    """Log the model into the active run, with the package code it unpickles against."""
-    return mlflow.pyfunc.log_model(
-        name=ARTIFACT_NAME,
-        python_model=model,
-        signature=SIGNATURE,
-        input_example=example,
-        code_paths=[str(PROJECT_ROOT / "model")],
-        pip_requirements=pip_requirements(),
-    )
+def log_model(
+    model: CaliforniaHousingModel, example: pd.DataFrame, signature: ModelSignature = SIGNATURE
+) -> ModelInfo:
+    """Log the model into the active run, with the package code it unpickles against and its
+    boosters compiled into the trees every server runs (:func:`compiled_trees`)."""
+    with tempfile.TemporaryDirectory() as directory:
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME, **_pyfunc_arguments(model, example, signature, Path(directory))
+        )
+
+
+def save_model(
+    model: CaliforniaHousingModel,
+    path: Path,
+    signature: ModelSignature = SIGNATURE,
+    example: pd.DataFrame | None = None,
+) -> None:
+    """The artifact :func:`log_model` logs, saved to the directory ``path`` instead."""
+    with tempfile.TemporaryDirectory() as directory:
+        mlflow.pyfunc.save_model(str(path), **_pyfunc_arguments(model, example, signature, Path(directory)))
+
+
+def compiled_trees(model: CaliforniaHousingModel, directory: Path) -> dict[str, str]:
+    """Each of the model's tree ensembles compiled to an ONNX file in ``directory``: the
+    pyfunc's artifacts, by name (``CaliforniaHousingModel.load_context`` loads them).
+
+    Built here, at training time, so that no server converts or compiles anything.
+    """
+    artifacts = {}
+    for name, ensemble in model.tree_ensembles().items():
+        path = directory / f"{name}.onnx"
+        path.write_bytes(ensemble.compile())
+        artifacts[name] = str(path)
+    return artifacts
+
+
+def _pyfunc_arguments(
+    model: CaliforniaHousingModel, example: pd.DataFrame | None, signature: ModelSignature, directory: Path
+) -> dict:
+    return {
+        "python_model": model,
+        "artifacts": compiled_trees(model, directory),
+        "signature": signature,
+        "input_example": example,
+        "code_paths": [str(PROJECT_ROOT / "model")],
+        "pip_requirements": pip_requirements(),
+    }

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_NORMAL, _LIB, _c_str, _safe_call
 
+from model.compiled_trees import CompiledTrees, compile_boosters
 from model.contract import validate_input
 from model.data import TARGET
 from model.features import HousingFeatures
@@ -21,9 +21,16 @@ _INTERVAL_COLUMNS = pd.Index([TARGET, LOWER_COLUMN, UPPER_COLUMN])
 class AveragedBoosters:
     """The mean prediction of several fitted LightGBM boosters.
 
-    A one-row call goes through LightGBM's single-row C API (see :class:`_OneRowScorer`);
-    any other goes through ``Booster.predict``. Both give the same predictions, bit for bit
-    (tests/code/test_pyfunc.py).
+    Until :meth:`use_compiled` hands it their compiled trees, it predicts with LightGBM's
+    ``Booster.predict`` (what training does); from then on, at every batch size, with
+    ONNX Runtime (:mod:`model.compiled_trees`), which is faster at every size and gives
+    the same predictions, bit for bit. A logged model carries the compiled trees and
+    switches when it is loaded (:meth:`CaliforniaHousingModel.load_context`).
+
+    It pickles its boosters as LightGBM's model text and rebuilds the ``Booster`` objects
+    only when something asks for :attr:`boosters`: a server running the compiled trees
+    never parses them, nor imports LightGBM, so the engine's load replaces that cost
+    instead of adding to it.
 
     Parameters
     ----------
@@ -32,70 +39,46 @@ class AveragedBoosters:
     """
 
     def __init__(self, boosters: list):
-        self.boosters = boosters
-        self._one_row_scorers = [_OneRowScorer(booster) for booster in boosters]
+        self._boosters: list | None = list(boosters)
+        self._model_texts: list[str] | None = None
+        self.n_boosters = len(self._boosters)
+        self.compiled: CompiledTrees | None = None
+
+    @property
+    def boosters(self) -> list:
+        """The ``lightgbm.Booster`` objects (rebuilt from their text on first use after unpickling)."""
+        if self._boosters is None:
+            import lightgbm
+
+            self._boosters = [lightgbm.Booster(model_str=text) for text in self._model_texts]
+        return self._boosters
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.compiled is not None:
+            predictions = self.compiled.predict(X)
+        else:
+            predictions = [booster.predict(X) for booster in self.boosters]
         # Both paths add the boosters' predictions in the same order: the same bits.
-        if len(X) == 1:
-            row = np.ascontiguousarray(X[0], dtype=np.float64)
-            total = sum(scorer.predict(row) for scorer in self._one_row_scorers)
-            return np.array([total / len(self.boosters)])
-        return sum(booster.predict(X) for booster in self.boosters) / len(self.boosters)
+        return sum(predictions) / self.n_boosters
 
-    # The scorers hold C handles: they are rebuilt, not pickled.
+    def compile(self) -> bytes:
+        """The boosters as an ONNX model (:func:`model.compiled_trees.compile_boosters`)."""
+        return compile_boosters(self.boosters)
+
+    def use_compiled(self, onnx_model: bytes) -> None:
+        """Predict with ``onnx_model``, what :meth:`compile` gave for these boosters."""
+        self.compiled = CompiledTrees(onnx_model)
+
+    # The ONNX Runtime session is not pickled: a logged model loads it from its artifact.
     def __getstate__(self):
-        return {"boosters": self.boosters}
+        if self._boosters is None:
+            return {"model_texts": self._model_texts}
+        return {"model_texts": [booster.model_to_string() for booster in self._boosters]}
 
     def __setstate__(self, state):
-        self.__init__(state["boosters"])
-
-
-class _OneRowScorer:
-    """One booster's ``LGBM_BoosterPredictForMatSingleRowFast``, set up once.
-
-    ``Booster.predict`` sets up a predictor and converts its input on every call: on a
-    one-row request of the default model, skipping that saved 0.07 ms of the regressor's
-    0.25 ms. This is LightGBM's public C API for the case, reached through the ``ctypes``
-    library handle the ``lightgbm`` package itself uses (private names, pinned in the
-    lock). LightGBM takes the booster's lock for each such call, so the scorer is safe to
-    share between server threads.
-    """
-
-    def __init__(self, booster):
-        self.booster = booster  # the C config points into it: keep it alive as long
-        self.n_features = booster.num_feature()
-        self.handle = ctypes.c_void_p()
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,
-                ctypes.c_int(_C_API_PREDICT_NORMAL),
-                ctypes.c_int(0),  # start iteration
-                ctypes.c_int(-1),  # every iteration
-                ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(self.n_features),
-                # No num_threads: LightGBM would pass it to omp_set_num_threads, which holds
-                # for all later OpenMP work of the calling thread.
-                _c_str(""),
-                ctypes.byref(self.handle),
-            )
-        )
-
-    def predict(self, row: np.ndarray) -> float:
-        """The prediction for ``row``, a C-contiguous float64 array of ``n_features`` values."""
-        if row.shape != (self.n_features,):
-            raise ValueError(f"expected {self.n_features} features, got {row.shape[0]}")
-        result = ctypes.c_double()
-        length = ctypes.c_int64()
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                self.handle, ctypes.c_void_p(row.ctypes.data), ctypes.byref(length), ctypes.byref(result)
-            )
-        )
-        return result.value
-
-    def __del__(self):
-        _safe_call(_LIB.LGBM_FastConfigFree(self.handle))
+        self._boosters, self._model_texts = None, state["model_texts"]
+        self.n_boosters = len(self._model_texts)
+        self.compiled = None
 
 
 class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
@@ -117,16 +100,29 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
     ----------
     features : HousingFeatures
         Fitted feature pipeline.
-    regressor : object
-        Fitted regressor with ``predict(ndarray) -> ndarray``, e.g. :class:`AveragedBoosters`.
+    regressor : AveragedBoosters
+        Fitted point regressor.
     intervals : ConformalIntervals
-        Calibrated intervals around the regressor's predictions (``model.calibration``).
+        Calibrated intervals around the regressor's predictions (``model.calibration``);
+        its spread is an :class:`AveragedBoosters` too.
     """
 
-    def __init__(self, features: HousingFeatures, regressor, intervals: ConformalIntervals):
+    def __init__(self, features: HousingFeatures, regressor: AveragedBoosters, intervals: ConformalIntervals):
         self.features = features
         self.regressor = regressor
         self.intervals = intervals
+
+    def tree_ensembles(self) -> dict[str, AveragedBoosters]:
+        """The model's boosters, by the name of the artifact that carries their compiled trees
+        in a logged model (``model.packaging``)."""
+        return {"regressor_trees": self.regressor, "spread_trees": self.intervals.spread}
+
+    def load_context(self, context) -> None:
+        """Every server calls this once, on load: the trees compiled at training time take over.
+        An artifact logged without them (before they existed) keeps predicting with LightGBM."""
+        for name, ensemble in self.tree_ensembles().items():
+            if name in context.artifacts:
+                ensemble.use_compiled(Path(context.artifacts[name]).read_bytes())
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         level = requested_level(params)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from model import packaging
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, RAW_DATA_PATH, load_raw, split_train_test
 from model.train import TrainingConfig, fit_model
 
@@ -51,3 +53,17 @@ def rows(split) -> pd.DataFrame:
     frame = split[1].head(25)[list(FEATURE_COLUMNS)].reset_index(drop=True)
     frame.loc[2, "total_bedrooms"] = np.nan
     return frame
+
+
+@pytest.fixture(scope="session")
+def served_model_path(trained_model, split, tmp_path_factory) -> Path:
+    """``trained_model`` saved as training logs it: its trees compiled, as artifacts."""
+    path = tmp_path_factory.mktemp("served-model") / "model"
+    packaging.save_model(trained_model, path, example=packaging.input_example(split[0]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_model(served_model_path) -> mlflow.pyfunc.PyFuncModel:
+    """``trained_model`` loaded as every server loads it (``mlflow.pyfunc.load_model``)."""
+    return mlflow.pyfunc.load_model(str(served_model_path))

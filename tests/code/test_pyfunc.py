@@ -1,5 +1,6 @@
-"""The averaged boosters' one-row C path gives exactly what the batch path gives; the pyfunc's
-answer with and without the interval parameter."""
+"""The averaged boosters give the same bits through LightGBM and through their compiled trees, one
+row or many at a time; what pickling keeps; the pyfunc's answer with and without the interval
+parameter."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model.compiled_trees import CompiledTrees
 from model.contract import validate_input
 from model.data import FEATURE_COLUMNS, TARGET
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN, InvalidParameterError
@@ -24,43 +26,61 @@ def one_at_a_time(regressor, X):
     return np.concatenate([regressor.predict(X[i : i + 1]) for i in range(len(X))])
 
 
-@pytest.mark.parametrize("n_boosters", [1, 2, 3])
-def test_one_row_predictions_equal_batch_predictions_bit_for_bit(trained_model, test_features, n_boosters):
-    boosters = trained_model.regressor.boosters
-    regressor = AveragedBoosters([boosters[i % len(boosters)] for i in range(n_boosters)])
-    batch = regressor.predict(test_features)
-    np.testing.assert_array_equal(one_at_a_time(regressor, test_features), batch)
-    assert len(np.unique(batch)) > 250  # the rows really differ
+def compiled(boosters) -> AveragedBoosters:
+    regressor = AveragedBoosters(boosters)
+    regressor.use_compiled(regressor.compile())
+    return regressor
 
 
-def test_served_one_row_requests_equal_one_batch_request(trained_model, split):
+@pytest.fixture(scope="module")
+def compiled_regressor(trained_model) -> AveragedBoosters:
+    return compiled(trained_model.regressor.boosters)
+
+
+# Two boosters, the default, on every row of the dataset: tests/model/test_compiled_trees.py.
+@pytest.mark.parametrize("n_boosters", [1, 3])
+def test_compiled_trees_give_lightgbms_predictions_bit_for_bit_one_row_or_many(
+    trained_model, test_features, n_boosters
+):
+    boosters = [trained_model.regressor.boosters[i % 2] for i in range(n_boosters)]
+    lightgbm_path = AveragedBoosters(boosters).predict(test_features)
+    regressor = compiled(boosters)
+    np.testing.assert_array_equal(regressor.predict(test_features), lightgbm_path)
+    np.testing.assert_array_equal(one_at_a_time(regressor, test_features), lightgbm_path)
+    assert len(np.unique(lightgbm_path)) > 250  # the rows really differ
+
+
+def test_served_one_row_requests_equal_one_batch_request(served_model, split):
     rows = split[1][list(FEATURE_COLUMNS)].head(50)
-    singles = np.concatenate(
-        [trained_model.predict(None, rows.iloc[[i]])[TARGET].to_numpy() for i in range(50)]
-    )
-    np.testing.assert_array_equal(singles, trained_model.predict(None, rows)[TARGET].to_numpy())
+    singles = np.concatenate([served_model.predict(rows.iloc[[i]])[TARGET].to_numpy() for i in range(50)])
+    np.testing.assert_array_equal(singles, served_model.predict(rows)[TARGET].to_numpy())
 
 
-def test_unpickled_regressor_rebuilds_its_one_row_path(trained_model, test_features):
-    restored = cloudpickle.loads(cloudpickle.dumps(trained_model.regressor))
-    np.testing.assert_array_equal(
-        one_at_a_time(restored, test_features), trained_model.regressor.predict(test_features)
-    )
+def test_pickling_keeps_the_boosters_as_text_and_not_the_session(compiled_regressor, test_features):
+    restored = cloudpickle.loads(cloudpickle.dumps(compiled_regressor))
+    assert restored.compiled is None  # a logged model loads its compiled trees from its artifact
+    # Pickled again before anything parsed its boosters: the text travels as it is.
+    again = cloudpickle.loads(cloudpickle.dumps(restored))
+    expected = compiled_regressor.predict(test_features)
+    np.testing.assert_array_equal(restored.predict(test_features), expected)
+    np.testing.assert_array_equal(again.predict(test_features), expected)
 
 
-def test_one_row_path_is_safe_to_share_between_threads(trained_model, test_features):
-    expected = trained_model.regressor.predict(test_features)
+def test_compiled_trees_are_safe_to_share_between_threads(trained_model, compiled_regressor, test_features):
+    expected = AveragedBoosters(trained_model.regressor.boosters).predict(test_features)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: one_at_a_time(trained_model.regressor, test_features), range(4)))
+        results = list(pool.map(lambda _: one_at_a_time(compiled_regressor, test_features), range(4)))
     for result in results:
         np.testing.assert_array_equal(result, expected)
 
 
-def test_a_row_of_the_wrong_width_is_refused_before_it_reaches_c(trained_model, test_features):
+def test_a_row_of_the_wrong_width_is_refused_before_it_reaches_the_trees(compiled_regressor, test_features):
+    assert isinstance(compiled_regressor.compiled, CompiledTrees)
+    width = test_features.shape[1]
     with pytest.raises(
-        ValueError, match=f"expected {test_features.shape[1]} features, got {test_features.shape[1] - 1}"
+        ValueError, match=rf"expected rows of {width} features, got an array of shape \(1, {width - 1}\)"
     ):
-        trained_model.regressor.predict(test_features[:1, :-1])
+        compiled_regressor.predict(test_features[:1, :-1])
 
 
 @pytest.fixture(scope="module")

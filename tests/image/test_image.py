@@ -60,7 +60,8 @@ ROLE_MODULES = {
     ],
     "trainer": ["mlflow.cli", "mlflow.projects", "projects.train", "model.plots", "lightgbm"],
     "storage-initializer": ["mlflow.cli", "mlflow.store.artifact.cli"],
-    "runtime": ["lightgbm", "sklearn", "kserve", "mlflowserver.__main__", "model.pyfunc"],
+    # LightGBM serves an artifact without compiled trees (logged before them); ONNX Runtime the others.
+    "runtime": ["lightgbm", "sklearn", "kserve", "mlflowserver.__main__", "model.pyfunc", "onnxruntime"],
 }
 IMPORT_CHECK = """
 import importlib, sys
@@ -286,6 +287,42 @@ def test_v2_predictions_through_the_kserve_client_equal_in_process_ones(runtime,
     expected = mlflow.pyfunc.load_model(volume_path(models)).predict(rows)[TARGET].to_numpy()
     response = kserve_sdk_infer(runtime, ISVC_NAME, rows)
     np.testing.assert_allclose(response.get_output_by_name(TARGET).as_numpy(), expected, rtol=0, atol=1e-9)
+
+
+# Run in the image as uid 1000 on the read-only model volume, as the runtime loads it.
+COMPILED_TREES_CHECK = """
+import io, sys
+import mlflow.pyfunc, numpy as np, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+rows = pd.read_json(io.StringIO(sys.argv[2]), orient="split")
+rows = rows.astype({column: float for column in rows.columns if column != "ocean_proximity"})
+served = model.predict(rows)["median_house_value"].to_numpy()
+python_model = model.unwrap_python_model()
+engines = {name: type(e.compiled).__name__ for name, e in python_model.tree_ensembles().items()}
+assert set(engines.values()) == {"CompiledTrees"}, engines
+assert "lightgbm" not in sys.modules, "loading and calling the model imported LightGBM"
+from model.contract import validate_input
+from model.pyfunc import AveragedBoosters
+X = python_model.features.transform(validate_input(rows))
+lightgbm_path = AveragedBoosters(python_model.regressor.boosters).predict(X)
+assert np.array_equal(served, lightgbm_path), np.abs(served - lightgbm_path).max()
+print(f"compiled trees {sorted(engines)}: {len(rows)} rows equal to LightGBM's")
+"""
+
+
+def test_the_champion_carries_its_compiled_trees_and_serves_them_in_the_image(models, rows):
+    """Built by the trainer in the image (no compiler there), loaded from the read-only volume as
+    uid 1000 without LightGBM, and equal to LightGBM's predictions, bit for bit."""
+    artifacts = Path(volume_path(models)) / "artifacts"
+    assert sorted(p.name for p in artifacts.iterdir()) == ["regressor_trees.onnx", "spread_trees.onnx"]
+    completed = run_role(
+        IMAGE,
+        ["python", "-W", "ignore", "-c", COMPILED_TREES_CHECK, MODEL_MOUNT, rows.to_json(orient="split")],
+        timeout=300,
+        mounts=[f"{models}:{MODEL_MOUNT}:ro"],
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    SUMMARY.append(completed.stdout.strip())
 
 
 def test_a_request_without_an_input_gets_a_400_naming_it(runtime, rows):

@@ -17,8 +17,13 @@ from testbed.processes import process_env
 
 pytestmark = pytest.mark.integration
 
-# Every figure the short form must report (1-k rows, `mlflow models serve --workers 1` and the V2 runtime).
+# Every figure the short form must report (1-k rows, `mlflow models serve --workers 1` and the V2 runtime,
+# the compiled trees against the LightGBM path).
 EXPECTED = [
+    *(f"engine.{engine}.{rows}" for engine in ("lightgbm", "compiled") for rows in (1, 100, 10000)),
+    *(f"engine.{figure}" for figure in ("build.seconds", "build.bytes", "load.wall", "load.cpu", "load.rss")),
+    "inprocess.compiled.100.rows_per_s",
+    "inprocess.compiled.10000.rows_per_s",
     "inprocess.pyfunc.1row.p50",
     "inprocess.python_model.1row.p50",
     "inprocess.regressor.1row.p50",
@@ -44,9 +49,11 @@ EXPECTED = [
     *(f"capture.{figure}" for figure in ("1row.p50", "rps", "rows", "dropped")),
     *(
         f"batch.{tool}.1000.{figure}"
-        for tool in ("mlflow_predict", "batch_predict")
+        for tool in ("mlflow_predict", "batch_predict", "batch_predict_lightgbm")
         for figure in ("rows_per_s", "peak_rss")
     ),
+    "batch.batch_predict.1000.vs_lightgbm",
+    *(f"served.v2_vs_mlflow.{figure}" for figure in ("rows_per_s", "1row.p50", "1row.p99")),
 ]
 
 

@@ -3,15 +3,13 @@ and the same through the loaded pyfunc, whose signature carries the `interval` p
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from model.data import FEATURE_COLUMNS, PROJECT_ROOT, TARGET, TARGET_CAP
+from model.data import FEATURE_COLUMNS, TARGET, TARGET_CAP
 from model.intervals import LOWER_COLUMN, UPPER_COLUMN
-from model.packaging import SIGNATURE
 
 # The issue's target: within ±2 points of nominal; 0.8 is also the promotion's coverage gate.
 TOLERANCE = 0.02
@@ -77,13 +75,9 @@ def test_capped_blocks_get_an_upper_bound_at_or_beyond_the_cap_mostly(answers, t
 
 
 @pytest.fixture(scope="module")
-def loaded(trained_model, tmp_path_factory):
-    """The model saved with the project's signature and code, loaded as every server loads it."""
-    path = tmp_path_factory.mktemp("pyfunc") / "model"
-    mlflow.pyfunc.save_model(
-        str(path), python_model=trained_model, signature=SIGNATURE, code_paths=[str(PROJECT_ROOT / "model")]
-    )
-    return mlflow.pyfunc.load_model(str(path))
+def loaded(served_model):
+    """The model as training logs it (compiled trees included), loaded as every server loads it."""
+    return served_model
 
 
 def test_the_loaded_pyfunc_takes_the_level_as_an_inference_parameter(loaded, trained_model, test_rows):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from model.data import (
     verify_md5,
 )
 from model.features import HousingFeatures
+from model.progress import StagedProgress, training_stages
 from model.pyfunc import AveragedBoosters, CaliforniaHousingModel
 from model.report import build_report, log_report, python_model_predictor
 
@@ -71,10 +73,13 @@ class TrainingConfig:
     seed: int = 42
 
 
-def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingModel:
-    """The point model fitted on ``frame``, with intervals calibrated on it (``model.calibration``)."""
+def fit_model(
+    frame: pd.DataFrame, config: TrainingConfig, on_fold: Callable[[], object] | None = None
+) -> CaliforniaHousingModel:
+    """The point model fitted on ``frame``, with intervals calibrated on it (``model.calibration``;
+    ``on_fold`` is called after each of its folds)."""
     features, X, y, fit_regressor = _prepare(frame, config)
-    intervals = fit_intervals(X, y, fit_regressor, seed=config.seed, threads=_threads())
+    intervals = fit_intervals(X, y, fit_regressor, seed=config.seed, threads=_threads(), on_fold=on_fold)
     return CaliforniaHousingModel(features, fit_regressor(X, y), intervals)
 
 
@@ -148,9 +153,12 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
     }
 
 
-def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
+def cross_validated_rmse(
+    frame: pd.DataFrame, config: TrainingConfig, on_fold: Callable[[], object] | None = None
+) -> np.ndarray:
     """Test RMSE of the point model on each of ``config.cv_folds`` folds of ``frame``, each
-    fold scored by a model fitted (features included) on the others."""
+    fold scored by a model fitted (features included) on the others; ``on_fold`` is called
+    after each fold."""
     folds = KFold(config.cv_folds, shuffle=True, random_state=config.seed)
     scores = []
     for fit_rows, held_out_rows in folds.split(frame):
@@ -158,6 +166,8 @@ def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndar
         held_out = frame.iloc[held_out_rows]
         predicted = regressor.predict(features.transform(held_out[list(FEATURE_COLUMNS)]))
         scores.append(root_mean_squared_error(held_out[TARGET], predicted))
+        if on_fold:
+            on_fold()
     return np.array(scores)
 
 
@@ -174,7 +184,10 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
     raw = load_raw(data_path)
     train_frame, test_frame = split_train_test(raw)
 
-    with mlflow.start_run() as run:
+    with (
+        mlflow.start_run() as run,
+        StagedProgress("train", training_stages(config.cv_folds)) as progress,
+    ):
         # `mlflow run` already logged the MLproject parameters as given on its command
         # line; log the rest, without re-logging a value under another spelling.
         already_logged = mlflow.get_run(run.info.run_id).data.params
@@ -195,13 +208,16 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
             context="training",
         )
         if config.cv_folds > 1:
-            cv_rmse = cross_validated_rmse(train_frame, config)
+            cv_rmse = cross_validated_rmse(train_frame, config, on_fold=progress.advance)
             mlflow.log_metrics({"cv_rmse_mean": cv_rmse.mean(), "cv_rmse_std": cv_rmse.std()})
 
         started = time.perf_counter()
-        model = fit_model(train_frame, config)
+        model = fit_model(train_frame, config, on_fold=progress.advance)
+        progress.advance()  # the final fit
         mlflow.log_metric("training_seconds", time.perf_counter() - started)
-        return log_and_register(model, train_frame, test_frame)
+        version = log_and_register(model, train_frame, test_frame)
+        progress.advance()
+        return version
 
 
 def log_and_register(

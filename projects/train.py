@@ -14,7 +14,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from model.data import DataContractError
-from model.registry import CHALLENGER
+from model.summary import registered_summary
 from model.train import TrainingConfig, train
 
 
@@ -42,10 +42,8 @@ if __name__ == "__main__":
     data_path, config = parse_args()
     try:
         version = train(data_path, config)
+        summary = registered_summary(version)
     except (MlflowException, DataContractError, OSError) as error:
         # One line: a refused data file (before any run exists) or an unreachable tracking server.
         sys.exit(f"error: {str(error).splitlines()[0]}")
-    aliases = " and ".join(version.aliases) or "no alias"
-    print(f"registered {version.name} version {version.version} as {aliases}")
-    if CHALLENGER in version.aliases:
-        print("promote it with `make promote` (mlflow run . -e promote) once it should serve")
+    print(summary)

@@ -66,13 +66,13 @@ train: data
 PREFLIGHT := $(PY) -m projects.preflight
 
 serve: venv
-	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --model-uri "$(MODEL_URI)" --host $(HOST) --port $(PORT) -- \
+	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --model-uri "$(MODEL_URI)" --host $(HOST) --port $(PORT) --port-variable PORT -- \
 		mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(PORT)
 
 # The command the cluster's ClusterServingRuntime container runs (there with --http_host=0.0.0.0
 # and --model_dir=/mnt/models, filled by the models:/ ClusterStorageContainer).
 serve-v2: venv
-	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --model-uri "$(MODEL_URI)" --host $(HOST) --port $(V2_PORT) -- \
+	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --model-uri "$(MODEL_URI)" --host $(HOST) --port $(V2_PORT) --port-variable V2_PORT -- \
 		python -m mlflowserver --model_name=$(V2_MODEL_NAME) --model_dir="$(MODEL_URI)" --http_host=$(HOST) --http_port=$(V2_PORT)
 
 predict: venv
@@ -85,7 +85,7 @@ predict: venv
 UI_PORT ?= 5000
 .PHONY: ui
 ui: venv
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} $(PREFLIGHT) --host $(HOST) --port $(UI_PORT) -- \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} $(PREFLIGHT) --host $(HOST) --port $(UI_PORT) --port-variable UI_PORT -- \
 		mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
 
 # Stream a CSV or Parquet file through the model into Parquet or CSV, atomically, as a tracked

@@ -18,8 +18,6 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from model.calibration import CALIBRATION_FOLDS
-
 TERMINAL_INTERVAL = 1.0
 LOG_INTERVAL = 30.0
 TERMINAL_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"
@@ -33,19 +31,6 @@ class Stage:
     name: str
     steps: int
     unit: str
-
-
-def training_stages(cv_folds: int) -> list[Stage]:
-    """What ``model.train.train`` reports, in order: a step per fold of cross-validation
-    (``cv_folds``, 0 or 1 = none) and of the intervals' calibration (``on_fold`` hooks),
-    then the final fit, then the test evaluation, logging and registration."""
-    return [
-        Stage("cross-validation", cv_folds if cv_folds > 1 else 0, "fold"),
-        Stage("calibration: out-of-fold errors", CALIBRATION_FOLDS, "fold"),
-        Stage("calibration: spread", CALIBRATION_FOLDS, "fold"),
-        Stage("final fit", 1, "fit"),
-        Stage("evaluation and registration", 1, "step"),
-    ]
 
 
 class StagedProgress:
@@ -103,7 +88,7 @@ class StagedProgress:
             total=stage.steps,
             desc=f"{self.title} [{self._position + 1}/{len(self.stages)}] {stage.name}",
             unit=stage.unit,
-            file=self.stream if self.on_terminal else _LogLines(self.stream),
+            file=self.stream if self.on_terminal else LogLines(self.stream),
             bar_format=TERMINAL_FORMAT if self.on_terminal else LOG_FORMAT,
             dynamic_ncols=self.on_terminal,
             mininterval=0,  # every step is shown: steps are few and long
@@ -119,7 +104,7 @@ class StagedProgress:
                     self._bar.refresh()
 
 
-class _LogLines:
+class LogLines:
     """A stream for tqdm off a terminal: each status tqdm writes (a carriage return, the bar's
     text, padding over a longer previous text) becomes a line of its own."""
 

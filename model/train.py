@@ -17,7 +17,7 @@ from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_err
 from sklearn.model_selection import KFold
 
 from model import packaging, registry
-from model.calibration import fit_intervals
+from model.calibration import CALIBRATION_FOLDS, fit_intervals
 from model.data import (
     FEATURE_COLUMNS,
     RAW_DATA_PATH,
@@ -31,7 +31,7 @@ from model.data import (
     verify_md5,
 )
 from model.features import HousingFeatures
-from model.progress import StagedProgress, training_stages
+from model.progress import Stage, StagedProgress
 from model.pyfunc import AveragedBoosters, CaliforniaHousingModel
 from model.report import build_report, log_report, python_model_predictor
 
@@ -176,6 +176,19 @@ def dataset_digest(data_path: Path) -> str:
     if data_path.resolve() == RAW_DATA_PATH.resolve():
         return verify_md5(data_path, pinned_md5())
     return file_md5(data_path)
+
+
+def training_stages(cv_folds: int) -> list[Stage]:
+    """The steps :func:`train` shows, in order: a step per cross-validation fold (``cv_folds``;
+    0 or 1 = none) and per calibration fold (the ``on_fold`` hooks), the final fit, then the
+    test evaluation, logging and registration. ``model.tune`` shows its final fit with ``cv_folds=0``."""
+    return [
+        Stage("cross-validation", cv_folds if cv_folds > 1 else 0, "fold"),
+        Stage("calibration: out-of-fold errors", CALIBRATION_FOLDS, "fold"),
+        Stage("calibration: spread", CALIBRATION_FOLDS, "fold"),
+        Stage("final fit", 1, "fit"),
+        Stage("evaluation and registration", 1, "step"),
+    ]
 
 
 def train(data_path: Path, config: TrainingConfig) -> ModelVersion:

@@ -20,6 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from model import registry
 from model.data import SPLIT_SEED, TARGET, TEST_SIZE, load_raw, split_train_test
+from model.progress import StagedProgress
 from model.train import (
     DATASET_NAME,
     TrainingConfig,
@@ -27,6 +28,7 @@ from model.train import (
     dataset_digest,
     fit_model,
     log_and_register,
+    training_stages,
 )
 
 # Neighbourhood sizes are searched among a few sets (Optuna categoricals must be plain values).
@@ -179,10 +181,13 @@ def _register_best(
             "n_trials_in_study": float(len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))),
         }
     )
-    started = time.perf_counter()
-    model = fit_model(train_frame, config)
-    mlflow.log_metric("training_seconds", time.perf_counter() - started)
-    version = log_and_register(model, train_frame, test_frame)
+    with StagedProgress("tune: best configuration", training_stages(cv_folds=0)) as progress:
+        started = time.perf_counter()
+        model = fit_model(train_frame, config, on_fold=progress.advance)
+        progress.advance()  # the final fit
+        mlflow.log_metric("training_seconds", time.perf_counter() - started)
+        version = log_and_register(model, train_frame, test_frame)
+        progress.advance()
     registry.set_version_tags(
         str(version.version),
         {

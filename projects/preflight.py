@@ -3,15 +3,15 @@
     python -m projects.preflight [--input FILE] [--output FILE] [--host HOST --port PORT]
                                  [--model-uri URI] -- COMMAND [ARGUMENT ...]
 
-Each check that fails prints one line, ``error: …``, and exits 1 before anything slow starts
-(MLflow's CLIs load the model first and only then find a missing input file or a busy port).
-Cheapest first: the input file exists and is readable, the output's folder exists, HOST:PORT
-is free, and the model URI resolves (``mlflow.models.get_model_info``: the registered model,
-alias or version exists, and its ``MLmodel`` is there; nothing else is downloaded). Then this
-process becomes COMMAND (``os.execvp``: the server is MLflow's or KServe's own process, not
-wrapped), with MLflow's bounded HTTP retries (``mlflowserver``'s ``_MLFLOW_HTTP_DEFAULTS``) in
-its environment where the caller set none. A port taken between the check and the server's
-bind still fails in the server, with its own message.
+MLflow's CLIs load the model first and only then find a missing input file or a busy port.
+Here each check that fails prints one line, ``error: …``, and exits 1 before anything slow
+starts. Cheapest first: the input file exists and is readable, the output's folder exists,
+HOST:PORT is free, and the model URI resolves (``mlflow.models.get_model_info``: the
+registered model, its alias or version, and its ``MLmodel`` exist; nothing else is
+downloaded). Then this process becomes COMMAND (``os.execvpe``: the server is MLflow's or
+KServe's own process, not wrapped), with mlflowserver's bounded MLflow HTTP retries in its
+environment where the caller set none. A port taken between the check and the server's bind
+still fails in the server, with the server's own message.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import socket
 import sys
 from pathlib import Path
 
-MODEL_REGISTRY_SCHEMES = ("models", "runs")
-# The registry's answers that mean "no such model, alias or version" (the store is fine).
+# URI schemes resolved through an MLflow store (the registry or the tracking store).
+STORE_SCHEMES = ("models", "runs")
+# The registry's answers for "no such registered model, alias or version" (the store is fine).
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-# Registered models listed in a refusal, to show what a misspelt name was meant to be.
+# Registered models a refusal lists, to show what a misspelt name or alias was meant to be.
 LISTED_MODELS = 10
 
 
@@ -44,16 +45,16 @@ def check_input(path: Path) -> None:
 
 
 def check_output(path: Path) -> None:
-    folder = path.parent
-    if not folder.is_dir():
-        raise Refusal(f"output {path}: folder {folder} does not exist")
+    if not path.parent.is_dir():
+        raise Refusal(f"output {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise Refusal(f"output {path} is a folder")
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` as a server would (``SO_REUSEADDR``, as uvicorn and tornado set it, so
-    a recently closed connection does not count), then release it."""
+def check_port_free(host: str, port: int, variable: str = "") -> None:
+    """Bind ``host:port`` as a server would (with ``SO_REUSEADDR``, as uvicorn and tornado bind,
+    so a recently closed connection does not count), then release it. A refusal names the
+    make ``variable`` that chooses the port, when given."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
@@ -64,32 +65,33 @@ def check_port_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    raise Refusal(
-                        f"port {port} on {host} is already in use: stop what listens there, or choose another port"
-                    ) from None
-                raise Refusal(f"cannot listen on {host}:{port}: {error.strerror}") from None
+                if error.errno != errno.EADDRINUSE:
+                    raise Refusal(f"cannot listen on {host}:{port}: {error.strerror}") from None
+                another = f"another port, e.g. {variable}={port + 1}" if variable else "another port"
+                raise Refusal(
+                    f"port {port} on {host} is already in use: stop what listens there, or choose {another}"
+                ) from None
 
 
 def check_model(uri: str) -> None:
-    """The model ``uri`` resolves: its registry or run exists and holds an ``MLmodel``."""
+    """The model ``uri`` resolves: its store exists and holds it, with its ``MLmodel``."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     scheme = uri.split(":/", 1)[0] if ":/" in uri else ""
     store = mlflow.get_registry_uri() if scheme == "models" else mlflow.get_tracking_uri()
-    if scheme in MODEL_REGISTRY_SCHEMES:
+    if scheme in STORE_SCHEMES:
         missing = _missing_sqlite_file(store)
         if missing:
-            raise Refusal(f"model {uri}: no MLflow store at {missing} yet (`make train` creates it)")
+            raise Refusal(f"model {uri}: there is no MLflow store at {missing} yet (`make train` makes one)")
     try:
         mlflow.models.get_model_info(uri)
     except MlflowException as error:
-        message = " ".join(str(error).split())
+        message = " ".join(str(error).split()).rstrip(".")
         if message.startswith("API request to "):
             raise Refusal(f"model {uri}: the model registry at {store} is unreachable: {message}") from None
         if scheme == "models" and error.error_code in NOT_FOUND:
-            message = f"{message.rstrip('.')}; {_registered_models(store)}"
+            message += f"; {_registered_models(store)}"
         raise Refusal(f"model {uri}: {message}") from None
 
 
@@ -104,7 +106,7 @@ def _missing_sqlite_file(store: str) -> Path | None:
 
 
 def _registered_models(store: str) -> str:
-    """What the store holds, for a refusal: its registered models with their aliases."""
+    """What the store holds, for a refusal: its registered models and their aliases."""
     from mlflow import MlflowClient
 
     models = MlflowClient().search_registered_models(max_results=LISTED_MODELS)
@@ -112,9 +114,7 @@ def _registered_models(store: str) -> str:
         return f"{store} holds no registered model yet (`make train` registers one)"
     described = []
     for model in models:
-        aliases = ", ".join(
-            f"@{alias} = version {version}" for alias, version in sorted(model.aliases.items())
-        )
+        aliases = ", ".join(f"@{name} = version {number}" for name, number in sorted(model.aliases.items()))
         described.append(f"{model.name} ({aliases or 'no alias'})")
     return f"{store} holds {'; '.join(described)}"
 
@@ -123,17 +123,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m projects.preflight",
         description=__doc__,
-        formatter_class=argparse.RawTextHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--input", type=Path, help="a file the command reads")
     parser.add_argument("--output", type=Path, help="a file the command writes")
     parser.add_argument("--host", default="127.0.0.1", help="the address the command listens on")
     parser.add_argument("--port", type=int, help="the port the command listens on")
+    parser.add_argument("--port-variable", default="", help="the make variable that sets the port")
     parser.add_argument("--model-uri", help="the MLflow model URI the command loads")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     args = parser.parse_args(argv)
-    if args.command[:1] == ["--"]:
-        args.command = args.command[1:]
+    args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not args.command:
         parser.error("no command to run after the checks (… -- COMMAND)")
     return args
@@ -147,16 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             check_output(args.output)
         if args.port is not None:
-            check_port_free(args.host, args.port)
-        # Imported only now: it loads kserve, seconds the cheap checks above need not wait for.
+            check_port_free(args.host, args.port, args.port_variable)
+        # Imported only now: importing mlflowserver loads kserve, seconds the checks above need not wait.
         from mlflowserver.__main__ import _MLFLOW_HTTP_DEFAULTS
 
         for key, value in _MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         command_env = dict(os.environ)
         if args.model_uri:
-            # The check reads one small file: no download progress bar for it.
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the check reads one small file
             check_model(args.model_uri)
     except Refusal as refusal:
         print(f"error: {refusal}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from model.data import DataContractError
+from model.summary import registered_summary
 from model.tune import TuneSettings, tune
 
 
@@ -32,7 +33,7 @@ if __name__ == "__main__":
     data_path, settings = parse_args()
     try:
         version = tune(data_path, settings)
+        summary = registered_summary(version)
     except (MlflowException, DataContractError, OSError) as error:
         sys.exit(f"error: {str(error).splitlines()[0]}")
-    aliases = " and ".join(version.aliases) or "no alias"
-    print(f"registered {version.name} version {version.version} as {aliases}")
+    print(summary)

@@ -223,14 +223,21 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
         if config.cv_folds > 1:
             cv_rmse = cross_validated_rmse(train_frame, config, on_fold=progress.advance)
             mlflow.log_metrics({"cv_rmse_mean": cv_rmse.mean(), "cv_rmse_std": cv_rmse.std()})
+        return fit_and_register(train_frame, test_frame, config, progress)
 
-        started = time.perf_counter()
-        model = fit_model(train_frame, config, on_fold=progress.advance)
-        progress.advance()  # the final fit
-        mlflow.log_metric("training_seconds", time.perf_counter() - started)
-        version = log_and_register(model, train_frame, test_frame)
-        progress.advance()
-        return version
+
+def fit_and_register(
+    train_frame: pd.DataFrame, test_frame: pd.DataFrame, config: TrainingConfig, progress: StagedProgress
+) -> ModelVersion:
+    """Into the active run: the final fit (``training_seconds``), then :func:`log_and_register`;
+    ``progress`` is at its calibration stages (``training_stages``) and goes through the last."""
+    started = time.perf_counter()
+    model = fit_model(train_frame, config, on_fold=progress.advance)
+    progress.advance()  # the final fit
+    mlflow.log_metric("training_seconds", time.perf_counter() - started)
+    version = log_and_register(model, train_frame, test_frame)
+    progress.advance()
+    return version
 
 
 def log_and_register(

@@ -26,8 +26,7 @@ from model.train import (
     TrainingConfig,
     cross_validated_rmse,
     dataset_digest,
-    fit_model,
-    log_and_register,
+    fit_and_register,
     training_stages,
 )
 
@@ -182,12 +181,7 @@ def _register_best(
         }
     )
     with StagedProgress("tune: best configuration", training_stages(cv_folds=0)) as progress:
-        started = time.perf_counter()
-        model = fit_model(train_frame, config, on_fold=progress.advance)
-        progress.advance()  # the final fit
-        mlflow.log_metric("training_seconds", time.perf_counter() - started)
-        version = log_and_register(model, train_frame, test_frame)
-        progress.advance()
+        version = fit_and_register(train_frame, test_frame, config, progress)
     registry.set_version_tags(
         str(version.version),
         {

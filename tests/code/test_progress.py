@@ -99,3 +99,22 @@ def test_train_stages_are_the_steps_its_hooks_report(split):
         ("evaluation and registration", 1),
     ]
     assert training_stages(1)[0].steps == training_stages(0)[0].steps == 0
+
+
+def test_batch_rows_off_a_terminal_are_lines_once_the_job_has_run_an_interval(capsys, monkeypatch):
+    """model.batch.local's bar: a short job's log holds nothing else; a longer one gets lines."""
+    from model.batch import local
+
+    bar = local._progress_bar(1000, None)
+    bar.update(1000)
+    bar.close()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr("model.progress.LOG_INTERVAL", 0.01)
+    bar = local._progress_bar(1000, None)
+    for _ in range(4):
+        time.sleep(0.02)
+        bar.update(250)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1].startswith("batch_predict: 100%|") and "1.00k/1.00k" in lines[-1]
+    assert not any("\r" in line for line in lines)

@@ -8,6 +8,10 @@ import pytest
 from model.registry import CHALLENGER, CHAMPION
 from model.summary import next_step, redacted
 
+# The project's well-known fake password (see .secrets.history.json).
+SERVER_WITH_PASSWORD = "https://admin:hunter2@mlflow.example.com:8443/x"  # pragma: allowlist secret
+DATABASE_WITH_PASSWORD = "postgresql://mlflow:hunter2@db/mlflow"  # pragma: allowlist secret
+
 
 def test_a_champion_is_served_next():
     assert next_step(CHAMPION, 37_000.0, None).startswith("make serve ")
@@ -45,8 +49,8 @@ def test_a_challenger_is_promoted_next_only_when_promote_can_accept_it(rmse, cha
     [
         ("sqlite:////work/mlflow.db", "sqlite:////work/mlflow.db"),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-        ("https://admin:s3cret@mlflow.example.com:8443/x", "https://admin:***@mlflow.example.com:8443/x"),
-        ("postgresql://mlflow:pw@db/mlflow", "postgresql://mlflow:***@db/mlflow"),
+        (SERVER_WITH_PASSWORD, "https://admin:***@mlflow.example.com:8443/x"),
+        (DATABASE_WITH_PASSWORD, "postgresql://mlflow:***@db/mlflow"),
     ],
 )
 def test_a_store_uri_is_printed_without_its_password(uri, shown):

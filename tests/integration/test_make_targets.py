@@ -92,7 +92,11 @@ def store(tmp_path_factory) -> dict:
     mlflow.set_tracking_uri(uri)
     for name in EXPERIMENTS:
         MlflowClient().create_experiment(name, artifact_location=(root / name).as_uri())
-    yield {"uri": uri, "env": process_env({"MLFLOW_TRACKING_URI": uri}), "root": root}
+    env = process_env({"MLFLOW_TRACKING_URI": uri})
+    # make as a newcomer types it, not as a sub-make of `make test` (which would say `make[1]:`).
+    for variable in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
+        env.pop(variable, None)
+    yield {"uri": uri, "env": env, "root": root}
     mlflow.set_tracking_uri(previous)
 
 

@@ -95,6 +95,14 @@ def check_model(uri: str) -> None:
         raise Refusal(f"model {uri}: {message}") from None
 
 
+def apply_http_defaults() -> None:
+    """mlflowserver's bounded MLflow HTTP retries, in this process's environment where it sets none."""
+    from mlflowserver.__main__ import _MLFLOW_HTTP_DEFAULTS
+
+    for key, value in _MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def _missing_sqlite_file(store: str) -> Path | None:
     """The database file of a ``sqlite:`` store when it does not exist (opening it would create it)."""
     if not store.startswith("sqlite:"):
@@ -148,11 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             check_output(args.output)
         if args.port is not None:
             check_port_free(args.host, args.port, args.port_variable)
-        # Imported only now: importing mlflowserver loads kserve, seconds the checks above need not wait.
-        from mlflowserver.__main__ import _MLFLOW_HTTP_DEFAULTS
-
-        for key, value in _MLFLOW_HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        # Only now: the checks above need no MLflow, and importing mlflowserver loads kserve.
+        apply_http_defaults()
         command_env = dict(os.environ)
         if args.model_uri:
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the check reads one small file

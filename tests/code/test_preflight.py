@@ -125,7 +125,9 @@ def test_a_missing_local_model_directory_is_refused(tmp_path):
 
 
 def test_an_unreachable_registry_is_named(monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # The check sets mlflowserver's retry settings where unset: set each here, so they are undone.
+    for key, value in {**_MLFLOW_HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
+        monkeypatch.setenv(key, value)
     dead = f"http://{LOOPBACK}:{free_port()}"
     with tracking_uri(dead):
         message = refusal(preflight.check_model, "models:/Housing@champion")

@@ -57,24 +57,38 @@ $(VENV)/.installed: requirements.lock
 data: venv
 	$(PY) -m projects.get_data $(if $(DATA_SOURCE),--source "$(DATA_SOURCE)")
 
+# MLFLOW_PARAMS here too: e.g. make train MLFLOW_PARAMS='-P n_estimators=500 -P seed=7'.
 train: data
-	mlflow run . -e train --env-manager local --experiment-name $(EXPERIMENT)
+	mlflow run . -e train --env-manager local --experiment-name $(EXPERIMENT) $(MLFLOW_PARAMS)
 
-# Bounded MLflow HTTP retries: an unreachable registry fails the start in seconds, not ~4.5 min
-# (docs/reliability.md#faults); values already in the environment win.
+# The serving targets run their command through a pre-flight step (projects/preflight.py): a
+# model URI that does not resolve, a missing input file or a busy port ends in one line before
+# any model loads (the step exits 1, so make exits 2); the command then replaces it, with
+# mlflowserver's bounded MLflow HTTP retries where the environment sets none (docs/reliability.md#faults).
+PREFLIGHT := $(PY) -m projects.preflight
+
 serve: venv
-	MLFLOW_HTTP_REQUEST_MAX_RETRIES=$${MLFLOW_HTTP_REQUEST_MAX_RETRIES:-2} MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=$${MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR:-1} MLFLOW_HTTP_REQUEST_TIMEOUT=$${MLFLOW_HTTP_REQUEST_TIMEOUT:-10} \
-	OMP_NUM_THREADS=$(SERVE_THREADS) mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(PORT)
+	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --model-uri "$(MODEL_URI)" --host $(HOST) --port $(PORT) --port-variable PORT -- \
+		mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(PORT)
 
 # The command the cluster's ClusterServingRuntime container runs (there with --http_host=0.0.0.0
 # and --model_dir=/mnt/models, filled by the models:/ ClusterStorageContainer).
 serve-v2: venv
-	MLFLOW_HTTP_REQUEST_MAX_RETRIES=$${MLFLOW_HTTP_REQUEST_MAX_RETRIES:-2} MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=$${MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR:-1} MLFLOW_HTTP_REQUEST_TIMEOUT=$${MLFLOW_HTTP_REQUEST_TIMEOUT:-10} \
-	OMP_NUM_THREADS=$(SERVE_THREADS) python -m mlflowserver --model_name=$(V2_MODEL_NAME) --model_dir="$(MODEL_URI)" --http_host=$(HOST) --http_port=$(V2_PORT)
+	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --model-uri "$(MODEL_URI)" --host $(HOST) --port $(V2_PORT) --port-variable V2_PORT -- \
+		python -m mlflowserver --model_name=$(V2_MODEL_NAME) --model_dir="$(MODEL_URI)" --http_host=$(HOST) --http_port=$(V2_PORT)
 
 predict: venv
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv OUTPUT=out.json" >&2; exit 2; }
-	OMP_NUM_THREADS=$(SERVE_THREADS) mlflow models predict -m "$(MODEL_URI)" -i "$(INPUT)" -o "$(OUTPUT)" -t csv --env-manager local
+	OMP_NUM_THREADS=$(SERVE_THREADS) $(PREFLIGHT) --input "$(INPUT)" --output "$(OUTPUT)" --model-uri "$(MODEL_URI)" -- \
+		mlflow models predict -m "$(MODEL_URI)" -i "$(INPUT)" -o "$(OUTPUT)" -t csv --env-manager local
+
+# The MLflow UI on the project's store (with a tracking server, open the server itself). Without
+# job execution: its queue consumers (GenAI scorers, unused here) cost ~2 GB of RSS at start.
+UI_PORT ?= 5000
+.PHONY: ui
+ui: venv
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} $(PREFLIGHT) --host $(HOST) --port $(UI_PORT) --port-variable UI_PORT -- \
+		mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
 
 # Stream a CSV or Parquet file through the model into Parquet or CSV, atomically, as a tracked
 # run (docs/workflows/inference-batch.md); e.g. MLFLOW_PARAMS='-P id_column=block_id -P engine=spark'.

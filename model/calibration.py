@@ -42,22 +42,28 @@ def fit_intervals(
     fit_point: Callable[[np.ndarray, np.ndarray], AveragedBoosters],
     seed: int,
     threads: int | None = None,
+    on_fold: Callable[[], object] | None = None,
 ) -> ConformalIntervals:
     """Calibrated intervals for a point model that ``fit_point(X, y)`` fits, as training does.
 
     ``X`` holds the training blocks' features (as ``HousingFeatures.fit_transform`` gives
     them), ``y`` their values; folds are seeded with ``seed``; ``threads`` is LightGBM's
-    ``num_threads`` (None: its default).
+    ``num_threads`` (None: its default). ``on_fold`` is called after each of the
+    ``2 * CALIBRATION_FOLDS`` out-of-fold fits (point models, then spread boosters).
     """
     folds = list(KFold(CALIBRATION_FOLDS, shuffle=True, random_state=seed).split(X))
     errors = np.empty(len(y))
     for fit_rows, held_out in folds:
         errors[held_out] = np.abs(y[held_out] - fit_point(X[fit_rows], y[fit_rows]).predict(X[held_out]))
+        if on_fold:
+            on_fold()
     errors = np.maximum(errors, MIN_ERROR)
     scores = np.empty(len(y))
     for fit_rows, held_out in folds:
         spread = _fit_spread(X[fit_rows], errors[fit_rows], seed, threads)
         scores[held_out] = errors[held_out] / spread.predict(X[held_out])
+        if on_fold:
+            on_fold()
     return ConformalIntervals(_fit_spread(X, errors, seed, threads), np.sort(scores))
 
 

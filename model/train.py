@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 from sklearn.model_selection import KFold
 
 from model import packaging, registry
-from model.calibration import fit_intervals
+from model.calibration import CALIBRATION_FOLDS, fit_intervals
 from model.data import (
     FEATURE_COLUMNS,
     RAW_DATA_PATH,
@@ -31,6 +32,7 @@ from model.data import (
 from model.features import HousingFeatures
 from model.metrics import regression_metrics, rmse
 from model.monitoring.reference import log_reference
+from model.progress import Stage, StagedProgress
 from model.pyfunc import AveragedBoosters, CaliforniaHousingModel
 from model.report import build_report, log_report, python_model_predictor
 from model.tracking import log_new_params
@@ -73,10 +75,13 @@ class TrainingConfig:
     seed: int = 42
 
 
-def fit_model(frame: pd.DataFrame, config: TrainingConfig) -> CaliforniaHousingModel:
-    """The point model fitted on ``frame``, with intervals calibrated on it (``model.calibration``)."""
+def fit_model(
+    frame: pd.DataFrame, config: TrainingConfig, on_fold: Callable[[], object] | None = None
+) -> CaliforniaHousingModel:
+    """The point model fitted on ``frame``, with intervals calibrated on it (``model.calibration``;
+    ``on_fold`` is called after each of its folds)."""
     features, X, y, fit_regressor = _prepare(frame, config)
-    intervals = fit_intervals(X, y, fit_regressor, seed=config.seed, threads=_threads())
+    intervals = fit_intervals(X, y, fit_regressor, seed=config.seed, threads=_threads(), on_fold=on_fold)
     return CaliforniaHousingModel(features, fit_regressor(X, y), intervals)
 
 
@@ -142,9 +147,12 @@ def predict(model: CaliforniaHousingModel, frame: pd.DataFrame) -> np.ndarray:
     return model.predict(None, frame[list(FEATURE_COLUMNS)])[TARGET].to_numpy()
 
 
-def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
+def cross_validated_rmse(
+    frame: pd.DataFrame, config: TrainingConfig, on_fold: Callable[[], object] | None = None
+) -> np.ndarray:
     """Test RMSE of the point model on each of ``config.cv_folds`` folds of ``frame``, each
-    fold scored by a model fitted (features included) on the others."""
+    fold scored by a model fitted (features included) on the others; ``on_fold`` is called
+    after each fold."""
     folds = KFold(config.cv_folds, shuffle=True, random_state=config.seed)
     scores = []
     for fit_rows, held_out_rows in folds.split(frame):
@@ -152,6 +160,8 @@ def cross_validated_rmse(frame: pd.DataFrame, config: TrainingConfig) -> np.ndar
         held_out = frame.iloc[held_out_rows]
         predicted = regressor.predict(features.transform(held_out[list(FEATURE_COLUMNS)]))
         scores.append(rmse(held_out[TARGET], predicted))
+        if on_fold:
+            on_fold()
     return np.array(scores)
 
 
@@ -162,13 +172,29 @@ def dataset_digest(data_path: Path) -> str:
     return file_md5(data_path)
 
 
+def training_stages(cv_folds: int) -> list[Stage]:
+    """The steps :func:`train` shows, in order: a step per cross-validation fold (``cv_folds``;
+    0 or 1 = none) and per calibration fold (the ``on_fold`` hooks), the final fit, then the
+    test evaluation, logging and registration. ``model.tune`` shows its final fit with ``cv_folds=0``."""
+    return [
+        Stage("cross-validation", cv_folds if cv_folds > 1 else 0, "fold"),
+        Stage("calibration: out-of-fold errors", CALIBRATION_FOLDS, "fold"),
+        Stage("calibration: spread", CALIBRATION_FOLDS, "fold"),
+        Stage("final fit", 1, "fit"),
+        Stage("evaluation and registration", 1, "step"),
+    ]
+
+
 def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
     """One tracked run: fit, evaluate, log the artifact and register it (see :func:`log_and_register`)."""
     digest = dataset_digest(data_path)
     raw = load_raw(data_path)
     train_frame, test_frame = split_train_test(raw)
 
-    with mlflow.start_run():
+    with (
+        mlflow.start_run(),
+        StagedProgress("train", training_stages(config.cv_folds)) as progress,
+    ):
         params = {
             **asdict(config),
             "n_neighbors": ",".join(map(str, config.n_neighbors)),
@@ -186,13 +212,23 @@ def train(data_path: Path, config: TrainingConfig) -> ModelVersion:
             context="training",
         )
         if config.cv_folds > 1:
-            cv_rmse = cross_validated_rmse(train_frame, config)
+            cv_rmse = cross_validated_rmse(train_frame, config, on_fold=progress.advance)
             mlflow.log_metrics({"cv_rmse_mean": cv_rmse.mean(), "cv_rmse_std": cv_rmse.std()})
+        return fit_and_register(train_frame, test_frame, config, progress)
 
-        started = time.perf_counter()
-        model = fit_model(train_frame, config)
-        mlflow.log_metric("training_seconds", time.perf_counter() - started)
-        return log_and_register(model, train_frame, test_frame)
+
+def fit_and_register(
+    train_frame: pd.DataFrame, test_frame: pd.DataFrame, config: TrainingConfig, progress: StagedProgress
+) -> ModelVersion:
+    """Into the active run: the final fit (``training_seconds``), then :func:`log_and_register`;
+    ``progress`` is at its calibration stages (``training_stages``) and goes through the last."""
+    started = time.perf_counter()
+    model = fit_model(train_frame, config, on_fold=progress.advance)
+    progress.advance()  # the final fit
+    mlflow.log_metric("training_seconds", time.perf_counter() - started)
+    version = log_and_register(model, train_frame, test_frame)
+    progress.advance()
+    return version
 
 
 def log_and_register(

@@ -20,14 +20,15 @@ from mlflow.entities.model_registry import ModelVersion
 
 from model import registry
 from model.data import SPLIT_SEED, TARGET, TEST_SIZE, load_raw, split_train_test
+from model.progress import StagedProgress
 from model.tracking import log_new_params
 from model.train import (
     DATASET_NAME,
     TrainingConfig,
     cross_validated_rmse,
     dataset_digest,
-    fit_model,
-    log_and_register,
+    fit_and_register,
+    training_stages,
 )
 
 # Neighbourhood sizes are searched among a few sets (Optuna categoricals must be plain values).
@@ -174,10 +175,8 @@ def _register_best(
             "n_trials_in_study": float(len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))),
         }
     )
-    started = time.perf_counter()
-    model = fit_model(train_frame, config)
-    mlflow.log_metric("training_seconds", time.perf_counter() - started)
-    version = log_and_register(model, train_frame, test_frame)
+    with StagedProgress("tune: best configuration", training_stages(cv_folds=0)) as progress:
+        version = fit_and_register(train_frame, test_frame, config, progress)
     registry.set_version_tags(
         str(version.version),
         {

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.data import RAW_DATA_PATH
-from model.registry import CHALLENGER
+from model.summary import registered_summary
 from model.train import TrainingConfig, train
 from projects.cli import run
 
@@ -27,12 +27,7 @@ class Parameters:
 
 
 def main(parameters: Parameters) -> str:
-    version = train(parameters.data_path, parameters.config)
-    aliases = " and ".join(version.aliases) or "no alias"
-    line = f"registered {version.name} version {version.version} as {aliases}"
-    if CHALLENGER in version.aliases:
-        line += "\npromote it with `make promote` (mlflow run . -e promote) once it should serve"
-    return line
+    return registered_summary(train(parameters.data_path, parameters.config))
 
 
 if __name__ == "__main__":

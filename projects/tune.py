@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.data import RAW_DATA_PATH
+from model.summary import registered_summary
 from model.tune import TuneSettings, tune
 from projects.cli import run
 
@@ -26,9 +27,7 @@ class Parameters:
 
 
 def main(parameters: Parameters) -> str:
-    version = tune(parameters.data_path, parameters.settings)
-    aliases = " and ".join(version.aliases) or "no alias"
-    return f"registered {version.name} version {version.version} as {aliases}"
+    return registered_summary(tune(parameters.data_path, parameters.settings))
 
 
 if __name__ == "__main__":

@@ -71,17 +71,24 @@ def score_local(job: BatchJob, model_uri: str, progress: bool | None = None) -> 
 
 
 def _progress_bar(total: int | None, progress: bool | None):
+    """Rows done (``progress`` None: shown), as training shows its folds (``model.progress``): a
+    bar redrawn on a terminal, else a line every ``LOG_INTERVAL`` seconds from the first such
+    interval on, so a short job's log (or its one-line error) has nothing else."""
     from tqdm import tqdm
 
-    # disable=None: a bar only when stderr is a terminal.
+    from model.progress import LOG_INTERVAL, LogLines
+
+    on_terminal = sys.stderr.isatty()
     return tqdm(
         total=total,
         unit=" rows",
         unit_scale=True,
         desc="batch_predict",
-        file=sys.stderr,
-        disable=None if progress is None else not progress,
-        dynamic_ncols=True,
+        file=sys.stderr if on_terminal else LogLines(sys.stderr),
+        mininterval=0.1 if on_terminal else LOG_INTERVAL,
+        delay=0 if on_terminal else LOG_INTERVAL,
+        disable=False if progress is None else not progress,
+        dynamic_ncols=on_terminal,
         smoothing=0.1,
     )
 

@@ -35,6 +35,11 @@ from model.data import (
 )
 from model.train import TrainingConfig, fit_model
 
+# pytest caches a session fixture once per declaration, whatever the fixtures it depends on
+# resolve to where it is first asked for: declared again here, the saved model is this
+# folder's small one, and tests/model, run later in the same worker, still gets the real one.
+from tests.conftest import served_model, served_model_path  # noqa: F401
+
 # Every part of the default model (two boosters, three neighbourhood sizes, the intervals'
 # cross-fitted calibration), with few and shallow trees.
 SMALL_CONFIG = TrainingConfig(n_estimators=20, num_leaves=15, max_depth=6, cv_folds=0)

@@ -102,12 +102,15 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         Fitted feature pipeline.
     regressor : AveragedBoosters
         Fitted point regressor.
-    intervals : ConformalIntervals
+    intervals : ConformalIntervals or None
         Calibrated intervals around the regressor's predictions (``model.calibration``);
-        its spread is an :class:`AveragedBoosters` too.
+        its spread is an :class:`AveragedBoosters` too. None for a point model, as every
+        model was before intervals (its signature has no ``interval`` parameter).
     """
 
-    def __init__(self, features: HousingFeatures, regressor: AveragedBoosters, intervals: ConformalIntervals):
+    def __init__(
+        self, features: HousingFeatures, regressor: AveragedBoosters, intervals: ConformalIntervals | None
+    ):
         self.features = features
         self.regressor = regressor
         self.intervals = intervals
@@ -115,7 +118,10 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
     def tree_ensembles(self) -> dict[str, AveragedBoosters]:
         """The model's boosters, by the name of the artifact that carries their compiled trees
         in a logged model (``model.packaging``)."""
-        return {"regressor_trees": self.regressor, "spread_trees": self.intervals.spread}
+        ensembles = {"regressor_trees": self.regressor}
+        if self.intervals is not None:
+            ensembles["spread_trees"] = self.intervals.spread
+        return ensembles
 
     def load_context(self, context) -> None:
         """Every server calls this once, on load: the trees compiled at training time take over.

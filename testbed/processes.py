@@ -1,7 +1,8 @@
 """Real processes for tests and benchmarks: start them in their own process group, wait until a
 server answers, measure their memory, and always stop the whole group.
 
-* :func:`free_port`, :func:`process_env`: a loopback port free right now; the environment every
+* :func:`free_port`, :func:`process_env`: a loopback port free right now, outside the range
+  the kernel gives outgoing connections; the environment every
   started process gets (the venv first on PATH, quiet, ``threads`` OpenMP threads).
 * :func:`running_server` / :func:`running_servers`: start servers (their start-ups overlap),
   wait until each answers 200 on its health path, yield :class:`Server` objects, stop every
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,10 +40,24 @@ VENV_BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 
 
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default):
+# a port the kernel picks for ``bind(0)`` comes from that range, where every outgoing
+# connection of every process also takes its source port, so between this check and the
+# server's own bind a client could take it (CI: "Failed to bind to address 127.0.0.1:53741").
+# Ports are drawn at random here, so two callers rarely draw the same one.
+_PORT_RANGE = (20_000, 32_767)
+_ports = random.Random()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    while True:
+        port = _ports.randint(*_PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
 
 
 def process_env(

@@ -18,7 +18,11 @@ from pathlib import Path
 from benchmarks.report import format_value
 from docsgen.pages import FIGURES_DIR, source
 from model.data import PROJECT_ROOT, RAW_DATA_PATH, TARGET, load_raw, split_train_test
+from model.gates import COVERAGE_LEVEL
+from model.metrics import level_suffix
+from model.registry import CHAMPION, MODEL_NAME
 from model.report import INTERVAL_LEVELS, build_report, python_model_predictor
+from model.summary import COVERAGE_METRIC, summary_text
 from model.train import TrainingConfig, fit_model, predict, regression_metrics
 
 NAME = "model-quality"
@@ -58,7 +62,7 @@ def measure(data_path: Path) -> dict:
 
 
 def blocks() -> dict[str, str]:
-    """The interval tables of docs/model-quality.md."""
+    """The interval tables of docs/model-quality.md and the training summary README shows."""
     saved = source(NAME)
     figures = saved["figures"]
 
@@ -86,7 +90,32 @@ def blocks() -> dict[str, str]:
             for level in INTERVAL_LEVELS
         )
         by_decile.append(f"| {decile} | {cells} |")
-    return {"quality-coverage": "\n".join(coverage), "quality-deciles": "\n".join(by_decile)}
+    return {
+        "quality-coverage": "\n".join(coverage),
+        "quality-deciles": "\n".join(by_decile),
+        "training-summary": training_summary(figures),
+    }
+
+
+def training_summary(figures: dict) -> str:
+    """What ``make train`` prints at its end on a fresh store, with the saved default model's
+    figures (the store's paths and the run id cut short: they differ on every machine)."""
+    metrics = {
+        "test_rmse": figures["rmse"]["value"],
+        "test_rmse_ci95_low": figures["rmse_ci95_low"]["value"],
+        "test_rmse_ci95_high": figures["rmse_ci95_high"]["value"],
+        COVERAGE_METRIC: figures[f"interval_coverage_{level_suffix(COVERAGE_LEVEL)}"]["value"],
+    }
+    text = summary_text(
+        MODEL_NAME,
+        1,
+        CHAMPION,
+        metrics,
+        store="sqlite:////…/mlflow.db",
+        run_id="6d9aaa7e…",
+        artifact_uri="/…/mlruns/1/6d9aaa7e…/artifacts",
+    )
+    return f"```\n{text}\n```"
 
 
 def main(argv: list[str] | None = None) -> None:

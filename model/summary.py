@@ -4,6 +4,7 @@ command to run next."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
@@ -22,27 +23,52 @@ def registered_summary(version: ModelVersion, client: MlflowClient | None = None
     """Lines about ``version``, as ``registry.register_candidate`` returned it (aliases filled in)."""
     client = client or MlflowClient()
     run = client.get_run(version.run_id)
-    metrics = run.data.metrics
     alias = registry.CHAMPION if registry.CHAMPION in version.aliases else registry.CHALLENGER
     champion = registry.champion_version(client) if alias == registry.CHALLENGER else None
-    champion_rmse = client.get_run(champion.run_id).data.metrics.get("test_rmse") if champion else None
+    return summary_text(
+        version.name,
+        version.version,
+        alias,
+        run.data.metrics,
+        store=redacted(mlflow.get_tracking_uri()),
+        run_id=run.info.run_id,
+        artifact_uri=run.info.artifact_uri,
+        champion=(champion.version, client.get_run(champion.run_id).data.metrics.get("test_rmse"))
+        if champion
+        else None,
+    )
 
+
+def summary_text(
+    name: str,
+    version: str | int,
+    alias: str,
+    metrics: Mapping[str, float],
+    *,
+    store: str,
+    run_id: str,
+    artifact_uri: str,
+    champion: tuple[str | int, float | None] | None = None,
+) -> str:
+    """The summary of version ``version`` of ``name`` registered as ``alias``, from its run's
+    ``metrics`` (``test_rmse``, its bootstrap interval, the interval coverage) and, for a
+    challenger, the champion's version and logged test RMSE."""
     rmse = metrics["test_rmse"]
     rmse_line = f"{_usd(rmse)} (95 % bootstrap interval {_usd(metrics['test_rmse_ci95_low'])}"
     rmse_line += f" to {_usd(metrics['test_rmse_ci95_high'])})"
+    champion_rmse = champion[1] if champion else None
     if champion_rmse is not None:
-        rmse_line += f"; the champion, version {champion.version}: {_usd(champion_rmse)}"
+        rmse_line += f"; the champion, version {champion[0]}: {_usd(champion_rmse)}"
     low, high = COVERAGE_LEVEL - COVERAGE_TOLERANCE, COVERAGE_LEVEL + COVERAGE_TOLERANCE
     return "\n".join(
         [
-            f"registered {version.name} version {version.version} as {alias}",
-            f"  model URI   models:/{version.name}@{alias} (this version: {registry.version_uri(version)})",
+            f"registered {name} version {version} as {alias}",
+            f"  model URI   models:/{name}@{alias} (this version: {registry.version_uri(str(version))})",
             f"  test RMSE   {rmse_line}",
             f"  intervals   the {_percent(COVERAGE_LEVEL)} interval covers"
             f" {_percent(metrics[COVERAGE_METRIC], 1)} of test values"
             f" (promotion needs {_percent(low)} to {_percent(high)})",
-            f"  store       {redacted(mlflow.get_tracking_uri())}; run {run.info.run_id},"
-            f" artifacts {run.info.artifact_uri}",
+            f"  store       {store}; run {run_id}, artifacts {artifact_uri}",
             f"next: {next_step(alias, rmse, champion_rmse)}",
         ]
     )

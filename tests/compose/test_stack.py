@@ -46,7 +46,7 @@ from model.data import FEATURE_COLUMNS, PROJECT_ROOT, split_train_test
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.report import PLOTS
 from testbed.processes import listening_addresses
-from tests.compose.conftest import SUMMARY
+from tests.compose.conftest import PHASES, SUMMARY
 from tests.compose.engine import (
     declared_order,
     docker,
@@ -88,18 +88,23 @@ def stack_port() -> str:
 
 
 def phase(name: str, started: float) -> None:
-    SUMMARY.append(f"phase {name}: {time.monotonic() - started:.0f} s")
+    seconds = time.monotonic() - started
+    PHASES.append((name, seconds))
+    SUMMARY.append(f"phase {name}: {seconds:.0f} s")
 
 
-def stack_command(stack: Stack, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    """`python -m containers.stack ARGS` for this test's project, as the Makefile runs it."""
+def stack_command(
+    stack: Stack, *args: str, timeout: float = 1500, phase_name: str = ""
+) -> subprocess.CompletedProcess:
+    """`python -m containers.stack ARGS` for this test's project, as the Makefile runs it; its
+    wall time is a phase, named ``phase_name`` (else by ARGS)."""
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "containers.stack", "--env-file", str(stack.env_file),
          "--project-name", stack.project, *args],
         cwd=PROJECT_ROOT, env=stack.environment(), capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-    phase(" ".join(args), started)
+    phase(phase_name or " ".join(args), started)
     return completed
 
 
@@ -131,7 +136,9 @@ def stack(tmp_path_factory):
 def brought_up(stack) -> dict:
     """`make up` from nothing: its output and the engine's events meanwhile."""
     with recorded_events(stack.project) as events:
-        output = succeeded(stack_command(stack, "up"))
+        output = succeeded(
+            stack_command(stack, "up", phase_name="`make up` from nothing (trains the champion)")
+        )
     return {"output": output, "events": events}
 
 
@@ -441,7 +448,7 @@ def test_5_restarting_postgresql_and_the_tracking_server_loses_nothing(stack, fi
     started = time.monotonic()
     stack.compose("restart", *TRACKING)
     wait_healthy(stack, TRACKING)
-    phase("restart postgres and mlflow", started)
+    phase("`docker compose restart postgres mlflow`, until both are healthy", started)
     assert registry_state(stack) == first_state
     ui_shows_the_champions_run(stack, tmp_path, "after-restart", pages=("version",))
 
@@ -450,7 +457,7 @@ def test_5_make_up_on_the_running_stack_trains_nothing_and_keeps_everything(
     stack, first_state, rows, tmp_path
 ):
     with recorded_events(stack.project) as events:
-        output = succeeded(stack_command(stack, "up"))
+        output = succeeded(stack_command(stack, "up", phase_name="`make up` on the running stack"))
     assert f"{MODEL_NAME} version 1 is {CHAMPION}" in output
     assert "trainer" not in {event.service for event in events}
     assert registry_state(stack) == first_state
@@ -460,11 +467,11 @@ def test_5_make_up_on_the_running_stack_trains_nothing_and_keeps_everything(
 def test_5_make_down_then_make_up_keeps_runs_versions_aliases_and_artifacts(
     stack, first_state, rows, tmp_path
 ):
-    succeeded(stack_command(stack, "down"))
+    succeeded(stack_command(stack, "down", phase_name="`make down`"))
     left = project_leftovers(stack.project)
     assert left["containers"] == [] and len(left["volumes"]) == len(stack.config["volumes"]), left
     with recorded_events(stack.project) as events:
-        output = succeeded(stack_command(stack, "up"))
+        output = succeeded(stack_command(stack, "up", phase_name="`make up` after `make down`"))
     assert f"{MODEL_NAME} version 1 is {CHAMPION}" in output
     assert "trainer" not in {event.service for event in events}
     assert registry_state(stack) == first_state
@@ -478,7 +485,7 @@ def test_5_make_down_then_make_up_keeps_runs_versions_aliases_and_artifacts(
 
 
 def test_6_a_second_training_registers_a_challenger_and_leaves_the_champion(stack, first_state, rows):
-    output = succeeded(stack_command(stack, "train", *SECOND_TRAINING))
+    output = succeeded(stack_command(stack, "train", *SECOND_TRAINING, phase_name="`make stack-train`"))
     assert f"registered {MODEL_NAME} version 2 as {CHALLENGER}" in output
     assert stack.champion()["version"] == "1"
     assert_runtime_serves(stack, "1", rows)
@@ -488,7 +495,7 @@ def rolled_out(stack: Stack, command: str, version: str, rows: pd.DataFrame) -> 
     """The stack command moved the champion to ``version``; the storage step then the runtime's
     restart followed, in that order; the runtime serves ``version``."""
     with recorded_events(stack.project) as rollout:
-        output = succeeded(stack_command(stack, command))
+        output = succeeded(stack_command(stack, command, phase_name=f"`make stack-{command}`"))
     assert stack.champion()["version"] == version
     assert [e.action for e in rollout if e.service == "storage"][-1:] == ["die 0"]
     assert order_violation([("runtime", "storage", "die 0")], rollout) is None
@@ -517,7 +524,7 @@ def test_6_a_rollback_rolls_the_previous_champion_out(stack, first_state, rows):
 
 def test_7_down_with_volumes_leaves_no_container_volume_network_or_listener(stack, first_state):
     ports = [stack.published_port(service) for service in ("mlflow", "runtime")]
-    succeeded(stack_command(stack, "down", "--volumes"))
+    succeeded(stack_command(stack, "down", "--volumes", phase_name="`make down-volumes`"))
     assert project_leftovers(stack.project) == NOTHING
     assert [port for port in ports if listening_addresses(port)] == []
 

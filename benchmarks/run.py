@@ -35,6 +35,7 @@ from benchmarks.artifacts import (
     training_config,
 )
 from benchmarks.bench import Bench, Options
+from benchmarks.options import MODEL_SECTIONS
 from benchmarks.report import Figure, format_value, plain_table, table, write_docs
 from model.data import PROJECT_ROOT, load_raw
 
@@ -78,16 +79,7 @@ def run(options: Options) -> dict:
     try:
         data_path = find_data_path(options.data)
         bench = Bench(options, workdir, data_path, feature_frame(load_raw(data_path)))
-        needs_model = set(options.only) & {
-            "engine",
-            "inprocess",
-            "intervals",
-            "servers",
-            "load",
-            "capture",
-            "batch",
-            "cluster",
-        }
+        needs_model = set(options.only) & set(MODEL_SECTIONS)
         if "training" in options.only:
             # First: the artifact the measured `train` registers is then the one measured below.
             section(bench, "training", training.run)

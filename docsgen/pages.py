@@ -9,13 +9,15 @@ a committed page differs from what its sources give. Three kinds of generated te
   figure KEY of ``docs/figures/SOURCE.json``, formatted for its unit;
 * a block, ``<!-- generated: NAME -->`` … ``<!-- end generated: NAME -->``: the table
   :func:`blocks` makes under NAME (the bad-input matrix's, from its cases; the model's
-  interval coverage, from ``model-quality.json``);
+  interval coverage, from ``model-quality.json``; the monitoring thresholds' behaviour, from
+  ``monitoring-study.json``);
 * the benchmark run's part of docs/performance.md, between ``benchmarks.report``'s BEGIN
   and END markers: rendered from ``benchmarks.json``.
 
 What saves each source: ``make bench`` (``python -m benchmarks --write-docs``) saves
 ``benchmarks.json``; ``python -m docsgen.quality`` (``make docs-measure``) fits the default
-model and saves ``model-quality.json``.
+model and saves ``model-quality.json``; ``python -m model.monitoring.study --write-docs``
+saves ``monitoring-study.json``.
 """
 
 from __future__ import annotations
@@ -61,8 +63,13 @@ def figure(name: str, key: str) -> str:
 def blocks() -> dict[str, str]:
     """Every generated block by name."""
     from docsgen import quality, reliability
+    from model.monitoring import study
 
-    return {**reliability.blocks(), **quality.blocks()}
+    return {
+        **reliability.blocks(),
+        **quality.blocks(),
+        "monitoring-study": study.markdown(source("monitoring-study")),
+    }
 
 
 def rendered(text: str) -> str:

@@ -44,7 +44,16 @@ def k8s_object(kind: str, name: str | None = None) -> dict:
     """The first object of ``kind`` (named ``name``, when given) in the YAML files under k8s/."""
     for path in sorted((PROJECT_ROOT / "k8s").rglob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") == kind and name in (None, document["metadata"]["name"]):
+            # Kustomize patch files hold a list of operations, not an object.
+            if (
+                isinstance(document, dict)
+                and document.get("kind") == kind
+                and name
+                in (
+                    None,
+                    document["metadata"]["name"],
+                )
+            ):
                 return document
     raise AssertionError(f"no {kind} {name or ''} in k8s/")
 

@@ -129,12 +129,12 @@ def main(argv=None) -> int:
         import json
 
         from benchmarks.report import write_docs
-        from benchmarks.run import markdown
+        from benchmarks.run import markdown, runs_markdown
 
         summary = json.loads(open(options.from_json).read())
         print(markdown(summary))
         if options.write_docs:
-            print(f"wrote {write_docs(summary, markdown)}")
+            print(f"wrote {write_docs(summary, runs_markdown)}")
         return 0
     from benchmarks.run import run
 

@@ -136,11 +136,15 @@ def plain_table(figures: list[Figure]) -> str:
 
 
 def write_docs(summary: dict, render: Callable[[dict], str], path: Path = DOCS_PATH) -> Path:
-    """Save the run's summary as the page's source (``SUMMARY_PATH``) and replace the text
-    between the markers (or append them) with what ``render`` makes of the saved summary
+    """Save the run's summary among the page's saved runs (``SUMMARY_PATH``: a run replaces
+    every saved run that measured one of its sections, and keeps the others, so sections
+    measured apart are each on the page with their own date, load and form) and replace the
+    text between the markers (or append them) with what ``render`` makes of the saved runs
     (``tests/code/test_docs.py`` holds the page to it)."""
+    kept = [run for run in saved_runs() if not set(run["sections"]) & set(summary["sections"])]
     SUMMARY_PATH.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY_PATH.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    saved = {"runs": sorted([*kept, summary], key=_first_section)}
+    SUMMARY_PATH.write_text(json.dumps(saved, indent=2, default=str) + "\n")
     text = path.read_text() if path.exists() else ""
     block = generated_block(render(json.loads(SUMMARY_PATH.read_text())))
     if BEGIN in text and END in text:
@@ -149,6 +153,17 @@ def write_docs(summary: dict, render: Callable[[dict], str], path: Path = DOCS_P
         text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
     path.write_text(text)
     return path
+
+
+def saved_runs() -> list[dict]:
+    """The runs the page shows, in the order of their first section."""
+    return json.loads(SUMMARY_PATH.read_text())["runs"] if SUMMARY_PATH.exists() else []
+
+
+def _first_section(run: dict) -> int:
+    from benchmarks.options import SECTIONS
+
+    return min(SECTIONS.index(section) for section in run["sections"])
 
 
 def generated_block(generated: str) -> str:

@@ -159,7 +159,7 @@ def run(options: Options) -> dict:
     if options.json:
         Path(options.json).write_text(json.dumps(summary, indent=2, default=str))
     if options.write_docs:
-        print(f"wrote {write_docs(summary, markdown)}")
+        print(f"wrote {write_docs(summary, runs_markdown)}")
     return summary
 
 
@@ -174,6 +174,11 @@ def form(options: Options) -> str:
     ]
     base = "short" if options.short else "full"
     return f"{base} form with {', '.join(changed)} changed" if changed else f"{base} form"
+
+
+def runs_markdown(saved: dict) -> str:
+    """The generated part of docs/performance.md: each saved run (``benchmarks.report.write_docs``)."""
+    return "\n\n".join(markdown(run) for run in saved["runs"])
 
 
 def markdown(summary: dict) -> str:

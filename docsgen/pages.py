@@ -51,9 +51,11 @@ def source(name: str) -> dict:
 
 def figure(name: str, key: str) -> str:
     """Figure ``key`` of the saved output ``name``, as pages show it."""
-    figures = source(name)["figures"]
-    if isinstance(figures, list):  # a benchmark summary: a list of benchmarks.report.Figure
-        figures = {item["key"]: item for item in figures}
+    saved = source(name)
+    if "runs" in saved:  # benchmark runs, each a list of benchmarks.report.Figure
+        figures = {item["key"]: item for run in saved["runs"] for item in run["figures"]}
+    else:
+        figures = saved["figures"]
     if key not in figures:
         raise KeyError(f"figure {name}:{key}: docs/figures/{name}.json has no figure {key!r}")
     return format_value(figures[key]["value"], figures[key]["unit"])
@@ -77,9 +79,9 @@ def rendered(text: str) -> str:
     text = BLOCK.sub(lambda m: f"{m.group(1)}{_block(m.group(2))}\n{m.group(3)}", text)
     text = FIGURE.sub(lambda m: f"{m.group(1)}{figure(m.group(2), m.group(3))}{m.group(5)}", text)
     if GENERATED.search(text):
-        from benchmarks.run import markdown
+        from benchmarks.run import runs_markdown
 
-        block = generated_block(markdown(source("benchmarks")))
+        block = generated_block(runs_markdown(source("benchmarks")))
         text = GENERATED.sub(lambda _: block, text, count=1)
     return text
 

@@ -96,3 +96,26 @@ def test_a_figure_edited_by_hand_is_a_difference():
     assert first, "docs/model-quality.md shows its figures through markers"
     edited = text[: first.start(4)] + "1" + text[first.start(4) :]
     assert pages.rendered(edited) == text != edited
+
+
+def test_a_benchmark_run_replaces_the_saved_runs_of_its_sections_and_keeps_the_others(tmp_path, monkeypatch):
+    from benchmarks import report
+
+    monkeypatch.setattr(report, "SUMMARY_PATH", tmp_path / "benchmarks.json")
+    page = tmp_path / "performance.md"
+    page.write_text("intro\n")
+
+    def run(sections: list[str], date: str) -> dict:
+        return {"sections": sections, "date": date}
+
+    def render(saved: dict) -> str:
+        return "; ".join(f"{'+'.join(r['sections'])} {r['date']}" for r in saved["runs"])
+
+    report.write_docs(run(["batch", "cluster"], "d1"), render, page)
+    report.write_docs(run(["engine"], "d2"), render, page)
+    report.write_docs(run(["cluster"], "d3"), render, page)
+    assert [(r["sections"], r["date"]) for r in report.saved_runs()] == [
+        (["engine"], "d2"),
+        (["cluster"], "d3"),
+    ]
+    assert "engine d2; cluster d3" in page.read_text()

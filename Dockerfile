@@ -59,8 +59,8 @@ ENV VIRTUAL_ENV=/opt/venv \
 # volumes mount over are created here owned by it, so fresh Docker named volumes inherit that owner.
 RUN groupadd --gid 1000 app \
     && useradd --uid 1000 --gid 1000 --no-log-init --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
-    && mkdir -p /app /mnt/models /mlflow/artifacts \
-    && chown 1000:1000 /mnt/models /mlflow/artifacts
+    && mkdir -p /app /mnt/models /mlflow/artifacts /captures \
+    && chown 1000:1000 /mnt/models /mlflow/artifacts /captures
 
 COPY --from=deps /opt/venv /opt/venv
 

@@ -230,7 +230,8 @@ stack-rollback: venv
 	@$(STACK) rollback $(MLFLOW_PARAMS)
 
 # The stack for real from nothing, in its own Compose project on free ports (tests/compose/); not
-# part of `make test`.
+# part of `make test`. With COMPOSE_FIGURES=docs/figures/compose.json a passing run saves its
+# steps' wall times there (docs/environments/docker.md's table; `make docs`).
 compose-test: data image
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests/compose $(PYTEST_ARGS)
 

@@ -64,10 +64,11 @@ def figure(name: str, key: str) -> str:
 @cache
 def blocks() -> dict[str, str]:
     """Every generated block by name."""
-    from docsgen import quality, reliability
+    from docsgen import compose, quality, reliability
     from model.monitoring import study
 
     return {
+        **compose.blocks(),
         **reliability.blocks(),
         **quality.blocks(),
         "monitoring-study": study.markdown(source("monitoring-study")),

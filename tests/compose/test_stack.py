@@ -94,17 +94,17 @@ def phase(name: str, started: float) -> None:
 
 
 def stack_command(
-    stack: Stack, *args: str, timeout: float = 1500, phase_name: str = ""
+    stack: Stack, *args: str, phase_name: str, timeout: float = 1500
 ) -> subprocess.CompletedProcess:
     """`python -m containers.stack ARGS` for this test's project, as the Makefile runs it; its
-    wall time is a phase, named ``phase_name`` (else by ARGS)."""
+    wall time is the phase ``phase_name`` (docs/figures/compose.json's key: name each once)."""
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "containers.stack", "--env-file", str(stack.env_file),
          "--project-name", stack.project, *args],
         cwd=PROJECT_ROOT, env=stack.environment(), capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-    phase(phase_name or " ".join(args), started)
+    phase(phase_name, started)
     return completed
 
 
@@ -286,7 +286,11 @@ def last_line(completed: subprocess.CompletedProcess) -> str:
 
 def test_0_make_up_without_an_engine_fails_in_one_line(stack):
     nowhere = "unix:///nonexistent/docker.sock"
-    line = last_line(stack_command(stack.with_variables(DOCKER_HOST=nowhere), "up"))
+    line = last_line(
+        stack_command(
+            stack.with_variables(DOCKER_HOST=nowhere), "up", phase_name="`make up` without an engine"
+        )
+    )
     SUMMARY.append(f"make up without an engine: {line}")
     assert line.startswith(f"error: no Docker engine answers at {nowhere}: start it"), line
 
@@ -294,7 +298,7 @@ def test_0_make_up_without_an_engine_fails_in_one_line(stack):
 def test_0_make_up_on_a_taken_port_fails_in_one_line_before_starting_anything(stack):
     port = stack.variables["MLFLOW_HOST_PORT"]
     with socket.create_server(("127.0.0.1", int(port))):
-        line = last_line(stack_command(stack, "up"))
+        line = last_line(stack_command(stack, "up", phase_name="`make up` on a taken port"))
     SUMMARY.append(f"make up on a taken port: {line}")
     assert line == (
         f"error: port {port} on 127.0.0.1, which the mlflow service publishes, is taken by another "
@@ -579,7 +583,7 @@ def test_a_lost_env_file_fails_make_up_in_one_line_naming_the_tracking_server(st
     try:
         lost.compose("up", "--detach", "--wait", "postgres")
         lost.env_file.unlink()
-        completed = stack_command(lost, "up")
+        completed = stack_command(lost, "up", phase_name="`make up` after a lost `.env`, until it gives up")
     finally:
         lost.compose("down", "--volumes", "--remove-orphans", check=False)
     line = last_line(completed)

@@ -8,6 +8,9 @@ Reuses kserve's own argument parser (``kserve.model_server.parser``: ``--http_po
   resolved through ``MLFLOW_TRACKING_URI``.
 * ``--http_host`` (env ``MLFLOWSERVER_HTTP_HOST``): the address REST and gRPC listen on.
   Default ``127.0.0.1`` (loopback, for local runs); in a cluster pass ``--http_host=0.0.0.0``.
+* the request limits of ``mlflowserver.limits.Limits``: ``--max_body_bytes``, ``--max_rows``,
+  ``--max_inflight``, ``--max_waiting``, ``--body_timeout``, ``--queue_timeout`` (env
+  ``MLFLOWSERVER_MAX_BODY_BYTES``, ...); a value that is not a positive number exits 2.
 
 gRPC is off by default here (kserve's default is on, on the fixed port 8081): ``--enable_grpc=true``
 serves the V2 gRPC protocol on ``--grpc_port``, on the same address as REST.
@@ -25,12 +28,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields, replace
 
 import mlflow
 from kserve import logging as kserve_logging
 from kserve.model_server import parser as kserve_parser
 from mlflow.exceptions import MlflowException
 
+from mlflowserver.limits import Limits, positive
 from mlflowserver.model import MLflowModel
 from mlflowserver.server import MLflowModelServer
 
@@ -62,7 +67,30 @@ parser.add_argument(
     default=os.environ.get(HOST_ENV, DEFAULT_HOST),
     help=f"Address REST and gRPC listen on (env {HOST_ENV}); use 0.0.0.0 in a cluster.",
 )
+limit_flags = parser.add_argument_group(
+    "request limits",
+    "What one request may cost (docs/reliability.md#request-limits); "
+    "env wins over the default, the flag over both.",
+)
+for _field in fields(Limits):
+    limit_flags.add_argument(
+        f"--{_field.name}",
+        default=argparse.SUPPRESS,
+        metavar=_field.type.upper(),
+        help=f"{Limits.help()[_field.name]} (env {Limits.env_name(_field.name)}; default {_field.default})",
+    )
 parser.set_defaults(enable_grpc=False)
+
+
+def request_limits(args: argparse.Namespace) -> Limits:
+    """The limits from the defaults, the environment and the flags; ValueError naming a bad one."""
+    limits = Limits.from_environment()
+    flags = {
+        f.name: positive(f.type, getattr(args, f.name), f"--{f.name}")
+        for f in fields(Limits)
+        if hasattr(args, f.name)
+    }
+    return replace(limits, **flags)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -86,12 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        limits = request_limits(args)
+    except ValueError as exc:
+        print(f"mlflowserver: {exc}", file=sys.stderr)
+        return 2
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
     for key, value in _MLFLOW_HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
-    model = MLflowModel(args.model_name, args.model_dir)
+    model = MLflowModel(args.model_name, args.model_dir, max_rows=limits.max_rows)
     try:
         model.load()
     except Exception as exc:  # noqa: BLE001 - any load failure is fatal, reported on one line
@@ -104,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = MLflowModelServer(
         host=args.http_host,
+        limits=limits,
         enable_grpc=args.enable_grpc,
         grpc_options=[
             ("grpc.max_send_message_length", args.grpc_max_send_message_length),

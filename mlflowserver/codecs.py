@@ -13,6 +13,7 @@ naming the input and, where it applies, the row.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,7 +202,7 @@ def decode_tensor(spec: Input, tensor: InferInput) -> np.ndarray:
     else:  # gRPC raw contents (REST binary data reach here already decoded by kserve), or no data
         try:
             values = tensor.as_numpy()
-        except ValueError:
+        except (ValueError, struct.error):  # struct.error: a BYTES length prefix past the end
             raise InvalidInput(f"{where}: data do not match shape {list(shape)} ({size} elements)") from None
     arr = decode_values(spec, where, values, tensor.datatype)
     if arr.size != size:

@@ -124,6 +124,13 @@ lint: venv
 docs: venv
 	$(PY) -m docsgen
 
+# Re-run the V2 runtime's hostile-input cases and save what each got (status, message, time, RSS)
+# into docs/figures/hostile-input.json, then render docs/reliability.md's table from it.
+.PHONY: docs-hostile
+docs-hostile: venv
+	HOSTILE_INPUT_SAVE=1 $(PY) -m pytest tests/integration/test_mlflowserver_hostile.py -p no:xdist -p no:cacheprovider -q
+	$(PY) -m docsgen
+
 # Re-measure the default model's quality (a default fit, minutes) into docs/figures/model-quality.json,
 # then render it; `make bench` saves docs/figures/benchmarks.json the same way.
 docs-measure: data

@@ -10,6 +10,7 @@ SECTIONS = (
     "intervals",
     "servers",
     "load",
+    "limits",
     "capture",
     "batch",
     "cluster",
@@ -30,6 +31,7 @@ class Options:
     sequential_requests: int = 1000  # 1-row requests of the latency figure
     load_clients: int = 16
     load_duration: float = 60.0
+    limits_duration: float = 60.0  # seconds of the worst allowed mix (benchmarks/limits.py)
     one_row_calls: int = 2000  # in-process 1-row predict calls
     inprocess_rows: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     target_rows: int = 100_000  # where pyfunc must be within 1.5× of the bare regressor
@@ -60,12 +62,14 @@ class Options:
             sequential_requests=60,
             load_clients=16,
             load_duration=4.0,
+            limits_duration=5.0,
             one_row_calls=200,
             inprocess_rows=(1_000,),
             target_rows=1_000,
             batch_rows=(1_000,),
             cluster_rows=50_000,
             # The Spark cluster starts five JVMs: `--short --only cluster` (make test-cluster) runs it.
-            only=tuple(s for s in SECTIONS if s not in ("cluster", "training", "tradeoff")),
+            # limits starts servers for its figures only (make bench-runtime).
+            only=tuple(s for s in SECTIONS if s not in ("cluster", "training", "tradeoff", "limits")),
         )
         return cls(**{**short, **overrides})

@@ -20,6 +20,7 @@ from benchmarks import (
     engine,
     inprocess,
     intervals,
+    limits,
     profile,
     servers,
     tradeoff,
@@ -84,6 +85,7 @@ def run(options: Options) -> dict:
             "intervals",
             "servers",
             "load",
+            "limits",
             "capture",
             "batch",
             "cluster",
@@ -119,6 +121,8 @@ def run(options: Options) -> dict:
             section(bench, "intervals", intervals.run)
         if {"servers", "load"} & set(options.only):
             section(bench, "servers", servers.run, "servers" in options.only, "load" in options.only)
+        if "limits" in options.only:
+            section(bench, "limits", limits.run)
         if "capture" in options.only:
             section(bench, "capture", capture.run)
         if options.profile and needs_model:

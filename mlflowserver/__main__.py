@@ -12,6 +12,9 @@ Reuses kserve's own argument parser (``kserve.model_server.parser``: ``--http_po
   ``--max_inflight``, ``--max_waiting``, ``--body_timeout``, ``--queue_timeout`` (env
   ``MLFLOWSERVER_MAX_BODY_BYTES``, ...); a value that is not a positive number exits 2.
 
+Per-request log lines are off by default (``--access_log=true`` / ``MLFLOWSERVER_ACCESS_LOG=true``
+turns uvicorn's access log on, ``--enable_latency_logging=true`` kserve's latency lines).
+
 gRPC is off by default here (kserve's default is on, on the fixed port 8081): ``--enable_grpc=true``
 serves the V2 gRPC protocol on ``--grpc_port``, on the same address as REST.
 
@@ -25,14 +28,18 @@ prints one line to stderr and exits with status 1 instead of starting or hanging
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import fields, replace
 
 import mlflow
+from fastapi.exceptions import FastAPIDeprecationWarning
 from kserve import logging as kserve_logging
 from kserve.model_server import parser as kserve_parser
+from kserve.utils.utils import strtobool
 from mlflow.exceptions import MlflowException
 
 from mlflowserver.limits import Limits, positive
@@ -40,6 +47,7 @@ from mlflowserver.model import MLflowModel
 from mlflowserver.server import MLflowModelServer
 
 HOST_ENV = "MLFLOWSERVER_HTTP_HOST"
+ACCESS_LOG_ENV = "MLFLOWSERVER_ACCESS_LOG"
 DEFAULT_HOST = "127.0.0.1"
 
 # Bound MLflow's HTTP retries so an unreachable tracking server/registry fails in seconds rather
@@ -79,7 +87,26 @@ for _field in fields(Limits):
         metavar=_field.type.upper(),
         help=f"{Limits.help()[_field.name]} (env {Limits.env_name(_field.name)}; default {_field.default})",
     )
-parser.set_defaults(enable_grpc=False)
+parser.add_argument(
+    "--access_log",
+    default=os.environ.get(ACCESS_LOG_ENV, "false"),
+    type=lambda value: bool(strtobool(value)),
+    help=f"log one line per HTTP request (uvicorn's access log; env {ACCESS_LOG_ENV})",
+)
+# Per-request log lines cost more than the model on small requests (docs/codebase/kserve-runtime.md):
+# off by default, kserve's latency lines (--enable_latency_logging) as well as the access log.
+parser.set_defaults(enable_grpc=False, enable_latency_logging=False)
+
+
+def quiet_request_logs(access_log: bool, latency_logging: bool) -> None:
+    """Per-request log lines only where asked for; FastAPI's per-request deprecation warning never."""
+    if not access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not latency_logging:
+        # kserve's timing middleware logs two lines per request whatever --enable_latency_logging says.
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    # kserve's default ORJSONResponse: FastAPI warns that it is deprecated, on every request.
+    warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
 
 
 def request_limits(args: argparse.Namespace) -> Limits:
@@ -156,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
+    quiet_request_logs(args.access_log, args.enable_latency_logging)
     server.start([model])
     return 0
 

@@ -51,7 +51,11 @@ def measured(bench: Bench, flags: tuple[str, ...], request_bodies: list[bytes], 
             if clients == 1:
                 result = load.sequential(target, request_bodies, len(request_bodies), warmup=0)
             else:
-                result = load.closed_loop(target, request_bodies, clients, seconds, warmup=0.0)
+                # A client may wait its turn for up to --queue_timeout: it must not give up first.
+                timeout = Limits().queue_timeout + 60
+                result = load.closed_loop(
+                    target, request_bodies, clients, seconds, warmup=0.0, timeout=timeout
+                )
         alive = server.proc.poll() is None
     return idle, sampler.peak, result, alive
 
@@ -105,7 +109,8 @@ def run(bench: Bench) -> None:
             reference=0,
             ref_label="",
             op="<=",
-            note=f"{result.requests} answered; the server {'stayed up' if alive else 'DIED'}",
+            note=f"{result.requests} answered; the server {'stayed up' if alive else 'DIED'}"
+            + (f"; e.g. {result.error_samples[0][:120]}" if result.error_samples else ""),
         ),
         Figure(
             "limits.worst_mix_answered", f"V2 runtime: requests answered, {mix}", result.requests, "count"

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in _MLFLOW_HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
-    model = MLflowModel(args.model_name, args.model_dir, max_rows=limits.max_rows)
+    model = MLflowModel(args.model_name, args.model_dir, limits)
     try:
         model.load()
     except Exception as exc:  # noqa: BLE001 - any load failure is fatal, reported on one line

@@ -15,6 +15,9 @@ together went past the InferenceService's 1 GiB memory limit (docs/reliability.m
   ``RESOURCE_EXHAUSTED``).
 * ``max_rows``: checked by the model on each input's declared shape, before any data are
   converted (413, gRPC ``RESOURCE_EXHAUSTED``).
+* ``RowBudget``: at most ``max_inflight_rows`` rows in the model's predict at once, over all
+  requests (the predict is what a large request costs); a request waits its turn, up to
+  ``queue_timeout``.
 
 The defaults are derived in docs/reliability.md from measured peak RSS; ``k8s/`` passes the same.
 """
@@ -22,6 +25,7 @@ The defaults are derived in docs/reliability.md from measured peak RSS; ``k8s/``
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
@@ -51,11 +55,12 @@ class Limits:
     """Per-request bounds; each is a flag ``--<field>`` and an env ``MLFLOWSERVER_<FIELD>``."""
 
     max_body_bytes: int = 8 * 2**20
-    max_rows: int = 50_000
+    max_rows: int = 100_000
     max_inflight: int = 2
-    max_waiting: int = 16
+    max_inflight_rows: int = 100_000
+    max_waiting: int = 14
     body_timeout: float = 30.0
-    queue_timeout: float = 60.0
+    queue_timeout: float = 120.0
 
     @staticmethod
     def env_name(field: str) -> str:
@@ -67,6 +72,8 @@ class Limits:
             "max_body_bytes": "largest request body in bytes; larger ones get 413",
             "max_rows": "most rows in one inference request; more get 413",
             "max_inflight": "inference requests parsed and predicted at once (REST and gRPC together)",
+            "max_inflight_rows": "rows the model predicts at once, over all requests; "
+            "a request waits until its rows fit",
             "max_waiting": "inference requests beyond max_inflight that may be receiving their body "
             "or waiting for a slot; more get 503 (gRPC RESOURCE_EXHAUSTED)",
             "body_timeout": "seconds a client has to send the whole body; "
@@ -176,6 +183,57 @@ class Slots:
                 self.release()
         finally:
             self.leave()
+
+
+class RowBudget:
+    """At most ``max_inflight_rows`` rows in the model at once; requests take their turn in order.
+
+    The model's own predict is what a large request costs (docs/reliability.md#request-limits):
+    one 100,000-row request, or many small ones side by side, never several large ones.
+    """
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.rows = 0
+        self._queue: collections.deque = collections.deque()
+        self._changed: asyncio.Condition | None = None
+
+    @property
+    def changed(self) -> asyncio.Condition:
+        # Created on first use, inside the server's event loop.
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def _fits(self, turn, rows: int) -> bool:
+        return self._queue[0] is turn and (
+            self.rows == 0 or self.rows + rows <= self.limits.max_inflight_rows
+        )
+
+    @contextlib.asynccontextmanager
+    async def hold(self, rows: int):
+        turn = object()
+        async with self.changed:
+            self._queue.append(turn)
+            try:
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self._fits(turn, rows)), self.limits.queue_timeout
+                )
+            except TimeoutError:
+                raise ServerBusy(
+                    f"server busy: {self.rows} rows being predicted; {rows} more did not fit within "
+                    f"{self.limits.queue_timeout:g} s (--max_inflight_rows, --queue_timeout); retry later"
+                ) from None
+            finally:
+                self._queue.remove(turn)
+                self.changed.notify_all()
+            self.rows += rows
+        try:
+            yield
+        finally:
+            async with self.changed:
+                self.rows -= rows
+                self.changed.notify_all()
 
 
 # ------------------------------------------------------------------ REST

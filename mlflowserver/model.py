@@ -42,7 +42,7 @@ from mlflowserver.codecs import (
     plan_outputs,
     plan_params,
 )
-from mlflowserver.limits import short, too_many_rows
+from mlflowserver.limits import Limits, RowBudget, short, too_many_rows
 
 logger = logging.getLogger("mlflowserver")
 
@@ -60,10 +60,12 @@ class ExplainerNotFound(ModelNotFound):
 class MLflowModel(Model):
     """KServe model serving one MLflow pyfunc model (local directory or any MLflow model URI)."""
 
-    def __init__(self, name: str, model_uri: str, max_rows: int | None = None):
+    def __init__(self, name: str, model_uri: str, limits: Limits | None = None):
         super().__init__(name)
         self.model_uri = model_uri
-        self.max_rows = max_rows
+        self.limits = limits or Limits()
+        self.max_rows = self.limits.max_rows
+        self.row_budget = RowBudget(self.limits)
         self.ready = False
         self.inputs: tuple[Input, ...] = ()
         self.outputs: tuple[Output, ...] = ()
@@ -135,12 +137,7 @@ class MLflowModel(Model):
 
     def _check_rows(self, where: str, rows) -> None:
         """PayloadTooLarge (413) for a batch over ``max_rows``, before its data are converted."""
-        if (
-            self.max_rows is not None
-            and isinstance(rows, int)
-            and not isinstance(rows, bool)
-            and rows > self.max_rows
-        ):
+        if isinstance(rows, int) and not isinstance(rows, bool) and rows > self.max_rows:
             raise too_many_rows(where, rows, self.max_rows)
 
     def v2_input(self, request: InferRequest):
@@ -255,7 +252,8 @@ class MLflowModel(Model):
         # In a worker thread, as `mlflow models serve` does: LightGBM and NumPy release the
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop: 0.75x the in-process rate at 8 clients.
-        result = await asyncio.to_thread(self._call_pyfunc, data, params)
+        async with self.row_budget.hold(rows):
+            result = await asyncio.to_thread(self._call_pyfunc, data, params)
         pairs = encode_result(result, self.outputs, rows)
         if isinstance(payload, InferRequest):
             response = self._v2_response(payload, pairs, requested, binary)

@@ -8,7 +8,7 @@ import asyncio
 import orjson
 import pytest
 
-from mlflowserver.limits import Limits, RequestLimits, ServerBusy, Slots, positive, short
+from mlflowserver.limits import Limits, RequestLimits, RowBudget, ServerBusy, Slots, positive, short
 
 
 def test_short_cuts_long_names_only():
@@ -171,3 +171,39 @@ def test_a_client_gone_before_its_body_frees_its_admission():
     slots = Slots(limits)
     client = exchange(Client([{"type": "http.disconnect"}]), limits, slots=slots)
     assert client.sent == [] and slots.admitted == 0
+
+
+def test_the_row_budget_lets_small_requests_share_it_and_large_ones_take_turns():
+    async def scenario():
+        budget = RowBudget(Limits(max_inflight_rows=10, queue_timeout=0.2))
+        order = []
+
+        async def request(name, rows, seconds):
+            async with budget.hold(rows):
+                order.append((name, "in", budget.rows))
+                await asyncio.sleep(seconds)
+            order.append((name, "out"))
+
+        await asyncio.gather(request("a", 4, 0.05), request("b", 6, 0.05), request("c", 8, 0.01))
+        assert order[:2] == [("a", "in", 4), ("b", "in", 10)]  # both fit at once
+        assert ("c", "in", 8) in order and order.index(("c", "in", 8)) > order.index(("a", "out"))
+        # a request larger than the whole budget runs alone
+        async with budget.hold(50):
+            assert budget.rows == 50
+        assert budget.rows == 0
+
+    run(scenario())
+
+
+def test_the_row_budget_times_out_and_stays_consistent():
+    async def scenario():
+        budget = RowBudget(Limits(max_inflight_rows=10, queue_timeout=0.05))
+        async with budget.hold(10):
+            with pytest.raises(ServerBusy, match="10 rows being predicted; 1 more did not fit within 0.05 s"):
+                async with budget.hold(1):
+                    pass
+        async with budget.hold(10):
+            assert budget.rows == 10
+        assert budget.rows == 0 and not budget._queue
+
+    run(scenario())

@@ -35,7 +35,7 @@ from mlflowserver.codecs import (
     plan_inputs,
     plan_outputs,
 )
-from mlflowserver.limits import PayloadTooLarge
+from mlflowserver.limits import Limits, PayloadTooLarge
 from mlflowserver.model import ExplainerNotFound, MLflowModel
 from mlflowserver.server import (
     MLflowDataPlane,
@@ -678,7 +678,7 @@ def test_capped_error_bounds_any_error_message():
 
 
 def test_rows_over_the_limit_are_refused_before_decoding(tmp_path):
-    limited = MLflowModel("tiny", str(write_tiny_pyfunc(tmp_path / "model")), max_rows=2)
+    limited = MLflowModel("tiny", str(write_tiny_pyfunc(tmp_path / "model")), Limits(max_rows=2))
     limited.load()
     assert predict(limited, req(inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x", "y"]))).outputs
     with pytest.raises(

@@ -11,6 +11,7 @@ SECTIONS = (
     "servers",
     "load",
     "limits",
+    "coldstart",
     "capture",
     "batch",
     "cluster",
@@ -32,6 +33,7 @@ class Options:
     load_clients: int = 16
     load_duration: float = 60.0
     limits_duration: float = 60.0  # seconds of the worst allowed mix (benchmarks/limits.py)
+    coldstart_starts: int = 3  # starts of each server in the cold-start section, interleaved
     one_row_calls: int = 2000  # in-process 1-row predict calls
     inprocess_rows: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     target_rows: int = 100_000  # where pyfunc must be within 1.5× of the bare regressor
@@ -63,13 +65,16 @@ class Options:
             load_clients=16,
             load_duration=4.0,
             limits_duration=5.0,
+            coldstart_starts=1,
             one_row_calls=200,
             inprocess_rows=(1_000,),
             target_rows=1_000,
             batch_rows=(1_000,),
             cluster_rows=50_000,
             # The Spark cluster starts five JVMs: `--short --only cluster` (make test-cluster) runs it.
-            # limits starts servers for its figures only (make bench-runtime).
-            only=tuple(s for s in SECTIONS if s not in ("cluster", "training", "tradeoff", "limits")),
+            # limits and coldstart start servers for their figures only (make bench-runtime).
+            only=tuple(
+                s for s in SECTIONS if s not in ("cluster", "training", "tradeoff", "limits", "coldstart")
+            ),
         )
         return cls(**{**short, **overrides})

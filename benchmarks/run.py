@@ -17,6 +17,7 @@ from benchmarks import (
     batch,
     capture,
     cluster,
+    coldstart,
     engine,
     inprocess,
     intervals,
@@ -86,6 +87,7 @@ def run(options: Options) -> dict:
             "servers",
             "load",
             "limits",
+            "coldstart",
             "capture",
             "batch",
             "cluster",
@@ -121,6 +123,8 @@ def run(options: Options) -> dict:
             section(bench, "intervals", intervals.run)
         if {"servers", "load"} & set(options.only):
             section(bench, "servers", servers.run, "servers" in options.only, "load" in options.only)
+        if "coldstart" in options.only:
+            section(bench, "coldstart", coldstart.run)
         if "limits" in options.only:
             section(bench, "limits", limits.run)
         if "capture" in options.only:

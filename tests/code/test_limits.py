@@ -207,3 +207,19 @@ def test_the_row_budget_times_out_and_stays_consistent():
         assert budget.rows == 0 and not budget._queue
 
     run(scenario())
+
+
+def test_the_inferenceservice_carries_the_default_limits_and_the_measured_memory_limit():
+    import yaml
+
+    from benchmarks.limits import POD_MEMORY_LIMIT
+    from model.data import PROJECT_ROOT
+
+    service = yaml.safe_load((PROJECT_ROOT / "k8s" / "serving" / "inferenceservice.yaml").read_text())
+    model = service["spec"]["predictor"]["model"]
+    env = {item["name"]: item["value"] for item in model["env"]}
+    assert Limits.from_environment(env) == Limits()
+    assert {name for name in env if name.startswith("MLFLOWSERVER_")} == {
+        Limits.env_name(field) for field in Limits.help()
+    }
+    assert model["resources"]["limits"]["memory"] == f"{POD_MEMORY_LIMIT // 2**30}Gi"

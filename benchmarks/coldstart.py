@@ -53,15 +53,16 @@ def time_to_ready(bench: Bench, kind) -> float:
 
 
 def parts(bench: Bench) -> dict[str, float]:
-    output = subprocess.run(
+    completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.coldstart_worker", str(bench.model_dir)],
         env=bench.process_env(),
         capture_output=True,
         text=True,
-        check=True,
         timeout=TIMEOUT,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmarks.coldstart_worker failed: {completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def run(bench: Bench) -> None:

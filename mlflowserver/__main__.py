@@ -27,7 +27,15 @@ prints one line to stderr and exits with status 1 instead of starting or hanging
 
 from __future__ import annotations
 
-import argparse
+import gc
+
+if __name__ == "__main__":
+    # No garbage collection while importing kserve and mlflow and loading the model: start-up
+    # allocates millions of objects and frees few, and each collection rescans them all.
+    # main() turns it back on (and freezes what start-up made) before serving.
+    gc.disable()
+
+import argparse  # noqa: E402 - after the collector is off
 import logging
 import os
 import sys
@@ -184,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_keyfile=args.ssl_keyfile,
     )
     quiet_request_logs(args.access_log, args.enable_latency_logging)
+    if not gc.isenabled():
+        gc.freeze()  # start-up's objects live as long as the process: never rescanned
+        gc.enable()
     server.start([model])
     return 0
 

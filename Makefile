@@ -125,10 +125,10 @@ docs: venv
 	$(PY) -m docsgen
 
 # The V2 runtime's own figures on the champion (benchmarks/coldstart.py: time to ready beside
-# `mlflow models serve`; benchmarks/limits.py: peak RSS of the largest request and the worst allowed mix) into docs/figures/runtime-limits.json, then the pages showing them.
+# `mlflow models serve`; benchmarks/limits.py: peak RSS of the largest request and the worst allowed mix) into docs/figures/runtime.json, then the pages showing them.
 .PHONY: bench-runtime
 bench-runtime: venv
-	$(PY) -m benchmarks --only coldstart,limits --model-uri "$(MODEL_URI)" --json docs/figures/runtime-limits.json
+	$(PY) -m benchmarks --only coldstart,limits --model-uri "$(MODEL_URI)" --json docs/figures/runtime.json
 	$(PY) -m docsgen
 
 # Re-run the V2 runtime's hostile-input cases and save what each got (status, message, time, RSS)

@@ -202,8 +202,12 @@ def decode_tensor(spec: Input, tensor: InferInput) -> np.ndarray:
     else:  # gRPC raw contents (REST binary data reach here already decoded by kserve), or no data
         try:
             values = tensor.as_numpy()
-        except (ValueError, struct.error):  # struct.error: a BYTES length prefix past the end
+        except ValueError:
             raise InvalidInput(f"{where}: data do not match shape {list(shape)} ({size} elements)") from None
+        except struct.error:  # kserve's BYTES decoder reads past the buffer
+            raise InvalidInput(
+                f"{where}: a BYTES element's 4-byte length prefix runs past the end of its data"
+            ) from None
     arr = decode_values(spec, where, values, tensor.datatype)
     if arr.size != size:
         raise InvalidInput(f"{where}: data has {arr.size} elements but shape {list(shape)} needs {size}")

@@ -79,7 +79,7 @@ class MLflowModel(Model):
     def load(self) -> bool:
         """Load the pyfunc (``models:/`` URIs resolve through MLFLOW_TRACKING_URI) and plan it."""
         # suppress_warnings: MLflow's check of the model's requirements against the installed
-        # packages (importlib.metadata for each) was a third of the load; the serving image is
+        # packages (importlib.metadata for each) was a large part of the load; the serving image is
         # built from the locks the model was trained with (docs/codebase/kserve-runtime.md).
         pyfunc = mlflow.pyfunc.load_model(self.model_uri, suppress_warnings=True)
         metadata = pyfunc.metadata

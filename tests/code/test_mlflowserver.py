@@ -632,7 +632,9 @@ def test_a_bytes_length_prefix_past_the_end_is_400_over_rest_and_grpc(model):
         ],
         raw_input_contents=[struct.pack("<d", 1.0), struct.pack("<I", 1_000_000) + b"ab"],
     )
-    with pytest.raises(InvalidInput, match=r"input 's': data do not match shape \[1\]"):
+    with pytest.raises(
+        InvalidInput, match=r"^input 's': a BYTES element's 4-byte length prefix runs past the end"
+    ):
         predict(model, InferRequest.from_grpc(grpc_request))
 
 

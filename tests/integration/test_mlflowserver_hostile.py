@@ -407,7 +407,7 @@ CASES = [
         "grpc-raw-prefix-past-end",
         "gRPC `raw_input_contents`: a BYTES length prefix past the end",
         "INVALID_ARGUMENT",
-        "input 's'",
+        "input 's': a BYTES element's 4-byte length prefix runs past the end",
         grpc_case(lambda: grpc_request(raw_s=struct.pack("<I", 1_000_000) + b"ab")),
     ),
     Case(

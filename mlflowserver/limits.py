@@ -9,10 +9,11 @@ together went past the InferenceService's 1 GiB memory limit (docs/reliability.m
   counting a chunked body), drops a body that has not fully arrived ``body_timeout`` seconds
   after the request began with 408 and a closed connection, and admits inference requests into
   ``Slots`` before kserve parses them.
-* ``Slots``: at most ``max_inflight`` inference requests are parsed, predicted and answered at
-  once, REST and gRPC together; up to ``max_waiting`` more may be receiving their body or waiting
-  up to ``queue_timeout`` seconds for a slot. Beyond that: 503 with ``Retry-After`` (gRPC
-  ``RESOURCE_EXHAUSTED``).
+* ``Slots``: every inference request is admitted on arrival, at most ``max_inflight +
+  max_waiting`` at once (beyond that: 503 with ``Retry-After``, gRPC ``RESOURCE_EXHAUSTED``);
+  those with a large body (over ``max_body_bytes / SMALL_BODY_SHARE``; gRPC: all) then wait up
+  to ``queue_timeout`` seconds for one of ``max_inflight`` slots to be parsed, predicted and
+  answered.
 * ``max_rows``: checked by the model on each input's declared shape, before any data are
   converted (413, gRPC ``RESOURCE_EXHAUSTED``).
 * ``RowBudget``: at most ``max_inflight_rows`` rows in the model's predict at once, over all
@@ -38,6 +39,11 @@ import orjson
 # The paths whose requests run the model, and so take a slot: V2 infer and V1 predict.
 INFERENCE_PATH = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$|^/v1/models/[^/]+:predict$")
 V2_INFER_PATH = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$")
+
+# A body of at most max_body_bytes / SMALL_BODY_SHARE (128 KiB by default, ~1,500 rows of V2
+# JSON) is parsed without waiting for a slot: parsing it costs little, and the row budget still
+# bounds its prediction. Small requests then run side by side up to the admission bound.
+SMALL_BODY_SHARE = 64
 
 # How long a busy server asks clients to wait before retrying (seconds, the Retry-After header).
 RETRY_AFTER = 1
@@ -71,7 +77,8 @@ class Limits:
         return {
             "max_body_bytes": "largest request body in bytes; larger ones get 413",
             "max_rows": "most rows in one inference request; more get 413",
-            "max_inflight": "inference requests parsed and predicted at once (REST and gRPC together)",
+            "max_inflight": "inference requests with a body over max_body_bytes/64 parsed and "
+            "predicted at once (REST; gRPC: every request)",
             "max_inflight_rows": "rows the model predicts at once, over all requests; "
             "a request waits until its rows fit",
             "max_waiting": "inference requests beyond max_inflight that may be receiving their body "
@@ -301,16 +308,19 @@ class RequestLimits:
             body = await self._read_body(receive, send, limit)
             if body is None:
                 return
-            try:
-                await self.slots.acquire()
-            except ServerBusy as exc:
-                return await send_error(send, 503, exc.reason, busy_headers())
+            small = len(body) <= limit // SMALL_BODY_SHARE
+            if not small:
+                try:
+                    await self.slots.acquire()
+                except ServerBusy as exc:
+                    return await send_error(send, 503, exc.reason, busy_headers())
             try:
                 if V2_INFER_PATH.match(scope["path"]):
                     scope = {**scope, "headers": _as_octet_stream(headers)}
                 await self.app(scope, _replay(body, receive), send)
             finally:
-                self.slots.release()
+                if not small:
+                    self.slots.release()
         finally:
             self.slots.leave()
 

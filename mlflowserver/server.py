@@ -6,6 +6,8 @@ Open Inference Protocol or from a loopback default:
 
 * ``RequestLimits`` (``mlflowserver/limits.py``): what one request may cost (body size, time to
   send it, inference requests in flight); V2 infer bodies reach kserve's route as bytes.
+* ``V2Infer``: ``POST /v2/models/{name}/infer`` answered by the data plane from pure ASGI, with
+  kserve's statuses and answers, without FastAPI's per-request serialization machinery.
 * ``MLflowDataPlane``: a V2 body without the binary-extension header is a JSON InferenceRequest
   whatever its Content-Type (kserve answers 400 without ``application/json``), parsed with a
   depth-bounded parser; malformed binary requests are 400s; ``/v2`` lists the extensions the

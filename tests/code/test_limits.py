@@ -223,3 +223,20 @@ def test_the_inferenceservice_carries_the_default_limits_and_the_measured_memory
         Limits.env_name(field) for field in Limits.help()
     }
     assert model["resources"]["limits"]["memory"] == f"{POD_MEMORY_LIMIT // 2**30}Gi"
+
+
+def test_small_bodies_need_no_slot_large_ones_wait_for_one():
+    limits = Limits(max_body_bytes=64 * 100, max_inflight=1, max_waiting=4, queue_timeout=0.05)
+
+    async def scenario():
+        slots = Slots(limits)
+        await slots.acquire()  # the only slot is taken
+        small, large = Client([body(b"x" * 100)]), Client([body(b"x" * 101)])
+        middleware = RequestLimits(echo_app, limits, slots)
+        await middleware(scope(), small.receive, small.send)
+        await middleware(scope(), large.receive, large.send)
+        return small, large
+
+    small, large = run(scenario())
+    assert small.status == 200
+    assert large.status == 503 and "no slot free within 0.05 s" in large.error

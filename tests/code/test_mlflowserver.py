@@ -750,3 +750,18 @@ def test_cli_defaults_and_refusals(tmp_path, capsys, monkeypatch):
     assert cli.main(["--model_dir", str(tmp_path / "missing"), "--configure_logging=false"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mlflowserver: cannot load model ") and "\n" not in err
+
+
+def test_the_infer_handler_gives_kserves_statuses_and_no_internals():
+    from kserve.errors import ModelNotReady
+
+    from mlflowserver.limits import ServerBusy
+    from mlflowserver.server import _error_status
+
+    assert _error_status(InvalidInput("bad")) == (400, "bad")
+    assert _error_status(ModelNotFound("m")) == (404, "Model with name m does not exist.")
+    assert _error_status(ModelNotReady("m"))[0] == 503
+    assert _error_status(PayloadTooLarge("big")) == (413, "big")
+    assert _error_status(ServerBusy("busy")) == (503, "busy")
+    assert _error_status(InferenceError("model failed")) == (500, "model failed")
+    assert _error_status(KeyError("secret detail")) == (500, "internal error (KeyError); see the server log")

@@ -1,8 +1,8 @@
 """What one request may cost the runtime: body size, rows, time to send the body, work in flight.
 
 Without these a single client could take the pod down: kserve's REST server reads any body to
-the end, however large or slow, and runs every request at once, so two 100,000-row requests
-together went past the InferenceService's 1 GiB memory limit (docs/reliability.md#hostile-input).
+the end, however large or slow, and runs every request at once, so a few large requests together
+went past the InferenceService's memory limit (issue 22; docs/reliability.md#request-limits).
 
 * ``RequestLimits`` (pure ASGI middleware, in front of kserve's FastAPI app): refuses a body
   larger than ``max_body_bytes`` with 413 (from ``Content-Length`` before reading, or while
@@ -40,8 +40,8 @@ import orjson
 INFERENCE_PATH = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$|^/v1/models/[^/]+:predict$")
 V2_INFER_PATH = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$")
 
-# A body of at most max_body_bytes / SMALL_BODY_SHARE (128 KiB by default, ~1,500 rows of V2
-# JSON) is parsed without waiting for a slot: parsing it costs little, and the row budget still
+# A body of at most max_body_bytes / SMALL_BODY_SHARE (128 KiB by default) is parsed without
+# waiting for a slot: parsing it costs little, and the row budget still
 # bounds its prediction. Small requests then run side by side up to the admission bound.
 SMALL_BODY_SHARE = 64
 

@@ -50,6 +50,9 @@ def parse(argv=None) -> Options:
     parser.add_argument("--load-clients", type=int, help="concurrent clients of the load test (16)")
     parser.add_argument("--load-duration", type=float, help="seconds of the load test")
     parser.add_argument(
+        "--limits-duration", type=float, help="seconds of the limits section's worst allowed mix (60)"
+    )
+    parser.add_argument(
         "--inprocess-rows", type=int_list, help="in-process batch sizes, e.g. 1000,100000,1000000"
     )
     parser.add_argument("--target-rows", type=int, help="the in-process size held to 1.5x the bare regressor")
@@ -99,6 +102,7 @@ def parse(argv=None) -> Options:
         "duration",
         "load_clients",
         "load_duration",
+        "limits_duration",
         "inprocess_rows",
         "target_rows",
         "batch_rows",

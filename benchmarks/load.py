@@ -141,7 +141,12 @@ def sequential(target: Target, bodies: Sequence[bytes], requests: int, warmup: i
 
 
 def closed_loop(
-    target: Target, bodies: Sequence[bytes], clients: int, seconds: float, warmup: float = 1.0
+    target: Target,
+    bodies: Sequence[bytes],
+    clients: int,
+    seconds: float,
+    warmup: float = 1.0,
+    timeout: float = 60.0,
 ) -> LoadResult:
     """``clients`` threads send back to back for ``warmup`` + ``seconds``; only the last ``seconds`` count."""
     start_barrier = threading.Barrier(clients + 1)
@@ -149,7 +154,7 @@ def closed_loop(
     per_thread: list[tuple[list[float], list[str]]] = [([], []) for _ in range(clients)]
 
     def work(index: int):
-        client = Client(target)
+        client = Client(target, timeout)
         latencies, errors = per_thread[index]
         i = index * 7919  # each client walks the body pool from a different place
         try:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Measured on the artifacts of a model the harness fits first.
-MODEL_SECTIONS = ("engine", "inprocess", "intervals", "servers", "load", "capture", "batch", "cluster")
+MODEL_SECTIONS = (
+    "engine",
+    "inprocess",
+    "intervals",
+    "servers",
+    "load",
+    "limits",
+    "coldstart",
+    "capture",
+    "batch",
+    "cluster",
+)
 SECTIONS = (*MODEL_SECTIONS, "training", "tradeoff")
 
 
@@ -21,6 +32,8 @@ class Options:
     sequential_requests: int = 1000  # 1-row requests of the latency figure
     load_clients: int = 16
     load_duration: float = 60.0
+    limits_duration: float = 60.0  # seconds of the worst allowed mix (benchmarks/limits.py)
+    coldstart_starts: int = 3  # starts of each server in the cold-start section, interleaved
     one_row_calls: int = 2000  # in-process 1-row predict calls
     inprocess_rows: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     target_rows: int = 100_000  # where pyfunc must be within 1.5× of the bare regressor
@@ -51,12 +64,17 @@ class Options:
             sequential_requests=60,
             load_clients=16,
             load_duration=4.0,
+            limits_duration=5.0,
+            coldstart_starts=1,
             one_row_calls=200,
             inprocess_rows=(1_000,),
             target_rows=1_000,
             batch_rows=(1_000,),
             cluster_rows=50_000,
             # The Spark cluster starts five JVMs: `--short --only cluster` (make test-cluster) runs it.
-            only=tuple(s for s in SECTIONS if s not in ("cluster", "training", "tradeoff")),
+            # limits and coldstart start servers for their figures only (make bench-runtime).
+            only=tuple(
+                s for s in SECTIONS if s not in ("cluster", "training", "tradeoff", "limits", "coldstart")
+            ),
         )
         return cls(**{**short, **overrides})

@@ -17,9 +17,11 @@ from benchmarks import (
     batch,
     capture,
     cluster,
+    coldstart,
     engine,
     inprocess,
     intervals,
+    limits,
     profile,
     servers,
     tradeoff,
@@ -111,6 +113,10 @@ def run(options: Options) -> dict:
             section(bench, "intervals", intervals.run)
         if {"servers", "load"} & set(options.only):
             section(bench, "servers", servers.run, "servers" in options.only, "load" in options.only)
+        if "coldstart" in options.only:
+            section(bench, "coldstart", coldstart.run)
+        if "limits" in options.only:
+            section(bench, "limits", limits.run)
         if "capture" in options.only:
             section(bench, "capture", capture.run)
         if options.profile and needs_model:

@@ -52,8 +52,11 @@ def source(name: str) -> dict:
 def figure(name: str, key: str) -> str:
     """Figure ``key`` of the saved output ``name``, as pages show it."""
     saved = source(name)
-    if "runs" in saved:  # benchmark runs, each a list of benchmarks.report.Figure
-        figures = {item["key"]: item for run in saved["runs"] for item in run["figures"]}
+    # Benchmark runs (benchmarks.report.write_docs) or one run (--json) hold lists of
+    # benchmarks.report.Figure; other outputs a mapping of key to figure.
+    runs = saved.get("runs", [saved])
+    if isinstance(runs[0]["figures"], list):
+        figures = {item["key"]: item for run in runs for item in run["figures"]}
     else:
         figures = saved["figures"]
     if key not in figures:

@@ -1,5 +1,7 @@
-"""The bad-input matrix's tables in docs/reliability.md, generated from its cases
-(``testbed.bad_input.cases``): :func:`blocks` is every generated block by name."""
+"""The tables of docs/reliability.md: the bad-input matrix's, generated from its cases
+(``testbed.bad_input.cases``), and the V2 runtime's hostile-input table, from the saved output of
+``tests/integration/test_mlflowserver_hostile.py`` (``docs/figures/hostile-input.json``, written by
+``make docs-hostile``): :func:`blocks` is every generated block by name."""
 
 from __future__ import annotations
 
@@ -164,4 +166,25 @@ def blocks() -> dict[str, str]:
         "v2-format-cases": format_table(V2_RAW, "v2", notes),
         "cli-format-cases": format_table(CLI_RAW, "cli", notes),
         "notes": notes.render(),
+        "hostile-input": hostile_input_table(),
     }
+
+
+def hostile_input_table() -> str:
+    """One row per hostile-input case as the test last saved it: status, message, time, RSS."""
+    from docsgen.pages import source
+
+    saved = source("hostile-input")
+    limits = ", ".join(f"`--{name}={value}`" for name, value in saved["limits"].items())
+    lines = [
+        f"Server limits in this run: {limits}.",
+        "",
+        "| input | status | message | time | server RSS after |",
+        "|---|---|---|---|---|",
+    ]
+    for case in saved["cases"]:
+        message = case["message"].replace("|", "\\|")
+        lines.append(
+            f"| {case['what']} | {case['status']} | `{message}` | {case['seconds']:.2f} s | {case['rss_mib']} MiB |"
+        )
+    return "\n".join(lines)

@@ -8,6 +8,12 @@ Reuses kserve's own argument parser (``kserve.model_server.parser``: ``--http_po
   resolved through ``MLFLOW_TRACKING_URI``.
 * ``--http_host`` (env ``MLFLOWSERVER_HTTP_HOST``): the address REST and gRPC listen on.
   Default ``127.0.0.1`` (loopback, for local runs); in a cluster pass ``--http_host=0.0.0.0``.
+* the request limits of ``mlflowserver.limits.Limits``: ``--max_body_bytes``, ``--max_rows``,
+  ``--max_inflight``, ``--max_waiting``, ``--body_timeout``, ``--queue_timeout`` (env
+  ``MLFLOWSERVER_MAX_BODY_BYTES``, ...); a value that is not a positive number exits 2.
+
+Per-request log lines are off by default (``--access_log=true`` / ``MLFLOWSERVER_ACCESS_LOG=true``
+turns uvicorn's access log on, ``--enable_latency_logging=true`` kserve's latency lines).
 
 gRPC is off by default here (kserve's default is on, on the fixed port 8081): ``--enable_grpc=true``
 serves the V2 gRPC protocol on ``--grpc_port``, on the same address as REST.
@@ -21,30 +27,37 @@ prints one line to stderr and exits with status 1 instead of starting or hanging
 
 from __future__ import annotations
 
-import argparse
+import gc
+
+if __name__ == "__main__":
+    # No garbage collection while importing kserve and mlflow and loading the model: start-up
+    # allocates millions of objects and frees few, and each collection rescans them all.
+    # main() turns it back on (and freezes what start-up made) before serving.
+    gc.disable()
+
+import argparse  # noqa: E402 - after the collector is off
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from dataclasses import fields, replace
 
 import mlflow
+from fastapi.exceptions import FastAPIDeprecationWarning
 from kserve import logging as kserve_logging
 from kserve.model_server import parser as kserve_parser
+from kserve.utils.utils import strtobool
 from mlflow.exceptions import MlflowException
 
+from mlflowserver import apply_mlflow_http_defaults
+from mlflowserver.limits import Limits, positive
 from mlflowserver.model import MLflowModel
 from mlflowserver.server import MLflowModelServer
 
 HOST_ENV = "MLFLOWSERVER_HTTP_HOST"
+ACCESS_LOG_ENV = "MLFLOWSERVER_ACCESS_LOG"
 DEFAULT_HOST = "127.0.0.1"
-
-# Bound MLflow's HTTP retries so an unreachable tracking server/registry fails in seconds rather
-# than minutes (MLflow's defaults retry 7 times with exponential backoff, ~4.5 min on a refused
-# connection; a silent one waits 120 s per try). Explicit env wins.
-_MLFLOW_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
 
 parser = argparse.ArgumentParser(
     prog="python -m mlflowserver",
@@ -62,7 +75,49 @@ parser.add_argument(
     default=os.environ.get(HOST_ENV, DEFAULT_HOST),
     help=f"Address REST and gRPC listen on (env {HOST_ENV}); use 0.0.0.0 in a cluster.",
 )
-parser.set_defaults(enable_grpc=False)
+limit_flags = parser.add_argument_group(
+    "request limits",
+    "What one request may cost (docs/reliability.md#request-limits); "
+    "env wins over the default, the flag over both.",
+)
+for _field in fields(Limits):
+    limit_flags.add_argument(
+        f"--{_field.name}",
+        default=argparse.SUPPRESS,
+        metavar=_field.type.upper(),
+        help=f"{Limits.help()[_field.name]} (env {Limits.env_name(_field.name)}; default {_field.default})",
+    )
+parser.add_argument(
+    "--access_log",
+    default=os.environ.get(ACCESS_LOG_ENV, "false"),
+    type=lambda value: bool(strtobool(value)),
+    help=f"log one line per HTTP request (uvicorn's access log; env {ACCESS_LOG_ENV})",
+)
+# Per-request log lines cost more than the model on small requests (docs/codebase/kserve-runtime.md):
+# off by default, kserve's latency lines (--enable_latency_logging) as well as the access log.
+parser.set_defaults(enable_grpc=False, enable_latency_logging=False)
+
+
+def quiet_request_logs(access_log: bool, latency_logging: bool) -> None:
+    """Per-request log lines only where asked for; FastAPI's per-request deprecation warning never."""
+    if not access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not latency_logging:
+        # kserve's timing middleware logs two lines per request whatever --enable_latency_logging says.
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    # kserve's default ORJSONResponse: FastAPI warns that it is deprecated, on every request.
+    warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
+
+
+def request_limits(args: argparse.Namespace) -> Limits:
+    """The limits from the defaults, the environment and the flags; ValueError naming a bad one."""
+    limits = Limits.from_environment()
+    flags = {
+        f.name: positive(f.type, getattr(args, f.name), f"--{f.name}")
+        for f in fields(Limits)
+        if hasattr(args, f.name)
+    }
+    return replace(limits, **flags)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -86,12 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        limits = request_limits(args)
+    except ValueError as exc:
+        print(f"mlflowserver: {exc}", file=sys.stderr)
+        return 2
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
-    for key, value in _MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    apply_mlflow_http_defaults()
 
-    model = MLflowModel(args.model_name, args.model_dir)
+    model = MLflowModel(args.model_name, args.model_dir, limits)
     try:
         model.load()
     except Exception as exc:  # noqa: BLE001 - any load failure is fatal, reported on one line
@@ -104,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = MLflowModelServer(
         host=args.http_host,
+        limits=limits,
         enable_grpc=args.enable_grpc,
         grpc_options=[
             ("grpc.max_send_message_length", args.grpc_max_send_message_length),
@@ -122,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
+    quiet_request_logs(args.access_log, args.enable_latency_logging)
+    if not gc.isenabled():
+        gc.freeze()  # start-up's objects live as long as the process: never rescanned
+        gc.enable()
     server.start([model])
     return 0
 

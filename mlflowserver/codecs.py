@@ -13,6 +13,7 @@ naming the input and, where it applies, the row.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,6 +204,10 @@ def decode_tensor(spec: Input, tensor: InferInput) -> np.ndarray:
             values = tensor.as_numpy()
         except ValueError:
             raise InvalidInput(f"{where}: data do not match shape {list(shape)} ({size} elements)") from None
+        except struct.error:  # kserve's BYTES decoder reads past the buffer
+            raise InvalidInput(
+                f"{where}: a BYTES element's 4-byte length prefix runs past the end of its data"
+            ) from None
     arr = decode_values(spec, where, values, tensor.datatype)
     if arr.size != size:
         raise InvalidInput(f"{where}: data has {arr.size} elements but shape {list(shape)} needs {size}")

@@ -42,6 +42,7 @@ from mlflowserver.codecs import (
     plan_outputs,
     plan_params,
 )
+from mlflowserver.limits import Limits, RowBudget, short, too_many_rows
 
 logger = logging.getLogger("mlflowserver")
 
@@ -53,15 +54,18 @@ class ExplainerNotFound(ModelNotFound):
     """404: the V1 ``:explain`` verb on a model without an explainer (kserve answers 501)."""
 
     def __init__(self, model_name: str):
-        self.reason = f"model '{model_name}' has no explainer"
+        self.reason = f"model '{short(model_name)}' has no explainer"
 
 
 class MLflowModel(Model):
     """KServe model serving one MLflow pyfunc model (local directory or any MLflow model URI)."""
 
-    def __init__(self, name: str, model_uri: str):
+    def __init__(self, name: str, model_uri: str, limits: Limits | None = None):
         super().__init__(name)
         self.model_uri = model_uri
+        self.limits = limits or Limits()
+        self.max_rows = self.limits.max_rows
+        self.row_budget = RowBudget(self.limits)
         self.ready = False
         self.inputs: tuple[Input, ...] = ()
         self.outputs: tuple[Output, ...] = ()
@@ -74,7 +78,10 @@ class MLflowModel(Model):
 
     def load(self) -> bool:
         """Load the pyfunc (``models:/`` URIs resolve through MLFLOW_TRACKING_URI) and plan it."""
-        pyfunc = mlflow.pyfunc.load_model(self.model_uri)
+        # suppress_warnings: MLflow's check of the model's requirements against the installed
+        # packages (importlib.metadata for each) was a large part of the load; the serving image is
+        # built from the locks the model was trained with (docs/codebase/kserve-runtime.md).
+        pyfunc = mlflow.pyfunc.load_model(self.model_uri, suppress_warnings=True)
         metadata = pyfunc.metadata
         self.inputs = plan_inputs(metadata.get_input_schema())
         self.outputs = plan_outputs(metadata.get_output_schema())
@@ -105,7 +112,7 @@ class MLflowModel(Model):
         spec = self._by_name.get(name)
         if spec is None:
             expected = ", ".join(i.name for i in self.inputs)
-            raise InvalidInput(f"unknown input '{name}'; the model's inputs are: {expected}")
+            raise InvalidInput(f"unknown input '{short(name)}'; the model's inputs are: {expected}")
         return spec
 
     def _assemble(self, arrays: dict[str, np.ndarray]):
@@ -131,6 +138,11 @@ class MLflowModel(Model):
                 )
         return model_input(self.inputs, arrays), rows
 
+    def _check_rows(self, where: str, rows) -> None:
+        """PayloadTooLarge (413) for a batch over ``max_rows``, before its data are converted."""
+        if isinstance(rows, int) and not isinstance(rows, bool) and rows > self.max_rows:
+            raise too_many_rows(where, rows, self.max_rows)
+
     def v2_input(self, request: InferRequest):
         """Check a V2 request's inputs against the signature; the pyfunc's input and the batch size."""
         arrays: dict[str, np.ndarray] = {}
@@ -138,6 +150,9 @@ class MLflowModel(Model):
             spec = self._input(tensor.name)
             if spec.name in arrays:
                 raise InvalidInput(f"input '{spec.name}' is given more than once")
+            shape = tensor.shape
+            if isinstance(shape, (list, tuple)) and shape and (spec.column or spec.shape[:1] == (-1,)):
+                self._check_rows(f"input '{spec.name}'", shape[0])
             arrays[spec.name] = decode_tensor(spec, tensor)
         return self._assemble(arrays)
 
@@ -162,6 +177,8 @@ class MLflowModel(Model):
         for name, values in columns.items():
             spec = self._input(name)
             where = f"input '{name}'"
+            if isinstance(values, list):
+                self._check_rows(where, len(values))
             if spec.column and not isinstance(values, list):
                 values = [values]
             arr = decode_values(spec, where, values)
@@ -192,7 +209,7 @@ class MLflowModel(Model):
         unknown = [n for n in names if n not in declared]
         if declared and unknown:
             raise InvalidInput(
-                f"unknown output '{unknown[0]}'; the model's outputs are: {', '.join(declared)}"
+                f"unknown output '{short(unknown[0])}'; the model's outputs are: {', '.join(declared)}"
             )
         return names
 
@@ -228,6 +245,7 @@ class MLflowModel(Model):
                 raise InvalidInput("request body is not JSON") from None
         if isinstance(payload, InferRequest):
             requested = self._requested_outputs(payload)
+            binary = binary_outputs(payload)
             data, rows = self.v2_input(payload)
             params = decode_params(payload.parameters, self.params)
         elif isinstance(payload, Mapping):
@@ -237,10 +255,11 @@ class MLflowModel(Model):
         # In a worker thread, as `mlflow models serve` does: LightGBM and NumPy release the
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop: 0.75x the in-process rate at 8 clients.
-        result = await asyncio.to_thread(self._call_pyfunc, data, params)
+        async with self.row_budget.hold(rows):
+            result = await asyncio.to_thread(self._call_pyfunc, data, params)
         pairs = encode_result(result, self.outputs, rows)
         if isinstance(payload, InferRequest):
-            response = self._v2_response(payload, pairs, requested)
+            response = self._v2_response(payload, pairs, requested, binary)
             if self.capture is not None:
                 self.capture.record(response.id, data, pairs, params)
             return response
@@ -252,7 +271,9 @@ class MLflowModel(Model):
         columns = [(name, _json_list(arr)) for name, arr in pairs]
         return {"predictions": [{name: values[i] for name, values in columns} for i in range(rows)]}
 
-    def _v2_response(self, request: InferRequest, pairs, requested: list[str] | None) -> InferResponse:
+    def _v2_response(
+        self, request: InferRequest, pairs, requested: list[str] | None, binary: bool
+    ) -> InferResponse:
         produced = dict(pairs)
         for name in requested or ():
             if name not in produced:
@@ -260,7 +281,6 @@ class MLflowModel(Model):
                 raise InvalidInput(
                     f"output '{name}' was not produced for this request (the model returned: {returned})"
                 )
-        binary = request.use_binary_outputs
         outputs = []
         for name in requested or produced:
             arr = produced[name]
@@ -277,6 +297,32 @@ class MLflowModel(Model):
 
     async def explain(self, payload, headers=None):
         raise ExplainerNotFound(self.name)
+
+
+def binary_outputs(request: InferRequest) -> bool:
+    """Whether a REST answer's outputs are binary: ``binary_data_output`` must be a JSON boolean.
+
+    The binary tensor data extension defines it as a boolean; kserve takes any truthy value, so
+    the string ``"false"`` turned the answer binary. A non-boolean is refused (400); so is a
+    non-boolean ``binary_data`` on a requested output.
+    """
+    if not request.from_grpc:
+        for where, parameters in (
+            ("request", request.parameters),
+            *((f"output '{short(o.name)}'", o.parameters) for o in request.request_outputs or ()),
+        ):
+            key = "binary_data_output" if where == "request" else "binary_data"
+            if parameters is None:
+                continue
+            if not isinstance(parameters, Mapping):
+                raise InvalidInput(f"{where} parameters must be a JSON object")
+            value = parameters.get(key)
+            if value is not None and not isinstance(value, bool):
+                raise InvalidInput(
+                    f"{where} parameter '{key}' must be a boolean (true or false), "
+                    f"got a {type(value).__name__}"
+                )
+    return request.use_binary_outputs
 
 
 def _model_error_message(exc: MlflowException) -> str:

@@ -4,9 +4,14 @@ Everything here is kserve's own server (its FastAPI app, data plane, gRPC servic
 interceptors), extended through public classes and hooks where kserve 0.21 deviates from the
 Open Inference Protocol or from a loopback default:
 
+* ``RequestLimits`` (``mlflowserver/limits.py``): what one request may cost (body size, time to
+  send it, inference requests in flight); V2 infer bodies reach kserve's route as bytes.
+* ``V2Infer``: ``POST /v2/models/{name}/infer`` answered by the data plane from pure ASGI, with
+  kserve's statuses and answers, without FastAPI's per-request serialization machinery.
 * ``MLflowDataPlane``: a V2 body without the binary-extension header is a JSON InferenceRequest
-  whatever its Content-Type (kserve answers 400 without ``application/json``); malformed binary
-  requests are 400s; ``/v2`` lists the extensions the runtime implements.
+  whatever its Content-Type (kserve answers 400 without ``application/json``), parsed with a
+  depth-bounded parser; malformed binary requests are 400s; ``/v2`` lists the extensions the
+  runtime implements; names in its 404s are cut short.
 * ``ServedModelRepository``: loading an unknown model is 404 (kserve: 503); unloading the served
   model is refused (kserve removes it for good: one request would take the server out of service).
 * ``RefuseModelVersions`` / ``VersionlessServicer``: a model version in a request is 404 naming
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import struct
 from concurrent import futures
 from urllib.parse import parse_qs
 
@@ -31,8 +37,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc import aio
+from grpc_interceptor.exceptions import ResourceExhausted
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from kserve.logging import logger
 from kserve.model_server import app as kserve_app
 from kserve.protocol.dataplane import DataPlane
@@ -44,12 +51,26 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
 
+from mlflowserver.limits import (
+    Limits,
+    PayloadTooLarge,
+    RequestLimits,
+    ServerBusy,
+    Slots,
+    busy_headers,
+    short,
+)
+
+# Longest error message a client gets (characters, one line).
+MESSAGE_LIMIT = 512
+
+
+def one_line(message: str) -> str:
+    return short(" ".join(message.split()), MESSAGE_LIMIT)
+
+
 # What /v2 lists: Triton's names for the binary tensor data and request parameters extensions.
 EXTENSIONS = ("binary_tensor_data", "parameters")
-
-
-def _short(text: str, limit: int = 100) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ------------------------------------------------------------------ request bodies
@@ -78,19 +99,43 @@ async def request_validation_handler(_request: Request, exc: RequestValidationEr
 
 
 def json_request(body: bytes) -> InferenceRequest:
-    """A JSON body as an InferenceRequest, parsed as FastAPI parses one sent as application/json."""
+    """A JSON body as an InferenceRequest; InvalidInput naming the problem.
+
+    orjson first (fast); what it refuses goes to the stdlib parser, which also takes the ``NaN``
+    and ``Infinity`` Python clients write, and names the problem. Nesting deeper than the stdlib
+    parser's recursion limit is a RecursionError there (a 500 through FastAPI): refused here.
+    """
     try:
-        document = json.loads(body)
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = _stdlib_json(body)
+    try:
+        return InferenceRequest.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_errors(exc.errors())) from None
+    except RecursionError:
+        raise InvalidInput(DEEP_JSON_MESSAGE) from None
+
+
+DEEP_JSON_MESSAGE = "invalid request body: JSON nested too deeply"
+
+
+def _stdlib_json(body: bytes):
+    try:
+        return json.loads(body)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"invalid request body: malformed JSON at position {exc.pos} ({exc.msg})"
         ) from None
     except UnicodeDecodeError:
         raise InvalidInput("invalid request body: not UTF-8 text") from None
-    try:
-        return InferenceRequest.model_validate(document)
-    except ValidationError as exc:
-        raise InvalidInput(describe_validation_errors(exc.errors())) from None
+    except RecursionError:
+        raise InvalidInput(DEEP_JSON_MESSAGE) from None
+
+
+BYTES_PREFIX_MESSAGE = (
+    "binary request: a BYTES element's 4-byte length prefix runs past the end of its binary data"
+)
 
 
 def binary_request(body: bytes, json_length: str, model_name: str) -> InferRequest:
@@ -102,13 +147,17 @@ def binary_request(body: bytes, json_length: str, model_name: str) -> InferReque
     if not 0 < length <= len(body):
         raise InvalidInput(
             f"the {INFERENCE_CONTENT_LENGTH_HEADER} header must be the length of the JSON part "
-            f"(1 to {len(body)} bytes), got '{_short(json_length)}'"
+            f"(1 to {len(body)} bytes), got '{short(json_length)}'"
         )
     try:
         return InferRequest.from_bytes(body, length, model_name)
     except InferenceError:  # kserve's UTF-8 failure message quotes the value
         raise InvalidInput("binary request: BYTES data are not valid UTF-8") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except struct.error:  # kserve's BYTES decoder reads past the buffer
+        raise InvalidInput(BYTES_PREFIX_MESSAGE) from None
+    except RecursionError:
+        raise InvalidInput(DEEP_JSON_MESSAGE) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, InvalidInput):
             raise
         raise InvalidInput(
@@ -118,8 +167,29 @@ def binary_request(body: bytes, json_length: str, model_name: str) -> InferReque
 
 
 class MLflowDataPlane(DataPlane):
+    """kserve's data plane; JSON bodies of any Content-Type, names cut short in its 404s."""
+
     def metadata(self) -> dict:
         return {**super().metadata(), "extensions": list(EXTENSIONS)}
+
+    # kserve's ModelNotFound quotes the whole requested name (a 10 kB name: a 10 kB answer).
+    def get_model_from_registry(self, name: str):
+        try:
+            return super().get_model_from_registry(name)
+        except ModelNotFound:
+            raise ModelNotFound(short(name)) from None
+
+    async def get_model(self, name: str):
+        try:
+            return await super().get_model(name)
+        except ModelNotFound:
+            raise ModelNotFound(short(name)) from None
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        try:
+            return await super().model_ready(model_name, disable_predictor_health_check)
+        except ModelNotFound:
+            raise ModelNotFound(short(model_name)) from None
 
     def decode_inference_request(self, body, headers, model_name: str) -> InferRequest:
         if isinstance(body, bytes):
@@ -138,7 +208,7 @@ class MLflowDataPlane(DataPlane):
 class ModelVersionNotFound(ModelNotFound):
     def __init__(self, model_name: str, version: str):
         self.reason = (
-            f"model '{_short(model_name)}' has no version '{_short(version)}': "
+            f"model '{short(model_name)}' has no version '{short(version)}': "
             "this server serves unversioned models; leave the version out"
         )
 
@@ -157,20 +227,29 @@ class ServedModelRepository(ModelRepositoryExtension):
 
     async def load(self, model_name: str) -> dict:
         if self.models.get_model(model_name) is None:
-            raise ModelNotFound(model_name)
+            raise ModelNotFound(short(model_name))
         # Already loaded. gRPC's servicer reads this dict (kserve's load returns None and fails there).
         return {"name": model_name, "load": True}
 
     async def unload(self, model_name: str) -> None:
         if self.models.get_model(model_name) is None:
-            raise ModelNotFound(model_name)
+            raise ModelNotFound(short(model_name))
         raise InvalidInput(
-            f"model '{model_name}' cannot be unloaded: this server serves the models it was started with"
+            f"model '{short(model_name)}' cannot be unloaded: "
+            "this server serves the models it was started with"
         )
 
 
 class VersionlessServicer(InferenceServicer):
-    """kserve's gRPC servicer; a request naming a model version gets NOT_FOUND."""
+    """kserve's gRPC servicer; a request naming a model version gets NOT_FOUND; ModelInfer in a slot.
+
+    ``ModelInfer`` takes one of the REST side's slots (``mlflowserver.limits.Slots``); a request
+    over a limit or with no slot gets RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, dataplane, repository, slots: Slots):
+        super().__init__(dataplane, repository)
+        self.slots = slots
 
     async def ModelReady(self, request, context):
         refuse_version(request.name, request.version)
@@ -182,7 +261,11 @@ class VersionlessServicer(InferenceServicer):
 
     async def ModelInfer(self, request, context):
         refuse_version(request.model_name, request.model_version)
-        return await super().ModelInfer(request, context)
+        try:
+            async with self.slots.slot():
+                return await super().ModelInfer(request, context)
+        except (PayloadTooLarge, ServerBusy) as exc:
+            raise ResourceExhausted(exc.reason) from None
 
 
 # ------------------------------------------------------------------ REST middleware
@@ -276,11 +359,174 @@ def without_nulls(headers: list, body: bytes) -> tuple[list, bytes]:
     return kept, body
 
 
-def install_rest_extensions(app: FastAPI) -> None:
-    """The runtime's handler and middleware on kserve's FastAPI app (before it starts)."""
+async def payload_too_large_handler(_request: Request, exc: PayloadTooLarge) -> JSONResponse:
+    return JSONResponse(status_code=413, content={"error": exc.reason})
+
+
+async def server_busy_handler(_request: Request, exc: ServerBusy) -> JSONResponse:
+    headers = {k.decode(): v.decode() for k, v in busy_headers()}
+    return JSONResponse(status_code=503, content={"error": exc.reason}, headers=headers)
+
+
+class CapErrorMessages:
+    """ASGI middleware: an error answer's ``{"error": ...}`` is one line of at most 512 characters.
+
+    The runtime's own messages cut names to 64 characters (``limits.short``); this bounds the
+    messages kserve writes itself, which quote names whole (e.g. a binary request's input name).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def capped(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start.update(message)
+                return
+            if not start or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            headers, body = capped_error(start["headers"], b"".join(chunks))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, capped)
+
+
+def capped_error(headers: list, body: bytes) -> tuple[list, bytes]:
+    """An error response whose ``error`` message is one line of at most ``MESSAGE_LIMIT`` characters."""
+    if len(body) <= MESSAGE_LIMIT:
+        return headers, body
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = {"error": body.decode("utf-8", "replace")}
+    if not isinstance(document, dict) or not isinstance(document.get("error"), str):
+        return headers, body
+    body = orjson.dumps({"error": one_line(document["error"])})
+    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    kept.append((b"content-length", str(len(body)).encode()))
+    return kept, body
+
+
+_V2_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$")
+_NULL_WHEN_UNSET = ("model_version", "parameters")
+# kserve's exception handlers' statuses, for the exceptions the inference path raises.
+_STATUS = (
+    (PayloadTooLarge, 413),
+    (ServerBusy, 503),
+    (InvalidInput, 400),
+    (ModelNotFound, 404),
+    (ModelNotReady, 503),
+    (InferenceError, 500),
+    (NotImplementedError, 501),
+)
+
+
+class V2Infer:
+    """ASGI middleware: ``POST /v2/models/{name}/infer`` answered by kserve's data plane directly.
+
+    The same steps as kserve's route (``v2_endpoints.infer``: readiness, ``decode``, ``infer``,
+    ``encode``) and the same answers, without what FastAPI adds around them for this one route:
+    route matching over every kserve endpoint, ``jsonable_encoder`` walking the response model
+    value by value, and a second JSON pass to drop null fields (``OmitNulls``). On a 100-row
+    request those were a large part of the runtime's own time. Errors get kserve's statuses and
+    the ``{"error": ...}`` form; any other path goes to kserve's app.
+    """
+
+    def __init__(self, app, dataplane: DataPlane):
+        self.app = app
+        self.dataplane = dataplane
+
+    async def __call__(self, scope, receive, send):
+        match = (
+            _V2_INFER.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        )
+        if match is None:
+            return await self.app(scope, receive, send)
+        body = await _whole_body(receive)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            status, answer_headers, answer = await self._infer(match["name"], body, headers)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one answer, as kserve's handlers do
+            status, reason = _error_status(exc)
+            answer_headers = {"content-type": "application/json"}
+            if status == 503 and isinstance(exc, ServerBusy):
+                answer_headers.update({k.decode(): v.decode() for k, v in busy_headers()})
+            answer = orjson.dumps({"error": reason})
+        answer_headers["content-length"] = str(len(answer))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_headers.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    async def _infer(self, model_name: str, body: bytes, headers: dict) -> tuple[int, dict, bytes]:
+        if not await self.dataplane.model_ready(model_name, True):
+            raise ModelNotReady(short(model_name))
+        request, _ = self.dataplane.decode(body, headers, protocol_version="v2", model_name=model_name)
+        response, _ = await self.dataplane.infer(model_name=model_name, request=request, headers=headers)
+        response, encoded_headers = self.dataplane.encode(
+            model_name=model_name, response=response, headers=headers, req_attributes={}
+        )
+        if isinstance(response, bytes):
+            # binary outputs (or a binary CloudEvent): the JSON part's nulls dropped as OmitNulls does
+            kept, answer = without_nulls(
+                [(k.encode(), v.encode()) for k, v in encoded_headers.items()], response
+            )
+            answer_headers = {k.decode(): v.decode() for k, v in kept if k.lower() != b"content-length"}
+            answer_headers.setdefault("content-type", "application/octet-stream")
+            return 200, answer_headers, answer
+        for part in (response, *(o for o in response.get("outputs") or () if isinstance(o, dict))):
+            for key in _NULL_WHEN_UNSET:
+                if part.get(key, 0) is None:
+                    del part[key]
+        answer_headers = {"content-type": "application/json", **encoded_headers}
+        return 200, answer_headers, orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def _whole_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _error_status(exc: Exception) -> tuple[int, str]:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            reason = getattr(exc, "reason", None) or str(exc)
+            if status >= 500 and status not in (501, 503):
+                logger.error("Exception:", exc_info=exc)
+            return status, one_line(reason)
+    logger.error("Exception:", exc_info=exc)
+    return 500, f"internal error ({type(exc).__name__}); see the server log"
+
+
+def install_rest_extensions(app: FastAPI, dataplane: DataPlane, limits: Limits, slots: Slots) -> None:
+    """The runtime's handlers and middleware on kserve's FastAPI app (before it starts)."""
     app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
+    app.add_exception_handler(ServerBusy, server_busy_handler)
     app.add_middleware(OmitNulls)
+    app.add_middleware(V2Infer, dataplane=dataplane)
     app.add_middleware(RefuseModelVersions)
+    app.add_middleware(CapErrorMessages)
+    app.add_middleware(RequestLimits, limits=limits, slots=slots)
 
 
 # ------------------------------------------------------------------ servers
@@ -291,6 +537,18 @@ def listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class CappedExceptionToStatusInterceptor(ExceptionToStatusInterceptor):
+    """kserve's exception-to-status mapping with the status details cut to one short line.
+
+    kserve's messages quote names whole; a long one went past a client's 16 kB metadata limit.
+    """
+
+    async def handle_exception(self, ex, request_or_iterator, context, method_name):
+        if isinstance(getattr(ex, "reason", None), str):
+            ex.reason = one_line(ex.reason)
+        await super().handle_exception(ex, request_or_iterator, context, method_name)
+
+
 class BoundGRPCServer:
     """kserve's gRPC inference service (its servicer and interceptors) on ``host:port``.
 
@@ -298,10 +556,11 @@ class BoundGRPCServer:
     server from kserve's public pieces with the address as a parameter.
     """
 
-    def __init__(self, address: str, dataplane, repository, max_workers: int, options: list):
+    def __init__(self, address: str, dataplane, repository, slots: Slots, max_workers: int, options: list):
         self.address = address
         self.dataplane = dataplane
         self.repository = repository
+        self.slots = slots
         self.max_workers = max_workers
         self.options = options
         self._server = None
@@ -309,11 +568,11 @@ class BoundGRPCServer:
     async def start(self) -> None:
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers),
-            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            interceptors=(LoggingInterceptor(), CappedExceptionToStatusInterceptor()),
             options=self.options,
         )
         add_GRPCInferenceServiceServicer_to_server(
-            VersionlessServicer(self.dataplane, self.repository), self._server
+            VersionlessServicer(self.dataplane, self.repository, self.slots), self._server
         )
         self._server.add_insecure_port(self.address)
         logger.info("Starting gRPC server on %s", self.address)
@@ -335,9 +594,11 @@ class MLflowModelServer(kserve.ModelServer):
     tests/integration/test_mlflowserver_server.py checks the address the process listens on.
     """
 
-    def __init__(self, host: str, enable_grpc: bool, grpc_options: list, **kwargs):
+    def __init__(self, host: str, enable_grpc: bool, grpc_options: list, limits: Limits, **kwargs):
         super().__init__(enable_grpc=False, **kwargs)
         self.host = host
+        self.limits = limits
+        self.slots = Slots(limits)
         self.dataplane = MLflowDataPlane(model_registry=self.registered_models)
         self.model_repository_extension = ServedModelRepository(self.registered_models)
         self.grpc_server = None
@@ -346,12 +607,13 @@ class MLflowModelServer(kserve.ModelServer):
                 listen_address(host, self.grpc_port),
                 self.dataplane,
                 self.model_repository_extension,
+                self.slots,
                 self.max_threads,
                 grpc_options,
             )
 
     def start(self, models) -> None:
-        install_rest_extensions(kserve_app)
+        install_rest_extensions(kserve_app, self.dataplane, self.limits, self.slots)
         if self.grpc_server is not None:
             self.servers.append(self.grpc_server.start())
         super().start(models)

@@ -23,6 +23,8 @@ import socket
 import sys
 from pathlib import Path
 
+from mlflowserver import apply_mlflow_http_defaults
+
 # URI schemes resolved through an MLflow store (the registry or the tracking store).
 STORE_SCHEMES = ("models", "runs")
 # The registry's answers for "no such registered model, alias or version" (the store is fine).
@@ -95,14 +97,6 @@ def check_model(uri: str) -> None:
         raise Refusal(f"model {uri}: {message}") from None
 
 
-def apply_http_defaults() -> None:
-    """mlflowserver's bounded MLflow HTTP retries, in this process's environment where it sets none."""
-    from mlflowserver.__main__ import _MLFLOW_HTTP_DEFAULTS
-
-    for key, value in _MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-
-
 def _missing_sqlite_file(store: str) -> Path | None:
     """The database file of a ``sqlite:`` store when it does not exist (opening it would create it)."""
     if not store.startswith("sqlite:"):
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.port is not None:
             check_port_free(args.host, args.port, args.port_variable)
         # Only now: the checks above need no MLflow, and importing mlflowserver loads kserve.
-        apply_http_defaults()
+        apply_mlflow_http_defaults()
         command_env = dict(os.environ)
         if args.model_uri:
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the check reads one small file

@@ -15,6 +15,7 @@ import struct
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound
@@ -24,6 +25,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, 
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from mlflowserver import MLFLOW_HTTP_DEFAULTS
 from mlflowserver.codecs import (
     ModelSignatureError,
     Output,
@@ -34,11 +36,13 @@ from mlflowserver.codecs import (
     plan_inputs,
     plan_outputs,
 )
+from mlflowserver.limits import Limits, PayloadTooLarge
 from mlflowserver.model import ExplainerNotFound, MLflowModel
 from mlflowserver.server import (
     MLflowDataPlane,
     ServedModelRepository,
     binary_request,
+    capped_error,
     json_request,
     listen_address,
     without_nulls,
@@ -600,6 +604,94 @@ def test_binary_requests_are_parsed_by_kserve_and_malformed_ones_are_400():
         binary_request(body, str(json_length), "m")
 
 
+@pytest.mark.parametrize("levels", [2_000, 100_000])
+def test_deeply_nested_json_is_400_naming_the_depth(levels):
+    body = b'{"inputs": [{"name": "a", "data": ' + b"[" * levels + b"1" + b"]" * levels + b"}]}"
+    with pytest.raises(InvalidInput, match="^invalid request body: JSON nested too deeply$"):
+        json_request(body)
+    with pytest.raises(InvalidInput, match="depth limit exceeded"):
+        binary_request(b"[" * levels, str(levels), "m")
+
+
+def test_json_numbers_nan_and_infinity_are_accepted_as_python_clients_send_them():
+    request = json_request(
+        b'{"inputs": [{"name": "a", "shape": [2], "datatype": "FP64", "data": [NaN, Infinity]}]}'
+    )
+    assert np.isnan(request.inputs[0].data[0]) and request.inputs[0].data[1] == np.inf
+
+
+def test_a_bytes_length_prefix_past_the_end_is_400_over_rest_and_grpc(model):
+    head = b'{"inputs": [{"name": "s", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}'
+    body = head + struct.pack("<I", 1_000_000) + b"ab"
+    with pytest.raises(InvalidInput, match="length prefix runs past the end"):
+        binary_request(body, str(len(head)), "m")
+    grpc_request = pb.ModelInferRequest(
+        model_name="tiny",
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(name="a", datatype="FP64", shape=[1]),
+            pb.ModelInferRequest.InferInputTensor(name="s", datatype="BYTES", shape=[1]),
+        ],
+        raw_input_contents=[struct.pack("<d", 1.0), struct.pack("<I", 1_000_000) + b"ab"],
+    )
+    with pytest.raises(
+        InvalidInput, match=r"^input 's': a BYTES element's 4-byte length prefix runs past the end"
+    ):
+        predict(model, InferRequest.from_grpc(grpc_request))
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, None])
+def test_binary_data_output_must_be_a_boolean(model, value):
+    request = req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), parameters={"binary_data_output": value})
+    if value is None:
+        assert predict(model, request).outputs[0].data == [3.0]
+        return
+    with pytest.raises(InvalidInput, match=r"^request parameter 'binary_data_output' must be a boolean"):
+        predict(model, request)
+    request = req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=["y"])
+    request.request_outputs = [RequestedOutput("y", parameters={"binary_data": value})]
+    with pytest.raises(InvalidInput, match=r"^output 'y' parameter 'binary_data' must be a boolean"):
+        predict(model, request)
+
+
+def test_names_in_messages_are_cut_short(model):
+    long = "n" * 10_000
+    with pytest.raises(InvalidInput) as info:
+        predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), inp(long, "FP64", [1.0])))
+    assert str(info.value) == f"unknown input '{'n' * 64}…'; the model's inputs are: a, s, b"
+    with pytest.raises(InvalidInput) as info:
+        predict(model, req(inp("a", "FP64", [1.0]), inp("s", "BYTES", ["x"]), outputs=[long]))
+    assert len(str(info.value)) < 150
+    plane = MLflowDataPlane(ModelRepository())
+    with pytest.raises(ModelNotFound) as info:
+        plane.get_model_from_registry(long)
+    assert info.value.reason == f"Model with name {'n' * 64}… does not exist."
+    with pytest.raises(ModelNotFound) as info:
+        asyncio.run(plane.model_ready(long))
+    assert len(info.value.reason) < 100
+
+
+def test_capped_error_bounds_any_error_message():
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"1")]
+    long = orjson.dumps({"error": "x\n" * 10_000})
+    kept, body = capped_error(headers, long)
+    message = orjson.loads(body)["error"]
+    assert len(message) == 513 and message.endswith("…") and "\n" not in message
+    assert (b"content-length", str(len(body)).encode()) in kept
+    assert capped_error(headers, b'{"error": "short"}') == (headers, b'{"error": "short"}')
+
+
+def test_rows_over_the_limit_are_refused_before_decoding(tmp_path):
+    limited = MLflowModel("tiny", str(write_tiny_pyfunc(tmp_path / "model")), Limits(max_rows=2))
+    limited.load()
+    assert predict(limited, req(inp("a", "FP64", [1.0, 2.0]), inp("s", "BYTES", ["x", "y"]))).outputs
+    with pytest.raises(
+        PayloadTooLarge, match=r"^input 'a' has 3 rows, more than the limit of 2 rows per request"
+    ):
+        predict(limited, req(inp("a", "FP64", [1.0] * 3), inp("s", "BYTES", ["x"] * 3)))
+    with pytest.raises(PayloadTooLarge, match="limit of 2 rows"):
+        predict(limited, {"instances": [{"a": 1.0, "s": "x"}] * 3})
+
+
 def test_without_nulls_drops_null_optional_fields_from_json_and_binary_responses():
     doc = b'{"model_name":"m","model_version":null,"id":"1","parameters":null,"outputs":[{"name":"y","parameters":null,"data":[null]}]}'
     headers, body = without_nulls([(b"content-type", b"application/json"), (b"content-length", b"999")], doc)
@@ -642,8 +734,8 @@ def test_listen_address():
 def test_cli_defaults_and_refusals(tmp_path, capsys, monkeypatch):
     from mlflowserver import __main__ as cli
 
-    for key in cli._MLFLOW_HTTP_DEFAULTS:  # main() setdefault()s these: keep this process's env unchanged
-        monkeypatch.setenv(key, os.environ.get(key, cli._MLFLOW_HTTP_DEFAULTS[key]))
+    for key in MLFLOW_HTTP_DEFAULTS:  # main() setdefault()s these: keep this process's env unchanged
+        monkeypatch.setenv(key, os.environ.get(key, MLFLOW_HTTP_DEFAULTS[key]))
 
     args, _ = cli.parser.parse_known_args(["--model_dir=/mnt/models"])
     assert (args.http_host, args.enable_grpc, args.workers, args.model_name) == (
@@ -659,3 +751,18 @@ def test_cli_defaults_and_refusals(tmp_path, capsys, monkeypatch):
     assert cli.main(["--model_dir", str(tmp_path / "missing"), "--configure_logging=false"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mlflowserver: cannot load model ") and "\n" not in err
+
+
+def test_the_infer_handler_gives_kserves_statuses_and_no_internals():
+    from kserve.errors import ModelNotReady
+
+    from mlflowserver.limits import ServerBusy
+    from mlflowserver.server import _error_status
+
+    assert _error_status(InvalidInput("bad")) == (400, "bad")
+    assert _error_status(ModelNotFound("m")) == (404, "Model with name m does not exist.")
+    assert _error_status(ModelNotReady("m"))[0] == 503
+    assert _error_status(PayloadTooLarge("big")) == (413, "big")
+    assert _error_status(ServerBusy("busy")) == (503, "busy")
+    assert _error_status(InferenceError("model failed")) == (500, "model failed")
+    assert _error_status(KeyError("secret detail")) == (500, "internal error (KeyError); see the server log")

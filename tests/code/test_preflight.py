@@ -12,9 +12,10 @@ import sys
 
 import mlflow
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from mlflowserver.__main__ import _MLFLOW_HTTP_DEFAULTS
+from mlflowserver import MLFLOW_HTTP_DEFAULTS
 from model.data import PROJECT_ROOT
 from projects import preflight
 from projects.preflight import Refusal
@@ -126,7 +127,7 @@ def test_a_missing_local_model_directory_is_refused(tmp_path):
 
 def test_an_unreachable_registry_is_named(monkeypatch):
     # The check sets mlflowserver's retry settings where unset: set each here, so they are undone.
-    for key, value in {**_MLFLOW_HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
+    for key, value in {**MLFLOW_HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
         monkeypatch.setenv(key, value)
     dead = f"http://{LOOPBACK}:{free_port()}"
     with tracking_uri(dead):
@@ -158,16 +159,23 @@ def test_a_refusal_is_one_line_and_exit_status_1_and_the_command_does_not_run(tm
 
 def test_the_command_runs_with_mlflowserver_http_defaults_unless_the_caller_set_them():
     env = process_env()
-    for key in _MLFLOW_HTTP_DEFAULTS:
+    for key in MLFLOW_HTTP_DEFAULTS:
         env.pop(key, None)
     env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"  # the caller's own value wins
-    keys = sorted(_MLFLOW_HTTP_DEFAULTS)
+    keys = sorted(MLFLOW_HTTP_DEFAULTS)
     show = f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {keys!r}}}))"
     completed = run_preflight("--port", str(free_port()), "--", sys.executable, "-c", show, env=env)
     assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == {**_MLFLOW_HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    assert json.loads(completed.stdout) == {**MLFLOW_HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
 
 
 def test_a_command_is_required():
     completed = run_preflight("--port", "5001")
     assert completed.returncode == 2 and "no command to run after the checks" in completed.stderr
+
+
+def test_the_storage_initializer_bounds_mlflows_http_retries_as_the_runtime_does():
+    """k8s/base/kserve-storage.yaml cannot import MLFLOW_HTTP_DEFAULTS: it states them, held equal here."""
+    storage = yaml.safe_load((PROJECT_ROOT / "k8s" / "base" / "kserve-storage.yaml").read_text())
+    env = {item["name"]: item.get("value") for item in storage["spec"]["container"]["env"]}
+    assert {key: env.get(key) for key in MLFLOW_HTTP_DEFAULTS} == MLFLOW_HTTP_DEFAULTS

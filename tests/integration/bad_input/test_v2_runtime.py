@@ -38,6 +38,9 @@ def v2_url(model_dir) -> str:
         f"--model_name={V2_MODEL}",
         f"--model_dir={model_dir}",
         f"--http_port={port}",
+        # The 50 MB case must reach the model's contract (its length rule), not the body limit
+        # (docs/reliability.md#request-limits; the limit itself: test_mlflowserver_hostile.py).
+        f"--max_body_bytes={64 * 2**20}",
     ]
     with running_server(command, port, "/v2/health/ready", timeout=240, cwd=PROJECT_ROOT) as server:
         yield server.base_url

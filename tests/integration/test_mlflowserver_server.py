@@ -405,5 +405,6 @@ def test_fails_fast_when_registry_unreachable():
     assert last.startswith(
         "mlflowserver: cannot load model 'models:/CaliforniaHousingRegressor@champion':"
     ), last
+    assert f"model registry at http://127.0.0.1:{dead} is unreachable" in last, last
     assert "Traceback" not in proc.stderr
     assert elapsed < 60

@@ -1,10 +1,6 @@
-"""Unit tests of mlflowserver: signature plans, request -> pyfunc input, outputs, parameters, errors.
-
-In process, against real MLflow pyfuncs saved into temp dirs and real kserve InferRequest /
-InferInput objects: the tiny pyfunc (inputs a: double, s: string, b: optional double; output
-y = a*2 + len(s) (+ b)) and the foreign pyfuncs of tests/foreign_models.py (a tensor signature,
-a string column with an optional column, a ParamSchema with optional outputs).
-"""
+"""Unit tests of mlflowserver.model: MLflowModel loads a pyfunc and predicts V2 (column and
+tensor signatures, parameters, optional outputs, limits) and V1 requests, in process through
+kserve's own request classes."""
 
 from __future__ import annotations
 
@@ -15,88 +11,22 @@ import struct
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import numpy as np
-import orjson
-import pandas as pd
 import pytest
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound
 from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from mlflow.exceptions import MlflowException
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types import Schema, TensorSpec
 
-from mlflowserver import MLFLOW_HTTP_DEFAULTS
-from mlflowserver.codecs import (
-    ModelSignatureError,
-    Output,
-    accepts,
-    decode_values,
-    encode_result,
-    parameter_value,
-    plan_inputs,
-    plan_outputs,
-)
 from mlflowserver.limits import Limits, PayloadTooLarge
 from mlflowserver.model import ExplainerNotFound, MLflowModel
 from mlflowserver.server import (
     MLflowDataPlane,
-    ServedModelRepository,
     binary_request,
-    capped_error,
-    json_request,
-    listen_address,
-    without_nulls,
 )
-from tests import foreign_models
+from tests.code.mlflowserver.calls import inp, outputs_of, predict, predict_y, req, served
 from tests.integration.servers import write_tiny_pyfunc
-
-
-def served(path, name: str) -> MLflowModel:
-    model = MLflowModel(name, str(path))
-    assert model.load() is True
-    return model
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> MLflowModel:
-    return served(write_tiny_pyfunc(tmp_path_factory.mktemp("tiny") / "model"), "tiny")
-
-
-@pytest.fixture(scope="module")
-def foreign(tmp_path_factory):
-    """The foreign pyfuncs, served in process: name -> (MLflowModel, ForeignModel)."""
-    directory = tmp_path_factory.mktemp("foreign")
-    built = {name: foreign_models.build(name, directory) for name in ("tensor", "text", "params")}
-    return {name: (served(m.path, name), m) for name, m in built.items()}
-
-
-def predict(model: MLflowModel, payload):
-    """What kserve's ``Model.__call__`` does with an async ``predict``."""
-    return asyncio.run(model.predict(payload))
-
-
-def inp(name, datatype, data, shape=None):
-    return InferInput(
-        name=name, shape=shape if shape is not None else [len(data)], datatype=datatype, data=data
-    )
-
-
-def req(*inputs, request_id="r1", parameters=None, outputs=None):
-    requested = [RequestedOutput(name) for name in outputs] if outputs else None
-    return InferRequest(
-        "m", list(inputs), request_id=request_id, parameters=parameters, request_outputs=requested
-    )
-
-
-def outputs_of(response: InferResponse) -> dict:
-    return {o.name: (o.datatype, o.shape, list(o.data)) for o in response.outputs}
-
-
-def predict_y(model, *inputs):
-    (datatype, shape, data) = outputs_of(predict(model, req(*inputs)))["y"]
-    assert datatype == "FP64"
-    return shape, data
-
 
 # ------------------------------------------------------------------ plans and metadata
 
@@ -119,138 +49,6 @@ def test_load_plans_inputs_and_v2_metadata(model):
 def test_load_missing_model_raises(tmp_path):
     with pytest.raises(MlflowException, match="No such artifact"):
         MLflowModel("x", str(tmp_path / "nope")).load()
-
-
-def test_plans_column_tensor_and_unnamed_signatures():
-    with pytest.raises(ModelSignatureError, match="no input signature"):
-        plan_inputs(None)
-    with pytest.raises(ModelSignatureError, match="'when'.*does not support"):
-        plan_inputs(Schema([ColSpec("datetime", "when")]))
-    types = ("double", "float", "long", "integer", "boolean", "string", "binary")
-    assert [i.datatype for i in plan_inputs(Schema([ColSpec(t, t) for t in types]))] == [
-        "FP64",
-        "FP32",
-        "INT64",
-        "INT32",
-        "BOOL",
-        "BYTES",
-        "BYTES",
-    ]
-    (tensor,) = plan_inputs(Schema([TensorSpec(np.dtype("float32"), (-1, 4))]))
-    assert (
-        tensor.metadata() == {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]} and tensor.key is None
-    )
-    named = plan_inputs(
-        Schema([TensorSpec(np.dtype("int64"), (-1,), "ids"), TensorSpec(np.dtype("bool"), (-1, 2), "m")])
-    )
-    assert [(i.name, i.key, i.datatype) for i in named] == [("ids", "ids", "INT64"), ("m", "m", "BOOL")]
-    unnamed_columns = plan_inputs(Schema([ColSpec("double"), ColSpec("string")]))
-    assert [(i.name, i.key) for i in unnamed_columns] == [("input-0", 0), ("input-1", 1)]
-
-
-def test_output_plans_name_unnamed_outputs_and_keep_tensor_shapes():
-    assert plan_outputs(None) == ()
-    assert [o.metadata() for o in plan_outputs(Schema([TensorSpec(np.dtype("float64"), (-1,))]))] == [
-        {"name": "output-0", "datatype": "FP64", "shape": [-1]}
-    ]
-    assert [o.metadata() for o in plan_outputs(Schema([TensorSpec(np.dtype("float64"), (-1, 3))]))] == [
-        {"name": "output-0", "datatype": "FP64", "shape": [-1, 3]}
-    ]
-    assert plan_outputs(Schema([TensorSpec(np.dtype(str), (-1,))]))[0].metadata()["datatype"] == "BYTES"
-    optional = plan_outputs(Schema([ColSpec("double", "y"), ColSpec("double", "lower", required=False)]))
-    assert [o.name for o in optional] == ["y", "lower"]  # optional outputs are listed like the others
-
-
-@pytest.mark.parametrize(
-    "target,accepted",
-    [
-        (
-            "float64",
-            [
-                "UINT8",
-                "UINT16",
-                "UINT32",
-                "UINT64",
-                "INT8",
-                "INT16",
-                "INT32",
-                "INT64",
-                "FP16",
-                "FP32",
-                "FP64",
-            ],
-        ),
-        ("float32", ["UINT8", "UINT16", "INT8", "INT16", "FP16", "FP32"]),
-        ("int64", ["UINT8", "UINT16", "UINT32", "INT8", "INT16", "INT32", "INT64"]),
-        ("int32", ["UINT8", "UINT16", "INT8", "INT16", "INT32"]),
-        ("bool", ["BOOL"]),
-        ("object", ["BYTES"]),
-    ],
-)
-def test_accepted_datatypes_are_numpys_safe_casts(target, accepted):
-    from mlflowserver.codecs import V2_DATATYPES
-
-    assert [d for d in V2_DATATYPES if accepts(d, np.dtype(target))] == accepted
-    assert not accepts("FP128", np.dtype(target))
-
-
-def _column(mlflow_type, required=True):
-    (spec,) = plan_inputs(Schema([ColSpec(mlflow_type, "c", required=required)]))
-    return spec
-
-
-@pytest.mark.parametrize(
-    "mlflow_type,datatype,values,expected,dtype",
-    [
-        ("long", "INT64", [1, -2], [1, -2], np.int64),
-        ("integer", "INT32", [7], [7], np.int32),
-        ("float", "FP32", [1.5, 2.0], [1.5, 2.0], np.float32),
-        ("double", "INT64", [1, 2], [1.0, 2.0], np.float64),
-        ("boolean", "BOOL", [True, False], [True, False], np.bool_),
-        ("binary", "BYTES", ["ab", b"c"], [b"ab", b"c"], object),
-        ("string", "BYTES", [b"ab", "c"], ["ab", "c"], object),
-    ],
-)
-def test_decode_values_types(mlflow_type, datatype, values, expected, dtype):
-    arr = decode_values(_column(mlflow_type), "input 'c'", values, datatype)
-    assert arr.dtype == dtype
-    np.testing.assert_array_equal(arr, np.array(expected, dtype=dtype))
-
-
-def test_null_is_a_missing_value_only_in_optional_float_and_string_columns():
-    arr = decode_values(_column("double", required=False), "input 'c'", [1.0, None], "FP64")
-    assert np.isnan(arr[1]) and arr[0] == 1.0
-    assert decode_values(_column("string", required=False), "input 'c'", ["x", None], "BYTES").tolist() == [
-        "x",
-        None,
-    ]
-    with pytest.raises(InvalidInput, match=r"input 'c': null at row 1 of a required column"):
-        decode_values(_column("double"), "input 'c'", [1.0, None], "FP64")
-    with pytest.raises(InvalidInput, match=r"null at row 0; a long column cannot hold null"):
-        decode_values(_column("long", required=False), "input 'c'", [None], "INT64")
-    with pytest.raises(InvalidInput, match=r"null at row 0 of a required column"):
-        decode_values(_column("string"), "input 'c'", [None], "BYTES")
-
-
-@pytest.mark.parametrize(
-    "mlflow_type,datatype,values,message",
-    [
-        ("integer", "INT32", [2**31], "out of range"),
-        ("long", "INT64", [2**70], "within the range"),
-        ("long", "INT64", [1.5], "expected integers, got floating-point values"),
-        ("boolean", "BOOL", [1, 0], "expected booleans"),
-        ("float", "INT16", [2**25], "exceeds 16777216"),
-        ("double", "INT64", [2**60], "exceeds 9007199254740992"),
-        ("double", "FP64", ["1.5"], "expected numbers, got string values"),
-        ("double", "FP64", [True], "expected numbers, got boolean values"),
-        ("double", "FP64", [[1.0, 2.0], [3.0]], "ragged"),
-        ("string", "BYTES", [b"\xff"], "not valid UTF-8"),
-        ("string", "BYTES", [5], "element 0 is a int, expected a string"),
-    ],
-)
-def test_decode_values_rejects(mlflow_type, datatype, values, message):
-    with pytest.raises(InvalidInput, match=message):
-        decode_values(_column(mlflow_type), "input 'c'", values, datatype)
 
 
 # ------------------------------------------------------------------ V2, column signature (tiny)
@@ -464,17 +262,6 @@ def test_undeclared_params_are_ignored_and_wrong_types_named(foreign):
             predict(model, req(x, parameters=params))
 
 
-def test_grpc_parameter_values_including_tritons_double_and_uint64():
-    assert parameter_value(pb.InferParameter(bool_param=True)) is True
-    assert parameter_value(pb.InferParameter(int64_param=-3)) == -3
-    assert parameter_value(pb.InferParameter(string_param="s")) == "s"
-    # tritonclient.grpc's double_param (field 4) and uint64_param (field 5): unknown to kserve's proto
-    assert parameter_value(pb.InferParameter.FromString(b"\x21" + struct.pack("<d", 0.25))) == 0.25
-    assert parameter_value(pb.InferParameter.FromString(b"\x28\x07")) == 7
-    assert parameter_value(pb.InferParameter()) is None
-    assert parameter_value(1.5) == 1.5
-
-
 def test_optional_outputs_are_returned_when_produced(foreign):
     model, built = foreign["params"]
     x = inp("x", "FP64", built.model_input["x"].tolist())
@@ -495,31 +282,6 @@ def test_optional_string_column_and_null_in_optional_double(foreign):
     assert got == {"score": ("FP64", [2], [3.0, 6.0]), "words": ("INT64", [2], [2, 1])}
     with pytest.raises(InvalidInput, match="input 'text': null at row 1 of a required column"):
         predict(model, req(inp("text", "BYTES", ["a", None])))
-
-
-# ------------------------------------------------------------------ outputs
-
-
-def test_encode_result_shapes():
-    y = (Output("median_house_value", np.dtype("float64")),)
-    ((name, arr),) = encode_result(pd.Series([1, 2]), y, 2)
-    assert name == "median_house_value" and arr.dtype == np.float64
-    ((name, arr),) = encode_result(np.array([[1.0], [2.0]]), y, 2)
-    assert name == "median_house_value" and arr.tolist() == [1.0, 2.0]
-    ((name, arr),) = encode_result([1.0, 2.0], (), 2)
-    assert name == "output-0"
-    ((name, arr),) = encode_result(np.array(["a", "b"]), (), 2)
-    assert arr.dtype == object and arr.tolist() == ["a", "b"]
-    proba = (Output("output-0", np.dtype("float64"), (-1, 3), column=False),)
-    ((name, arr),) = encode_result(np.zeros((2, 3)), proba, 2)
-    assert arr.shape == (2, 3)
-    two = (Output("p", np.dtype("float64")), Output("label", np.dtype(object)))
-    pairs = encode_result(np.array([[0.1, 1], [0.9, 0]]), two, 2)
-    assert [p[0] for p in pairs] == ["p", "label"] and pairs[1][1].tolist() == ["1.0", "0.0"]
-    pairs = encode_result(pd.DataFrame({"q": [1, 2], "r": ["a", "b"]}), y, 2)
-    assert [(n, a.dtype.kind) for n, a in pairs] == [("q", "i"), ("r", "O")]
-    with pytest.raises(InferenceError, match="batch has 2 rows"):
-        encode_result(np.array([1.0, 2.0, 3.0]), y, 2)
 
 
 # ------------------------------------------------------------------ V1
@@ -567,57 +329,6 @@ def test_v1_bad_requests(model, body, message):
     with pytest.raises(InvalidInput) as info:
         predict(model, body)
     assert message in str(info.value)
-
-
-# ------------------------------------------------------------------ server pieces (no server started)
-
-
-def test_json_body_without_content_type_is_an_inference_request():
-    body = b'{"id": "7", "inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [NaN]}]}'
-    plane = MLflowDataPlane(ModelRepository())
-    request = plane.decode_inference_request(body, {}, "m")
-    assert request.id == "7" and request.inputs[0].name == "a" and np.isnan(request.inputs[0].data[0])
-    with pytest.raises(
-        InvalidInput, match=r"invalid request body: malformed JSON at position 11 \(Expecting"
-    ):
-        json_request(b'{"inputs": ')
-    with pytest.raises(InvalidInput, match="invalid request body: inputs: Field required"):
-        json_request(b'{"rows": []}')
-    assert plane.metadata()["extensions"] == ["binary_tensor_data", "parameters"]
-
-
-def test_binary_requests_are_parsed_by_kserve_and_malformed_ones_are_400():
-    a = InferInput("a", [2], "FP64")
-    a.set_data_from_numpy(np.array([1.0, 2.0]), binary_data=True)
-    body, json_length = InferRequest("m", [a]).to_rest()
-    request = binary_request(body, str(json_length), "m")
-    assert request.inputs[0].data == [1.0, 2.0]
-    for header in ("x", "0", str(len(body) + 1)):
-        with pytest.raises(InvalidInput, match="inference-header-content-length header must be the length"):
-            binary_request(body, header, "m")
-    with pytest.raises(InvalidInput, match="binary_data_size, datatype and shape match"):
-        binary_request(body[:-4], str(json_length), "m")
-    bad_utf8 = InferInput("s", [1], "BYTES")
-    bad_utf8.set_data_from_numpy(np.array([b"\xff"], dtype=object), binary_data=True)
-    body, json_length = InferRequest("m", [bad_utf8]).to_rest()
-    with pytest.raises(InvalidInput, match="BYTES data are not valid UTF-8"):
-        binary_request(body, str(json_length), "m")
-
-
-@pytest.mark.parametrize("levels", [2_000, 100_000])
-def test_deeply_nested_json_is_400_naming_the_depth(levels):
-    body = b'{"inputs": [{"name": "a", "data": ' + b"[" * levels + b"1" + b"]" * levels + b"}]}"
-    with pytest.raises(InvalidInput, match="^invalid request body: JSON nested too deeply$"):
-        json_request(body)
-    with pytest.raises(InvalidInput, match="depth limit exceeded"):
-        binary_request(b"[" * levels, str(levels), "m")
-
-
-def test_json_numbers_nan_and_infinity_are_accepted_as_python_clients_send_them():
-    request = json_request(
-        b'{"inputs": [{"name": "a", "shape": [2], "datatype": "FP64", "data": [NaN, Infinity]}]}'
-    )
-    assert np.isnan(request.inputs[0].data[0]) and request.inputs[0].data[1] == np.inf
 
 
 def test_a_bytes_length_prefix_past_the_end_is_400_over_rest_and_grpc(model):
@@ -670,16 +381,6 @@ def test_names_in_messages_are_cut_short(model):
     assert len(info.value.reason) < 100
 
 
-def test_capped_error_bounds_any_error_message():
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"1")]
-    long = orjson.dumps({"error": "x\n" * 10_000})
-    kept, body = capped_error(headers, long)
-    message = orjson.loads(body)["error"]
-    assert len(message) == 513 and message.endswith("…") and "\n" not in message
-    assert (b"content-length", str(len(body)).encode()) in kept
-    assert capped_error(headers, b'{"error": "short"}') == (headers, b'{"error": "short"}')
-
-
 def test_rows_over_the_limit_are_refused_before_decoding(tmp_path):
     limited = MLflowModel("tiny", str(write_tiny_pyfunc(tmp_path / "model")), Limits(max_rows=2))
     limited.load()
@@ -690,79 +391,3 @@ def test_rows_over_the_limit_are_refused_before_decoding(tmp_path):
         predict(limited, req(inp("a", "FP64", [1.0] * 3), inp("s", "BYTES", ["x"] * 3)))
     with pytest.raises(PayloadTooLarge, match="limit of 2 rows"):
         predict(limited, {"instances": [{"a": 1.0, "s": "x"}] * 3})
-
-
-def test_without_nulls_drops_null_optional_fields_from_json_and_binary_responses():
-    doc = b'{"model_name":"m","model_version":null,"id":"1","parameters":null,"outputs":[{"name":"y","parameters":null,"data":[null]}]}'
-    headers, body = without_nulls([(b"content-type", b"application/json"), (b"content-length", b"999")], doc)
-    assert body == b'{"model_name":"m","id":"1","outputs":[{"name":"y","data":[null]}]}'
-    assert (b"content-length", str(len(body)).encode()) in headers and (
-        b"content-length",
-        b"999",
-    ) not in headers
-    head = b'{"model_version":null,"outputs":[{"name":"y","parameters":{"binary_data_size":8}}]}'
-    headers, body = without_nulls(
-        [(b"inference-header-content-length", str(len(head)).encode())], head + b"\x00" * 8
-    )
-    new_head = b'{"outputs":[{"name":"y","parameters":{"binary_data_size":8}}]}'
-    assert body == new_head + b"\x00" * 8
-    assert (b"inference-header-content-length", str(len(new_head)).encode()) in headers
-    untouched = [(b"content-length", b"2")]
-    assert without_nulls(untouched, b"[]") == (untouched, b"[]")
-
-
-def test_served_model_repository_loads_nothing_new_and_unloads_nothing():
-    registry = ModelRepository()
-    registry.update(MLflowModel("m", "unused"))
-    repository = ServedModelRepository(registry)
-    assert asyncio.run(repository.load("m")) == {"name": "m", "load": True}
-    with pytest.raises(ModelNotFound, match="nope"):
-        asyncio.run(repository.load("nope"))
-    with pytest.raises(InvalidInput, match="model 'm' cannot be unloaded"):
-        asyncio.run(repository.unload("m"))
-    assert registry.get_model("m") is not None
-
-
-def test_listen_address():
-    assert listen_address("127.0.0.1", 81) == "127.0.0.1:81"
-    assert listen_address("::", 81) == "[::]:81" and listen_address("[::1]", 81) == "[::1]:81"
-
-
-# ------------------------------------------------------------------ CLI (in-process; no server started)
-
-
-def test_cli_defaults_and_refusals(tmp_path, capsys, monkeypatch):
-    from mlflowserver import __main__ as cli
-
-    for key in MLFLOW_HTTP_DEFAULTS:  # main() setdefault()s these: keep this process's env unchanged
-        monkeypatch.setenv(key, os.environ.get(key, MLFLOW_HTTP_DEFAULTS[key]))
-
-    args, _ = cli.parser.parse_known_args(["--model_dir=/mnt/models"])
-    assert (args.http_host, args.enable_grpc, args.workers, args.model_name) == (
-        "127.0.0.1",
-        False,
-        1,
-        "model",
-    )
-    assert cli.parser.parse_known_args(["--model_dir=x", "--http_host=0.0.0.0"])[0].http_host == "0.0.0.0"
-
-    assert cli.main(["--model_dir=x", "--workers=2"]) == 2
-    assert "--workers must be 1" in capsys.readouterr().err
-    assert cli.main(["--model_dir", str(tmp_path / "missing"), "--configure_logging=false"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("mlflowserver: cannot load model ") and "\n" not in err
-
-
-def test_the_infer_handler_gives_kserves_statuses_and_no_internals():
-    from kserve.errors import ModelNotReady
-
-    from mlflowserver.limits import ServerBusy
-    from mlflowserver.server import _error_status
-
-    assert _error_status(InvalidInput("bad")) == (400, "bad")
-    assert _error_status(ModelNotFound("m")) == (404, "Model with name m does not exist.")
-    assert _error_status(ModelNotReady("m"))[0] == 503
-    assert _error_status(PayloadTooLarge("big")) == (413, "big")
-    assert _error_status(ServerBusy("busy")) == (503, "busy")
-    assert _error_status(InferenceError("model failed")) == (500, "model failed")
-    assert _error_status(KeyError("secret detail")) == (500, "internal error (KeyError); see the server log")

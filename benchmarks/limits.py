@@ -13,13 +13,12 @@ counts from its own start), waits until its RSS settles, and then:
 
 from __future__ import annotations
 
-import sys
-
 from benchmarks import load
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
 from benchmarks.servers import MLFLOWSERVER, V2_MODEL_NAME, bodies
 from mlflowserver.limits import Limits
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import PeakSampler, free_port, running_server, tree_rss, wait_settled
 
 POD_MEMORY_LIMIT = 2**30  # bytes: resources.limits.memory of k8s/serving/inferenceservice.yaml
@@ -27,15 +26,7 @@ LARGE_ROWS = 100_000
 
 
 def command(bench: Bench, port: int, *flags: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mlflowserver",
-        f"--model_name={V2_MODEL_NAME}",
-        f"--model_dir={bench.model_dir}",
-        f"--http_port={port}",
-        *flags,
-    ]
+    return mlflowserver(bench.model_dir, V2_MODEL_NAME, port, None, *flags)
 
 
 def measured(bench: Bench, flags: tuple[str, ...], request_bodies: list[bytes], clients: int, seconds: float):

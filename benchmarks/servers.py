@@ -24,7 +24,7 @@ from benchmarks import load
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
 from model.data import CATEGORICAL_COLUMN, FEATURE_COLUMNS, TARGET
-from testbed.mlflow_cli import mlflow_models_serve
+from testbed.mlflow_cli import mlflow_models_serve, mlflowserver
 from testbed.processes import RssSampler, free_port, running_server, running_servers, wait_settled
 
 THROUGHPUT_BOUND = 0.7  # × the trivial model's req/s on the same server
@@ -67,15 +67,7 @@ class Kind:
     def command(self, model_dir, port: int) -> list[str]:
         if self.key.startswith("mlflow_serve"):
             return mlflow_models_serve(model_dir, port, self.workers)
-        return [
-            sys.executable,
-            "-m",
-            "mlflowserver",
-            f"--model_name={V2_MODEL_NAME}",
-            f"--model_dir={model_dir}",
-            "--http_host=127.0.0.1",
-            f"--http_port={port}",
-        ]
+        return mlflowserver(model_dir, V2_MODEL_NAME, port)
 
 
 def mlflow_serve(workers: int) -> Kind:

@@ -1,8 +1,10 @@
-"""The MLflow command lines tests and benchmarks start, each written once: this venv's
-``mlflow`` with ``--env-manager local`` (no conda here) and servers bound to loopback."""
+"""The MLflow command lines tests and benchmarks start, and the project's V2 runtime's, each
+written once: this venv's ``mlflow`` with ``--env-manager local`` (no conda here) and servers
+bound to loopback."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from testbed.processes import LOOPBACK, VENV_BIN
@@ -41,3 +43,16 @@ def mlflow_models_predict(
     """``mlflow models predict`` of ``input_path`` (``-t content_type``) into ``output_path``."""
     command = [MLFLOW, "models", "predict", "-m", str(model_uri), "-i", str(input_path)]
     return [*command, "-o", str(output_path), "-t", content_type, "--env-manager", "local"]
+
+
+def mlflowserver(
+    model_dir: Path | str, model_name: str, port: int, grpc_port: int | None = None, *flags: str
+) -> list[str]:
+    """The project's V2 runtime (``python -m mlflowserver``, run from the project root) serving
+    ``model_dir`` as ``model_name`` on ``port``, with gRPC on ``grpc_port`` when given, then
+    ``flags`` (``--name=value``)."""
+    command = [sys.executable, "-m", "mlflowserver", f"--model_name={model_name}", f"--model_dir={model_dir}"]
+    command.append(f"--http_port={port}")
+    if grpc_port is not None:
+        command += ["--enable_grpc=true", f"--grpc_port={grpc_port}"]
+    return [*command, *flags]

@@ -26,6 +26,7 @@ import requests
 import tritonclient.http as triton_http
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import free_port, listening_addresses, process_env, running_servers
 from tests import foreign_models
 from tests.foreign_models import ForeignModel
@@ -66,16 +67,7 @@ def served(tmp_path_factory) -> dict[str, Served]:
     ports = [(free_port(), free_port()) for _ in built]
     specs = [
         (
-            [
-                sys.executable,
-                "-m",
-                "mlflowserver",
-                f"--model_name={model.name}",
-                f"--model_dir={model.path}",
-                f"--http_port={port}",
-                "--enable_grpc=true",
-                f"--grpc_port={grpc_port}",
-            ],
+            mlflowserver(model.path, model.name, port, grpc_port),
             port,
             f"/v2/models/{model.name}/ready",
         )

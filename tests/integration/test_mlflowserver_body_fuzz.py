@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import sys
 from pathlib import Path
 
 import grpc
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import free_port, process_env, running_server
 from tests.integration.servers import write_tiny_pyfunc
 
@@ -59,16 +59,7 @@ FUZZ_SETTINGS = settings(
 def server(tmp_path_factory):
     model = write_tiny_pyfunc(tmp_path_factory.mktemp("fuzz") / "model")
     port, grpc_port = free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflowserver",
-        f"--model_name={MODEL}",
-        f"--model_dir={model}",
-        f"--http_port={port}",
-        "--enable_grpc=true",
-        f"--grpc_port={grpc_port}",
-    ]
+    cmd = mlflowserver(model, MODEL, port, grpc_port)
     with running_server(cmd, port, "/v2/health/ready", env=process_env(), timeout=180, cwd=REPO) as srv:
         srv.grpc_port = grpc_port
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:

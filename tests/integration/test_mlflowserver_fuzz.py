@@ -11,7 +11,6 @@ mode, derandomized (a fixed seed), no example database. Once it found kserve's 5
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import free_port, process_env, running_server
 from tests import foreign_models
 
@@ -35,14 +35,7 @@ EXAMPLES = 40
 def server(tmp_path_factory):
     model = foreign_models.build(MODEL, tmp_path_factory.mktemp("fuzz"))
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflowserver",
-        f"--model_name={MODEL}",
-        f"--model_dir={model.path}",
-        f"--http_port={port}",
-    ]
+    cmd = mlflowserver(model.path, MODEL, port)
     health = f"/v2/models/{MODEL}/ready"
     with running_server(cmd, port, health, env=process_env(), timeout=180, cwd=REPO) as srv:
         yield srv

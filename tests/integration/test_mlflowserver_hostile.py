@@ -18,7 +18,6 @@ import json
 import os
 import socket
 import struct
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import free_port, process_env, running_server, tree_rss
 from tests.integration.servers import write_tiny_pyfunc
 
@@ -53,17 +53,9 @@ LONG = "n" * 100_000  # a name that must never come back whole (under max_body_b
 def server(tmp_path_factory):
     model = write_tiny_pyfunc(tmp_path_factory.mktemp("hostile") / "model")
     port, grpc_port = free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflowserver",
-        f"--model_name={MODEL}",
-        f"--model_dir={model}",
-        f"--http_port={port}",
-        "--enable_grpc=true",
-        f"--grpc_port={grpc_port}",
-        *(f"--{name}={value}" for name, value in LIMITS.items()),
-    ]
+    cmd = mlflowserver(
+        model, MODEL, port, grpc_port, *(f"--{name}={value}" for name, value in LIMITS.items())
+    )
     with running_server(cmd, port, "/v2/health/ready", env=process_env(), timeout=180, cwd=REPO) as srv:
         srv.grpc_port = grpc_port
         yield srv

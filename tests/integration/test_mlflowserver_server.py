@@ -12,7 +12,6 @@ import asyncio
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 import requests
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import free_port, listening_addresses, process_env, running_server
 from tests.integration.servers import write_tiny_pyfunc
 
@@ -40,14 +40,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_dir):
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflowserver",
-        f"--model_name={MODEL}",
-        f"--model_dir={model_dir}",
-        f"--http_port={port}",
-    ]
+    cmd = mlflowserver(model_dir, MODEL, port)
     with running_server(cmd, port, "/v2/health/ready", env=process_env(), timeout=120, cwd=str(REPO)) as srv:
         yield srv
 
@@ -385,14 +378,7 @@ def test_fails_fast_when_registry_unreachable():
     )
     t0 = time.monotonic()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlflowserver",
-            "--model_name=x",
-            "--model_dir=models:/CaliforniaHousingRegressor@champion",
-            f"--http_port={free_port()}",
-        ],
+        mlflowserver("models:/CaliforniaHousingRegressor@champion", "x", free_port()),
         env=env,
         capture_output=True,
         text=True,

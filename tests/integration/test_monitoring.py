@@ -45,7 +45,7 @@ from model.monitoring.monitor import CHECKED_TAG, REPORT, RUN_TAG, SUMMARY, VERD
 from model.monitoring.monitor import run as monitor_run
 from model.monitoring.window import MonitorError
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
-from testbed.mlflow_cli import mlflow_run, mlflow_ui
+from testbed.mlflow_cli import mlflow_run, mlflow_ui, mlflowserver
 from testbed.processes import free_port, process_env, running_server
 from tests.integration.browser import chromium_path, headless_chromium
 
@@ -148,9 +148,7 @@ def fidelity(store, test_blocks, tmp_path_factory):
     """Requests of every kind to the runtime with capture on; (what clients got, the capture)."""
     directory = tmp_path_factory.mktemp("capture-fidelity")
     port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "mlflowserver", "--model_name=california-housing"]
-    command += [f"--model_dir=models:/{MODEL_NAME}@{CHAMPION}", f"--http_port={port}"]
-    command += ["--enable_grpc=true", f"--grpc_port={grpc_port}"]
+    command = mlflowserver(f"models:/{MODEL_NAME}@{CHAMPION}", "california-housing", port, grpc_port)
     sent: dict[str, tuple[pd.DataFrame, dict[str, list], float | None]] = {}
     rows = test_blocks.head(60)[list(FEATURE_COLUMNS)]
     with running_server(

@@ -5,13 +5,13 @@ request must still get the right prediction."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from model.data import CATEGORICAL_COLUMN, PROJECT_ROOT
 from testbed.bad_input.bodies import dumps, encode_v2, table
 from testbed.bad_input.cases import BIG_ROWS, DATA_CASES, V2_MODEL, V2_RAW, DataCase, RawCase, sent
+from testbed.mlflow_cli import mlflowserver
 from testbed.processes import free_port, running_server
 from tests.integration.bad_input.judging import (
     assert_predictions,
@@ -31,17 +31,9 @@ INFER = f"/v2/models/{V2_MODEL}/infer"
 @pytest.fixture(scope="module")
 def v2_url(model_dir) -> str:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflowserver",
-        f"--model_name={V2_MODEL}",
-        f"--model_dir={model_dir}",
-        f"--http_port={port}",
-        # The 50 MB case must reach the model's contract (its length rule), not the body limit
-        # (docs/reliability.md#request-limits; the limit itself: test_mlflowserver_hostile.py).
-        f"--max_body_bytes={64 * 2**20}",
-    ]
+    # The 50 MB case must reach the model's contract (its length rule), not the body limit
+    # (docs/reliability.md#request-limits; the limit itself: test_mlflowserver_hostile.py).
+    command = mlflowserver(model_dir, V2_MODEL, port, None, f"--max_body_bytes={64 * 2**20}")
     with running_server(command, port, "/v2/health/ready", timeout=240, cwd=PROJECT_ROOT) as server:
         yield server.base_url
 

@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--short] [--only inprocess,intervals,servers,load,capture,batch,cluster,training,tradeoff] [--write-docs]``.
+"""``python -m benchmarks [--short] [--only SECTION,...] [--write-docs]`` (the sections: ``--help``).
 
 Prints a table — figure | value | limit | ratio | PASS/MISS — and exits 1 if anything
 failed to run (an error, a failed request, a figure that could not be measured); a MISS
@@ -34,8 +34,8 @@ def parse(argv=None) -> Options:
     )
     parser.add_argument(
         "--only",
-        help=f"comma-separated sections among {','.join(SECTIONS)} (default: all; "
-        "--short leaves out cluster, training and tradeoff)",
+        help=f"comma-separated sections among {','.join(SECTIONS)} (default: all; --short leaves out "
+        f"{', '.join(s for s in SECTIONS if s not in Options.short_form().only)})",
     )
     parser.add_argument(
         "--write-docs", action="store_true", help="replace the generated part of docs/performance.md"

@@ -21,11 +21,11 @@ ARG PIP_CERT
 
 # Exactly the pinned serving lock, nothing resolved at build time (--no-deps), into a relocatable
 # venv. Once the lock is checked, what no role loads goes: pip (nothing is installed at run time),
-# the test suites wheels ship (pandas/tests, scipy/*/tests, ...: ~115 MB), the files for
-# building against a package (C/C++ and Cython sources and headers, type stubs: ~20 MB), ONNX
-# Runtime's C API library (its Python binding links the runtime in: 29 MB) and model-conversion
-# tools (4 MB), and pyarrow's Arrow Flight RPC client and server (31 MB; `import pyarrow.flight`
-# then fails as "No module named", nothing here imports it).
+# the test suites wheels ship (pandas/tests, scipy/*/tests, ...), the files for building
+# against a package (C/C++ and Cython sources and headers, type stubs), ONNX Runtime's C API
+# library (its Python binding links the runtime in) and model-conversion tools, and pyarrow's
+# Arrow Flight RPC client and server (`import pyarrow.flight` then fails as "No module named",
+# nothing here imports it). Why each can go: docs/environments/images.md.
 COPY requirements/serve.lock /tmp/serve.lock
 RUN --mount=type=secret,id=ca-certificates \
     python -m venv /opt/venv \

@@ -83,7 +83,7 @@ predict: venv
 		mlflow models predict -m "$(MODEL_URI)" -i "$(INPUT)" -o "$(OUTPUT)" -t csv --env-manager local
 
 # The MLflow UI on the project's store (with a tracking server, open the server itself). Without
-# job execution: its queue consumers (GenAI scorers, unused here) cost ~2 GB of RSS at start.
+# job execution: its queue consumers (GenAI scorers, unused here) start seven processes.
 UI_PORT ?= 5000
 .PHONY: ui
 ui: venv

@@ -40,18 +40,18 @@ VENV_BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 
 
-# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default):
-# a port the kernel picks for ``bind(0)`` comes from that range, where every outgoing
-# connection of every process also takes its source port, so between this check and the
-# server's own bind a client could take it (CI: "Failed to bind to address 127.0.0.1:53741").
-# Ports are drawn at random here, so two callers rarely draw the same one.
-_PORT_RANGE = (20_000, 32_767)
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range): a port the kernel picks for
+# ``bind(0)`` comes from that range, where every outgoing connection of every process also takes
+# its source port, so between this check and the server's own bind a client could take it (CI:
+# "Failed to bind to address 127.0.0.1:53741"). Ports are drawn at random, so two callers rarely
+# draw the same one.
+_EPHEMERAL_LOW = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
 _ports = random.Random()
 
 
 def free_port(host: str = LOOPBACK) -> int:
     while True:
-        port = _ports.randint(*_PORT_RANGE)
+        port = _ports.randrange(_EPHEMERAL_LOW - 12_000, _EPHEMERAL_LOW)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))

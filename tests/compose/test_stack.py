@@ -22,7 +22,6 @@ that catches one answers one line.
 from __future__ import annotations
 
 import os
-import random
 import shlex
 import socket
 import stat
@@ -41,11 +40,11 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from containers.stack import TRACKING, Stack, port_taken, read_env_file, wait_healthy, write_env_file
+from containers.stack import TRACKING, Stack, read_env_file, wait_healthy, write_env_file
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, split_train_test
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.processes import listening_addresses
+from testbed.processes import free_port, listening_addresses
 from tests.compose.conftest import PHASES, SUMMARY
 from tests.compose.engine import (
     declared_order,
@@ -76,15 +75,6 @@ try:
     socket.create_connection((sys.argv[1], 5432), timeout=5).close()
 except OSError as error:
     sys.exit(f"{type(error).__name__}: {error}")"""
-
-
-def stack_port() -> str:
-    """A free port below the kernel's ephemeral range, so no client connection takes it meanwhile."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(low - 12000, low)
-        if not port_taken(port):
-            return str(port)
 
 
 def phase(name: str, started: float) -> None:
@@ -120,8 +110,8 @@ def stack(tmp_path_factory):
         env_file=directory / ".env",
         project=f"california-housing-test-{uuid.uuid4().hex[:8]}",
         variables={
-            "MLFLOW_HOST_PORT": stack_port(),
-            "V2_HOST_PORT": stack_port(),
+            "MLFLOW_HOST_PORT": str(free_port()),
+            "V2_HOST_PORT": str(free_port()),
             "TRAIN_PARAMS": FIRST_TRAINING,
         },
     )

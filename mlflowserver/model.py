@@ -89,7 +89,9 @@ class MLflowModel(Model):
         self._by_name = {i.name: i for i in self.inputs}
         self._pyfunc = pyfunc
         # Opt-in recording of what is served (MLFLOWSERVER_CAPTURE_DIR; mlflowserver/capture.py).
-        self.capture = capture.from_environment(metadata.run_id or "", list(self.params))
+        self.capture = capture.from_environment(
+            metadata.run_id or "", [i.name for i in self.inputs if i.column], list(self.params)
+        )
         self.ready = True
         logger.info(
             "Loaded MLflow model %s: inputs [%s], outputs [%s], params [%s]",
@@ -145,6 +147,9 @@ class MLflowModel(Model):
 
     def v2_input(self, request: InferRequest):
         """Check a V2 request's inputs against the signature; the pyfunc's input and the batch size."""
+        return self._assemble(self._v2_arrays(request))
+
+    def _v2_arrays(self, request: InferRequest) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
         for tensor in request.inputs:
             spec = self._input(tensor.name)
@@ -154,10 +159,13 @@ class MLflowModel(Model):
             if isinstance(shape, (list, tuple)) and shape and (spec.column or spec.shape[:1] == (-1,)):
                 self._check_rows(f"input '{spec.name}'", shape[0])
             arrays[spec.name] = decode_tensor(spec, tensor)
-        return self._assemble(arrays)
+        return arrays
 
     def v1_input(self, payload: Mapping):
         """Check a V1 body (records, columnar, or rows of one tensor); the pyfunc's input and batch size."""
+        return self._assemble(self._v1_arrays(payload))
+
+    def _v1_arrays(self, payload: Mapping) -> dict[str, np.ndarray]:
         key = "instances" if "instances" in payload else "inputs" if "inputs" in payload else None
         if key is None:
             raise InvalidInput('V1 request must have "instances" (a list of records) or "inputs"')
@@ -185,7 +193,7 @@ class MLflowModel(Model):
             arrays[name] = (
                 arr.reshape(-1) if spec.column else arr.reshape(check_shape(spec, where, arr.shape))
             )
-        return self._assemble(arrays)
+        return arrays
 
     def _records_to_columns(self, records: list) -> dict[str, list]:
         present = {name for record in records for name in record}
@@ -246,12 +254,13 @@ class MLflowModel(Model):
         if isinstance(payload, InferRequest):
             requested = self._requested_outputs(payload)
             binary = binary_outputs(payload)
-            data, rows = self.v2_input(payload)
+            arrays = self._v2_arrays(payload)
             params = decode_params(payload.parameters, self.params)
         elif isinstance(payload, Mapping):
-            (data, rows), requested, params = self.v1_input(payload), None, {}
+            arrays, requested, params = self._v1_arrays(payload), None, {}
         else:
             raise InvalidInput(f"unsupported request type {type(payload).__name__}")
+        data, rows = self._assemble(arrays)
         # In a worker thread, as `mlflow models serve` does: LightGBM and NumPy release the
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop: 0.75x the in-process rate at 8 clients.
@@ -261,10 +270,10 @@ class MLflowModel(Model):
         if isinstance(payload, InferRequest):
             response = self._v2_response(payload, pairs, requested, binary)
             if self.capture is not None:
-                self.capture.record(response.id, data, pairs, params)
+                self.capture.record(response.id, rows, arrays, pairs, params)
             return response
         if self.capture is not None:
-            self.capture.record(capture.request_id(headers), data, pairs, params)
+            self.capture.record(capture.request_id(headers), rows, arrays, pairs, params)
         # V1: a list of values for one output, a list of records for several.
         if len(pairs) == 1:
             return {"predictions": _json_list(pairs[0][1])}

@@ -175,20 +175,22 @@ def test_live_coverage_is_measured_at_the_level_most_rows_were_served(reference)
 def capture_dir(tmp_path):
     """Real capture files: 3 requests (a batch of 4 with interval 0.8, two single rows without)."""
     rows = blocks(6, seed=4)
-    recorder = Capture(CaptureSettings(tmp_path / "captures", flush_seconds=0.01), "run-abc", ["interval"])
+    recorder = Capture(
+        CaptureSettings(tmp_path / "captures", flush_seconds=0.01), "run-abc", FEATURE_COLUMNS, ["interval"]
+    )
     for request_id, part, params in [
         ("batch", rows.iloc[:4], {"interval": 0.8}),
         ("one", rows.iloc[[4]], {}),
         ("two", rows.iloc[[5]], {}),
     ]:
-        inputs = part[list(FEATURE_COLUMNS)].reset_index(drop=True)
+        inputs = {name: part[name].to_numpy() for name in FEATURE_COLUMNS}
         outputs = [(TARGET, part[TARGET].to_numpy())]
         if params:
             outputs += [
                 (LOWER_COLUMN, part[TARGET].to_numpy() - 1),
                 (UPPER_COLUMN, part[TARGET].to_numpy() + 1),
             ]
-        recorder.record(request_id, inputs, outputs, params)
+        recorder.record(request_id, len(part), inputs, outputs, params)
     recorder.close()
     return tmp_path / "captures", rows
 

@@ -65,11 +65,17 @@ def test_bad_settings_are_refused_naming_the_variable(tmp_path, name, value, mes
         CaptureSettings.from_environment(environ)
 
 
+def test_a_model_whose_inputs_are_tensors_is_not_captured(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(capture.DIR_ENV, str(tmp_path))
+    assert capture.from_environment("run", input_names=[], param_names=[]) is None
+    assert "the model's inputs are tensors" in caplog.text
+
+
 def test_an_unwritable_directory_is_refused_at_load(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(CaptureConfigError, match="is not writable"):
-        Capture(CaptureSettings(blocker / "capture"), "run")
+        Capture(CaptureSettings(blocker / "capture"), "run", ["a"])
 
 
 def test_each_row_holds_ids_time_run_inputs_outputs_and_parameters(model_dir, monkeypatch, tmp_path):
@@ -124,11 +130,11 @@ class SlowDisk(Capture):
 
 
 def test_a_full_buffer_drops_and_counts_instead_of_waiting(tmp_path):
-    recorder = SlowDisk(CaptureSettings(tmp_path, buffer=5, flush_seconds=0.01), "run")
-    frame = pd.DataFrame({"a": [1.0, 2.0]})
+    recorder = SlowDisk(CaptureSettings(tmp_path, buffer=5, flush_seconds=0.01), "run", ["a"])
+    columns = {"a": np.array([1.0, 2.0])}
     started = time.perf_counter()
     for i in range(50):
-        recorder.record(f"r{i}", frame, [("y", np.array([1.0, 2.0]))], {})
+        recorder.record(f"r{i}", 2, columns, [("y", np.array([1.0, 2.0]))], {})
     assert time.perf_counter() - started < 5  # never waited for the writer (30 s per flush)
     assert 0 < recorder.dropped_rows < 100
     assert recorder.dropped_rows % 2 == 0  # counted in rows: two per request
@@ -138,11 +144,11 @@ def test_a_full_buffer_drops_and_counts_instead_of_waiting(tmp_path):
 
 
 def test_columns_that_come_and_go_share_one_file_with_nulls(tmp_path):
-    recorder = Capture(CaptureSettings(tmp_path, flush_seconds=0.05), "run", ["interval"])
-    frame = pd.DataFrame({"a": [1.0]})
+    recorder = Capture(CaptureSettings(tmp_path, flush_seconds=0.05), "run", ["a"], ["interval"])
+    columns = {"a": np.array([1.0])}
     for i in range(4):  # one request per flush, the bounds only in every other one
         outputs = [("y", np.array([1.0]))] + ([("y_lower", np.array([0.5]))] if i % 2 else [])
-        recorder.record(f"r{i}", frame, outputs, {"interval": 0.8} if i % 2 else {})
+        recorder.record(f"r{i}", 1, columns, outputs, {"interval": 0.8} if i % 2 else {})
         time.sleep(0.2)
     recorder.close()
     files = capture_files(tmp_path)

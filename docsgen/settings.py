@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from benchmarks import batch, coldstart, engine, inprocess, intervals, servers
+from benchmarks import capture as capture_bench
 from benchmarks.limits import POD_MEMORY_LIMIT
 from benchmarks.training import RMSE_LIMIT, TRAIN_LIMIT
 from mlflowserver.capture import CaptureSettings
@@ -31,6 +33,10 @@ def _bytes(value: float) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:g} s"
+
+
+def _times(bound: float) -> str:
+    return f"{bound:g}×"
 
 
 def _percent(share: float) -> str:
@@ -66,6 +72,24 @@ def texts() -> dict[str, str]:
         "gates.coverage_tolerance_points": f"{COVERAGE_TOLERANCE * 100:g}",
         "quality.rmse_limit": f"{RMSE_LIMIT:,.0f} USD",
         "training.limit": _seconds(TRAIN_LIMIT),
+        # make bench's limits (docs/performance.md)
+        "bench.one_row_limit": f"{inprocess.ONE_ROW_LIMIT * 1e3:g} ms",
+        "bench.inprocess_batch": _times(inprocess.BATCH_BOUND),
+        "bench.inprocess_speedup": _times(inprocess.SPEEDUP_BOUND),
+        "bench.instructions_limit": f"{inprocess.ONE_ROW_INSTRUCTIONS_LIMIT / 1e6:g} M",
+        "bench.server_latency": _times(servers.LATENCY_BOUND),
+        "bench.server_throughput": _times(servers.THROUGHPUT_BOUND),
+        "bench.v2_rows": _times(servers.V2_ROWS_BOUND),
+        "bench.v2_latency": _times(servers.V2_LATENCY_BOUND),
+        "bench.batch_throughput": _times(batch.THROUGHPUT_BOUND),
+        "bench.batch_speedup": _times(batch.SPEEDUP_BOUND),
+        "bench.batch_rss": _bytes(batch.RSS_LIMIT),
+        "bench.tree_limit": f"{engine.TREE_LIMIT * 1e6:g} µs",
+        "bench.intervals_off": _times(intervals.OFF_BOUND),
+        "bench.intervals_on": _times(intervals.ON_BOUND),
+        "bench.capture_latency": _times(capture_bench.LATENCY_BOUND),
+        "bench.capture_throughput": _times(capture_bench.THROUGHPUT_BOUND),
+        "bench.ready": _times(coldstart.READY_BOUND),
         "lease.duration": _seconds(DEFAULT_DURATION),
         **{f"train.{name}": f"{getattr(TrainingConfig(), name):g}" for name in DEFAULT_MODEL},
         "tune.max_estimators": f"{_default(TuneSettings, 'max_estimators'):,}",

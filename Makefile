@@ -106,7 +106,7 @@ test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # A real Spark standalone cluster (tests/cluster/: a master and two 1-core workers on loopback,
-# 1 M-row jobs against a tracking server, a lost worker), apart from `make test`'s 15 minutes;
+# 1 M-row jobs against a tracking server, a lost worker), apart from `make test`, which it would lengthen by minutes;
 # .ci/run runs both. Needs Java 17 (Debian: openjdk-17-jre-headless).
 .PHONY: test-cluster
 test-cluster: venv

@@ -6,7 +6,10 @@ part from its source without measuring anything, and ``tests/code/test_docs.py``
 a committed page differs from what its sources give. Three kinds of generated text:
 
 * a figure anywhere in a page, ``<!-- figure SOURCE:KEY -->37,132 USD<!-- /figure -->``:
-  figure KEY of ``docs/figures/SOURCE.json``, formatted for its unit;
+  figure KEY of ``docs/figures/SOURCE.json``, formatted for its unit; a benchmark figure's
+  ratio to its reference or its PASS/MISS with ``SOURCE:KEY ratio`` or ``SOURCE:KEY status``;
+  a setting the code declares, which a page restates, with ``settings:KEY``
+  (:mod:`docsgen.settings`: not measured, but declared once);
 * a block, ``<!-- generated: NAME -->`` … ``<!-- end generated: NAME -->``: the table
   :func:`blocks` makes under NAME (the bad-input matrix's, from its cases; the model's
   interval coverage, from ``model-quality.json``; the monitoring thresholds' behaviour, from
@@ -32,7 +35,12 @@ from model.data import PROJECT_ROOT
 
 FIGURES_DIR = PROJECT_ROOT / "docs" / "figures"
 BLOCK = re.compile(r"(<!-- generated: (\S+) -->\n).*?(<!-- end generated: \2 -->)", re.S)
-FIGURE = re.compile(r"(<!-- figure ([\w-]+):([\w.\-]+) -->)(.*?)(<!-- /figure -->)", re.S)
+FIGURE = re.compile(
+    r"(?P<open><!-- figure (?P<source>[\w-]+):(?P<key>[\w.\-]+)(?: (?P<field>ratio|status))? -->)"
+    r"(?P<text>(?:(?!<!-- figure ).)*?)(?P<close><!-- /figure -->)",
+    re.S,
+)
+FIGURE_OPENING = "<!-- figure "
 
 
 def pages() -> list[Path]:
@@ -49,8 +57,15 @@ def source(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def figure(name: str, key: str) -> str:
-    """Figure ``key`` of the saved output ``name``, as pages show it."""
+def figure(name: str, key: str, field: str = "value") -> str:
+    """Figure ``key`` of the saved output ``name``, as pages show it: its value, or (``field``)
+    a benchmark figure's ``ratio`` to its reference or ``status`` (PASS, MISS, info)."""
+    if name == "settings":
+        if field != "value":
+            raise KeyError(f"figure settings:{key} {field}: a setting has no {field}")
+        from docsgen import settings
+
+        return settings.text(key)
     saved = source(name)
     # Benchmark runs (benchmarks.report.write_docs) or one run (--json) hold lists of
     # benchmarks.report.Figure; other outputs a mapping of key to figure.
@@ -61,7 +76,12 @@ def figure(name: str, key: str) -> str:
         figures = saved["figures"]
     if key not in figures:
         raise KeyError(f"figure {name}:{key}: docs/figures/{name}.json has no figure {key!r}")
-    return format_value(figures[key]["value"], figures[key]["unit"])
+    found = figures[key]
+    if field == "value":
+        return format_value(found["value"], found["unit"])
+    if found.get(field) is None:
+        raise KeyError(f"figure {name}:{key} {field}: docs/figures/{name}.json saved no {field} for it")
+    return f"{found['ratio']:.2f}×" if field == "ratio" else found["status"]
 
 
 @cache
@@ -80,8 +100,13 @@ def blocks() -> dict[str, str]:
 
 def rendered(text: str) -> str:
     """``text`` with every generated part replaced by what its source gives."""
+    if text.count(FIGURE_OPENING) != len(FIGURE.findall(text)):
+        # Else the marker's text would run on to the next one's end and swallow what is between.
+        raise ValueError(f"a figure marker ({FIGURE_OPENING}…) without its own <!-- /figure -->")
     text = BLOCK.sub(lambda m: f"{m.group(1)}{_block(m.group(2))}\n{m.group(3)}", text)
-    text = FIGURE.sub(lambda m: f"{m.group(1)}{figure(m.group(2), m.group(3))}{m.group(5)}", text)
+    text = FIGURE.sub(
+        lambda m: m["open"] + figure(m["source"], m["key"], m["field"] or "value") + m["close"], text
+    )
     if GENERATED.search(text):
         from benchmarks.run import runs_markdown
 

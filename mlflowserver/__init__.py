@@ -5,8 +5,8 @@ import os
 __all__ = ["MLFLOW_HTTP_DEFAULTS", "MLflowModel", "apply_mlflow_http_defaults"]
 
 # Bound MLflow's HTTP retries so an unreachable tracking server/registry fails in seconds rather
-# than minutes (MLflow's defaults retry 7 times with exponential backoff, ~4.5 min on a refused
-# connection; a silent one waits 120 s per try). Here, without heavy imports: the project's
+# than minutes (MLflow's defaults retry 7 times with exponential backoff; a silent server is
+# waited for 120 s per try; docs/reliability.md). Here, without heavy imports: the project's
 # pre-flight checks apply the same bounds.
 MLFLOW_HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

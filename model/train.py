@@ -137,7 +137,7 @@ def _threads() -> int | None:
     """``OMP_NUM_THREADS`` when set, else LightGBM's default (every physical core).
 
     LightGBM's scikit-learn wrapper ignores ``OMP_NUM_THREADS``: two fits side by side
-    (two test workers) each spun two OpenMP threads on two cores, and a 6 s fit took 380 s.
+    (two test workers) each spun two OpenMP threads on two cores, and a fit took many times as long.
     """
     threads = os.environ.get("OMP_NUM_THREADS", "")
     return int(threads) if threads.isdigit() and int(threads) > 0 else None

@@ -1,11 +1,14 @@
 """The docs that describe the code must match the code: README's layout table and
 docs/codebase/overview.md's module map list exactly the modules that exist; and every generated
-figure and table of docs/ and README is what its saved output gives (docsgen)."""
+figure and table of docs/ and README is what its saved output, or the code that declares a
+setting, gives (docsgen)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 from docsgen import pages
 from model.data import PROJECT_ROOT
@@ -94,8 +97,36 @@ def test_a_figure_edited_by_hand_is_a_difference():
     text = page.read_text()
     first = pages.FIGURE.search(text)
     assert first, "docs/model-quality.md shows its figures through markers"
-    edited = text[: first.start(4)] + "1" + text[first.start(4) :]
+    edited = text[: first.start("text")] + "1" + text[first.start("text") :]
     assert pages.rendered(edited) == text != edited
+
+
+def test_a_figure_marker_left_open_is_refused_rather_than_swallowing_the_text_after_it():
+    closed = "<!-- figure model-quality:rmse -->37,132 USD<!-- /figure -->"
+    with pytest.raises(ValueError, match="without its own"):
+        pages.rendered(f"<!-- figure model-quality:mae -->23,675 USD and prose, then {closed}")
+
+
+@pytest.mark.parametrize("kind", ["ratio", "status", "settings"])
+def test_a_ratio_status_or_setting_edited_by_hand_is_a_difference(kind):
+    for page in pages.pages():
+        text = page.read_text()
+        for shown in pages.FIGURE.finditer(text):
+            if kind in (shown["field"], shown["source"]):
+                edited = text[: shown.start("text")] + "1" + text[shown.start("text") :]
+                assert pages.rendered(edited) == text != edited
+                return
+    pytest.fail(f"no page shows a figure of kind {kind!r}")
+
+
+def test_a_setting_a_page_shows_follows_the_code_that_declares_it(monkeypatch):
+    from docsgen import settings
+
+    page = PROJECT_ROOT / "docs" / "mlflow" / "model-registry.md"
+    text = page.read_text()
+    assert "<!-- figure settings:gates.coverage_band -->" in text
+    monkeypatch.setattr(settings, "COVERAGE_TOLERANCE", settings.COVERAGE_TOLERANCE * 2)
+    assert pages.rendered(text) != text
 
 
 def test_a_benchmark_run_replaces_the_saved_runs_of_its_sections_and_keeps_the_others(tmp_path, monkeypatch):

@@ -2,10 +2,9 @@
 
 LightGBM's own predictor walks each row through every tree of a generic layout; ONNX
 Runtime's ``TreeEnsemble`` kernel (``ai.onnx.ml`` opset 5, double thresholds and double
-output) walks a compact one of its own and is faster at every batch size (measured:
-docs/performance.md). The trees are
-converted once, at training time, from LightGBM's public ``Booster.dump_model()``;
-serving only loads the result.
+output) walks a compact one of its own and is faster at every batch size (the engine
+section of docs/performance.md). The trees are converted once, at training time, from
+LightGBM's public ``Booster.dump_model()``; serving only loads the result.
 
 The predictions are LightGBM's own, bit for bit (tests/code/test_compiled_trees.py on
 boosters built to exercise each rule below, tests/model/test_compiled_trees.py on every
@@ -30,9 +29,9 @@ classifier) — is refused at conversion (:class:`UnsupportedBoosterError`), nev
 approximated.
 
 The ONNX file is written with a few lines of protobuf encoding (``_Proto``) instead of
-the ``onnx`` package: the trainer runs from the serving image, and ``onnx`` would add
-it about 40 MB (its ``ml_dtypes`` dependency included) for what is a few dozen lines
-here. The test suite checks the result with ``onnx``'s checker and reference evaluator.
+the ``onnx`` package: the trainer runs from the serving image, and ``onnx`` (with its
+``ml_dtypes`` dependency) would add to the image far more than the few dozen lines it
+replaces here. The test suite checks the result with ``onnx``'s checker and reference evaluator.
 """
 
 from __future__ import annotations

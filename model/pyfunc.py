@@ -138,7 +138,7 @@ class CaliforniaHousingModel(mlflow.pyfunc.PythonModel):
         predictions = (
             self.regressor.predict(self.features.transform(columns)) if len(model_input) else np.empty(0)
         )
-        # From a 2-D array: a quarter of the cost of the dict constructor on one row.
+        # From a 2-D array: on one row, the dict constructor costs several times as much.
         return pd.DataFrame(
             predictions.reshape(-1, 1), index=model_input.index, columns=_OUTPUT_COLUMNS, copy=False
         )

@@ -7,6 +7,13 @@
 from __future__ import annotations
 
 import os
+
+# One OpenMP thread, as every server and batch command here runs (`make test` sets it too): with
+# one per core in each pytest worker, LightGBM's fits and predicts oversubscribe the cores and
+# a plain `pytest` run takes many times as long. Set before LightGBM loads OpenMP, and
+# inherited by the xdist workers and every server a test starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import mlflow

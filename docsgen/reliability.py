@@ -13,18 +13,12 @@ from testbed.bad_input.cases import (
     SERVE_RAW,
     TARGETS,
     V2_RAW,
-    Accepted,
     DataCase,
-    Echo,
-    Known,
-    Outcome,
     RawCase,
-    ServerError,
-    StackTrace,
-    Vague,
     sent,
     serve_cases,
 )
+from testbed.bad_input.expectations import Accepted, Echo, Known, Outcome, ServerError, StackTrace, Vague
 
 HEADINGS = {
     "split": "split",

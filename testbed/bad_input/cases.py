@@ -1,6 +1,6 @@
 """The bad-input matrix as data: every case, what each target must do with it, and MLflow's known
-deviations with their reasons. The tests (one file per target) and the tables in
-docs/reliability.md (``make docs``) are both generated from this module.
+deviations with their reasons (in the terms of ``expectations``). The tests (one file per target)
+and the tables in docs/reliability.md (``make docs``) are both generated from this module.
 
 * ``DATA_CASES``: what is wrong with the *data*, sent to every target in its own encoding;
   ``OTHER_SERVE_FORMS``: the handful also sent to `mlflow models serve` as records, inputs
@@ -31,9 +31,19 @@ from testbed.bad_input.bodies import (
     table,
     with_bad_second_row,
 )
+from testbed.bad_input.expectations import (
+    ACCEPT,
+    Accepted,
+    Echo,
+    Known,
+    Outcome,
+    ServerError,
+    StackTrace,
+    Vague,
+    reject,
+)
 
 V2_MODEL = "california-housing"
-TRACE_SIGNS = ("Traceback (most recent call last)", 'File "', "stack_trace")
 FIFTY_MB = 50 * 1024 * 1024
 BIG_ROWS = 100_000
 
@@ -43,40 +53,7 @@ SERVE_FORMS = (*MLFLOW_JSON, "csv")
 TARGETS = (*SERVE_FORMS, "v2", "cli")
 
 
-# ------------------------------------------------------------------ deviations
-
-
-class Deviation(Exception):
-    """A requirement of every case broken, of a kind a known deviation names (``xfail(raises=)``)."""
-
-
-class ServerError(Deviation):
-    """The server answered 5xx."""
-
-
-class Accepted(Deviation):
-    """A request that should be refused was answered with predictions."""
-
-
-class Echo(Deviation):
-    """The error echoes values from the payload."""
-
-
-class StackTrace(Deviation):
-    """The error body carries a Python stack trace."""
-
-
-class Vague(Deviation):
-    """The error message does not name the column and the problem."""
-
-
-@dataclass(frozen=True)
-class Known:
-    """A known deviation of MLflow's: the case must fail with exactly ``kind`` (a strict xfail)."""
-
-    kind: type[Deviation]
-    reason: str
-
+# ------------------------------------------------------------------ MLflow's known deviations, their reasons
 
 MLFLOW_SCHEMA_ECHO = (
     "MLflow's schema enforcement refuses the input before the model's contract runs, with the input DataFrame "
@@ -123,33 +100,6 @@ MLFLOW_INPUTS_STR = (
 
 def on(targets: tuple[str, ...], known: Known) -> dict[str, Known]:
     return {target: known for target in targets}
-
-
-# ------------------------------------------------------------------ expected outcomes
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a target must do with a case.
-
-    ``status``: 200 = accepted (predictions compared with the in-process model), else the exact
-    error status (the CLI: any non-zero exit). ``mentions``: case-insensitive substrings the
-    error message must contain (the column and the problem).
-    """
-
-    status: int = 400
-    mentions: tuple[str, ...] = ()
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == 200
-
-
-ACCEPT = Outcome(200)
-
-
-def reject(*mentions: str, status: int = 400) -> Outcome:
-    return Outcome(status, tuple(mentions))
 
 
 # ------------------------------------------------------------------ data cases

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from containers.stack import COMPOSE_FILE, Stack
+from containers.compose_project import COMPOSE_FILE, Stack
 
 PROJECT_LABEL = "com.docker.compose.project"
 # A name of the outside world (the package index the image build uses).

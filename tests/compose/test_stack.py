@@ -40,7 +40,8 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from containers.stack import TRACKING, Stack, read_env_file, wait_healthy, write_env_file
+from containers.compose_project import Stack, read_env_file, write_env_file
+from containers.stack_steps import TRACKING, wait_healthy
 from model.data import FEATURE_COLUMNS, PROJECT_ROOT, split_train_test
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
 from model.report import PLOTS

@@ -3,7 +3,7 @@
 A refused request gets the exact status (the CLI: a non-zero exit), a message naming the
 column and the problem (the CLI: on the last line of stderr), no echo of the values sent and
 no stack trace. An accepted case gets exactly the in-process predictions. A broken
-requirement raises the :class:`~testbed.bad_input.cases.Deviation` of its kind,
+requirement raises the :class:`~testbed.bad_input.expectations.Deviation` of its kind,
 which a case's known deviation names in its strict xfail.
 """
 
@@ -22,7 +22,7 @@ import requests
 from model.data import TARGET
 from testbed import mlflow_cli
 from testbed.bad_input.bodies import FINGERPRINTS
-from testbed.bad_input.cases import (
+from testbed.bad_input.expectations import (
     TRACE_SIGNS,
     Accepted,
     Deviation,

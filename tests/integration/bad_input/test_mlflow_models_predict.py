@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from testbed.bad_input.bodies import encode_split
-from testbed.bad_input.cases import ACCEPT, BIG_ROWS, CLI_RAW, DATA_CASES, DataCase, RawCase, sent
+from testbed.bad_input.cases import BIG_ROWS, CLI_RAW, DATA_CASES, DataCase, RawCase, sent
+from testbed.bad_input.expectations import ACCEPT
 from tests.integration.bad_input.judging import judge_cli, mlflow_models_predict, param
 
 pytestmark = pytest.mark.integration

@@ -30,19 +30,15 @@ from mlflow.exceptions import MlflowException
 
 from mlflowserver import capture
 from mlflowserver.codecs import (
-    Input,
-    Output,
     check_shape,
     decode_params,
     decode_tensor,
     decode_values,
     encode_result,
     model_input,
-    plan_inputs,
-    plan_outputs,
-    plan_params,
 )
 from mlflowserver.limits import Limits, RowBudget, short, too_many_rows
+from mlflowserver.signature import Input, Output, plan_inputs, plan_outputs, plan_params
 
 logger = logging.getLogger("mlflowserver")
 

@@ -57,9 +57,9 @@ from tests.compose.engine import (
     timeline,
     way_out,
 )
-from tests.integration.browser import chromium_path, headless_chromium
+from tests.integration.browser import SCREENSHOTS, chromium_path, headless_chromium
 from tests.integration.servers import kserve_sdk_infer
-from tests.integration.test_train_serve_predict import SCREENSHOTS, shown_plots
+from tests.integration.test_train_serve_predict import shown_plots
 
 # The first `make up` trains; on a busy machine that alone has taken 11 minutes.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]

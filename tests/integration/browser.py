@@ -4,6 +4,8 @@
 * ``headless_chromium(workdir)``: context manager starting it on a free DevTools port and yielding a
   ``Page`` (``navigate``, ``evaluate``, ``wait_for``, ``screenshot``); the browser's process group
   is always stopped on exit.
+* ``mlflow_ui_in_chromium(store, workdir)``: ``mlflow ui`` on a store and that browser beside it
+  (the test is skipped where no Chromium is installed), yielding the UI's base URL and the page.
 
 The protocol is spoken with ``websocket-client`` (already in the lock); Chromium writes the port
 it picked into ``DevToolsActivePort`` in its profile directory.
@@ -21,12 +23,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 import websocket
 
-from testbed.processes import stop_process_group
+from model.data import PROJECT_ROOT
+from testbed.mlflow_cli import mlflow_ui
+from testbed.processes import free_port, running_server, stop_process_group
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
+# Where UI tests leave their screenshots, for a reader of a CI run.
+SCREENSHOTS = PROJECT_ROOT / "build" / "ui-screenshots"
 
 
 def chromium_path() -> str | None:
@@ -135,3 +142,22 @@ def _devtools_port(active_port_file: Path, browser: subprocess.Popen, timeout: f
             return int(active_port_file.read_text().splitlines()[0])
         time.sleep(0.2)
     raise TimeoutError(f"chromium wrote no {active_port_file.name} within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def mlflow_ui_in_chromium(store: dict, workdir: Path, height: int) -> Iterator[tuple[str, Page]]:
+    """``mlflow ui`` on ``store`` (its ``tracking_uri`` and ``env``) and a headless Chromium of
+    ``height`` pixels; yields the UI's base URL and the page. Skips the test without Chromium."""
+    if chromium_path() is None:
+        pytest.skip(
+            "no chromium: the browser could not be installed here (`apt-get install chromium`; .ci/run does)"
+        )
+    port = free_port()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with (
+        running_server(
+            mlflow_ui(store["tracking_uri"], port), port, "/health", env=store["env"], timeout=180
+        ) as ui,
+        headless_chromium(workdir, height=height) as page,
+    ):
+        yield ui.base_url, page

@@ -45,9 +45,9 @@ from model.monitoring.monitor import CHECKED_TAG, REPORT, RUN_TAG, SUMMARY, VERD
 from model.monitoring.monitor import run as monitor_run
 from model.monitoring.window import MonitorError
 from model.registry import CHALLENGER, CHAMPION, MODEL_NAME
-from testbed.mlflow_cli import mlflow_run, mlflow_ui, mlflowserver
+from testbed.mlflow_cli import mlflow_run, mlflowserver
 from testbed.processes import free_port, process_env, running_server
-from tests.integration.browser import chromium_path, headless_chromium
+from tests.integration.browser import SCREENSHOTS, mlflow_ui_in_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,6 @@ TRAIN_EXPERIMENT, MONITOR_EXPERIMENT = "integration", "monitoring"
 # Small models, quick to fit (twice: the champion, then the retrained challenger); the verdicts
 # compare a version with its own test figures, whatever its quality.
 QUICK_TRAINING = ["n_estimators=40", "num_leaves=31", "n_models=1", "cv_folds=0"]
-SCREENSHOTS = PROJECT_ROOT / "build" / "ui-screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -285,31 +284,21 @@ def test_make_monitor_prints_its_verdict_logs_the_run_and_tags_the_champion(stor
 
 
 def test_the_verdict_shows_in_mlflow_ui_on_the_champion_and_its_run(store, monitored, tmp_path):
-    if chromium_path() is None:
-        pytest.skip(
-            "no chromium: the browser could not be installed here (`apt-get install chromium`; .ci/run does)"
-        )
     version = MlflowClient().get_model_version(MODEL_NAME, champion())
     run = MlflowClient().get_run(version.tags[RUN_TAG])
-    port = free_port()
-    command = mlflow_ui(store["tracking_uri"], port)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with (
-        running_server(command, port, "/health", env=store["env"], timeout=180) as ui,
-        headless_chromium(tmp_path, height=2400) as page,
-    ):
-        page.navigate(f"{ui.base_url}/#/models/{MODEL_NAME}/versions/{version.version}")
+    with mlflow_ui_in_chromium(store, tmp_path, height=2400) as (ui_url, page):
+        page.navigate(f"{ui_url}/#/models/{MODEL_NAME}/versions/{version.version}")
         shown = page.wait_for(f"document.body && document.body.innerText.includes('{run.info.run_id}')")
         page.screenshot(SCREENSHOTS / "monitoring-version.png")
         text = page.evaluate("document.body.innerText")
         assert shown and re.search(rf"{re.escape(VERDICT_TAG)}\s+ok\b", text), text[:3000]  # the tag's row
         page.navigate("about:blank")
-        page.navigate(f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+        page.navigate(f"{ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
         assert page.wait_for("document.body && document.body.innerText.includes('Verdict: OK')", timeout=90)
         page.screenshot(SCREENSHOTS / "monitoring-run.png")
         page.navigate("about:blank")
         page.navigate(
-            f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts/{REPORT}"
+            f"{ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts/{REPORT}"
         )
         # MLflow shows an HTML artifact in a sandboxed iframe (no access to its document from
         # here) loaded from a blob URL of this page: read what it shows from that URL.

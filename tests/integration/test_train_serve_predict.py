@@ -22,9 +22,9 @@ from model.intervals import LOWER_COLUMN, UPPER_COLUMN
 from model.packaging import locked_versions
 from model.registry import CHAMPION, MODEL_NAME
 from model.report import PLOTS
-from testbed.mlflow_cli import mlflow_models_predict, mlflow_models_serve, mlflow_run, mlflow_ui
+from testbed.mlflow_cli import mlflow_models_predict, mlflow_models_serve, mlflow_run
 from testbed.processes import Server, free_port, process_env, running_server
-from tests.integration.browser import chromium_path, headless_chromium
+from tests.integration.browser import SCREENSHOTS, mlflow_ui_in_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -282,7 +282,6 @@ def test_mlflow_models_predict_takes_the_interval_from_a_json_input(
 # ---------------------------------------------------------------------------------------------
 
 # Where the screenshots stay for a human to look at (the test's own temp dir is removed).
-SCREENSHOTS = PROJECT_ROOT / "build" / "ui-screenshots"
 # Every artifact image of the page: whether it loaded, its size, and the share of its height
 # not clipped away by an ancestor that hides overflow (a collapsed description, say).
 IMAGES = """Array.from(document.images).filter(i => i.src.includes('get-artifact')).map(i => {
@@ -318,22 +317,12 @@ def shown_plots(page, url: str, screenshot: Path) -> dict[str, dict]:
 
 
 def test_the_champions_version_and_run_pages_show_the_evaluation_plots(store, tmp_path):
-    if chromium_path() is None:
-        pytest.skip(
-            "no chromium: the browser could not be installed here (`apt-get install chromium`; .ci/run does)"
-        )
     version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     run = MlflowClient().get_run(version.run_id)
-    port = free_port()
-    command = mlflow_ui(store["tracking_uri"], port)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with (
-        running_server(command, port, "/health", env=store["env"], timeout=180) as ui,
-        headless_chromium(tmp_path, height=5200) as page,
-    ):
+    with mlflow_ui_in_chromium(store, tmp_path, height=5200) as (ui_url, page):
         pages = {
-            "version": f"{ui.base_url}/#/models/{MODEL_NAME}/versions/{version.version}",
-            "run": f"{ui.base_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+            "version": f"{ui_url}/#/models/{MODEL_NAME}/versions/{version.version}",
+            "run": f"{ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
         }
         for name, url in pages.items():
             plots = shown_plots(page, url, SCREENSHOTS / f"champion-{name}.png")

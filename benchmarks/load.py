@@ -10,6 +10,8 @@ server that does nothing (``benchmarks.noop_server``).
 Two shapes of load:
 
 * ``sequential``: one connection, one request at a time (latency percentiles);
+* ``alternating``: the same against several servers, taking turns request by request, so
+  that a drift in the machine's load reaches every server alike (A/B latency comparisons);
 * ``closed_loop``: ``clients`` threads, each sending its next request as soon as the
   previous one is answered, for a fixed duration after a warm-up (throughput, latency
   percentiles, errors); ends by itself.
@@ -138,6 +140,46 @@ def sequential(target: Target, bodies: Sequence[bytes], requests: int, warmup: i
         client_cpu_seconds=time.process_time() - cpu0,
         window=(started, ended),
     )
+
+
+def alternating(
+    targets: Sequence[Target], bodies: Sequence[bytes], requests: int, warmup: int = 20
+) -> list[LoadResult]:
+    """``requests`` sequential requests to each of ``targets``, one target after the other for
+    each body, the order reversed every other body (A B, B A, ...): a result per target."""
+    clients = [Client(target) for target in targets]
+    latencies: list[list[float]] = [[] for _ in targets]
+    errors: list[list[str]] = [[] for _ in targets]
+    try:
+        for client in clients:
+            for i in range(warmup):
+                client.post(bodies[i % len(bodies)])
+        started = time.monotonic()
+        for i in range(requests):
+            order = range(len(clients)) if i % 2 == 0 else reversed(range(len(clients)))
+            for index in order:
+                t0 = time.perf_counter()
+                error = clients[index].post(bodies[i % len(bodies)])
+                elapsed = time.perf_counter() - t0
+                if error is None:
+                    latencies[index].append(elapsed)
+                else:
+                    errors[index].append(error)
+        ended = time.monotonic()
+    finally:
+        for client in clients:
+            client.close()
+    return [
+        LoadResult(
+            clients=1,
+            seconds=ended - started,
+            latencies=latencies[index],
+            errors=len(errors[index]),
+            error_samples=errors[index][:5],
+            window=(started, ended),
+        )
+        for index in range(len(targets))
+    ]
 
 
 def closed_loop(

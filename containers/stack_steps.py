@@ -23,6 +23,10 @@ LOCAL_POSTGRES_CONTEXT = "containers/postgres"
 # The services that must be healthy before the registry is asked anything.
 TRACKING = ("postgres", "mlflow")
 HEALTH_TIMEOUT = 600.0
+# Restarts by the engine, while a step waits for a service, that mean it will not come up:
+# Docker's back-off between restarts doubles, so watching the state alone ("restarting") sees
+# the loop only once the back-off outlasts the poll, several failed starts later.
+RESTARTS_GIVEN_UP = 2
 # The runtime's model, as the storage step downloads it into the `models` volume.
 SERVED_MLMODEL = "/mnt/models/MLmodel"
 
@@ -127,18 +131,22 @@ def build_images(stack: Stack) -> Stack:
 
 def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_TIMEOUT) -> None:
     """Until each service's container is running and healthy; a StackError names the first that
-    exited or is unhealthy, or that is still starting when the time is up."""
+    exited, is unhealthy or was restarted by the engine ``RESTARTS_GIVEN_UP`` times while this
+    waited, or that is still starting when the time is up."""
     deadline = time.monotonic() + timeout
+    first_counts: dict[str, int] = {}
     while True:
         states = stack.states()
+        counts = restart_counts(states, services)
         waiting = []
         for service in services:
             state = states.get(service)
             if state is None:
                 raise StackError(f"service {service} has no container", service)
-            if state["State"] == "restarting":
+            restarts = counts[service] - first_counts.setdefault(service, counts[service])
+            if restarts >= RESTARTS_GIVEN_UP:
                 raise StackError(f"service {service} keeps exiting and restarting", service)
-            if state["State"] != "running":
+            if state["State"] not in ("running", "restarting"):
                 how = f"{state['State']} (exit code {state['ExitCode']})"
                 raise StackError(f"service {service} is {how}", service)
             if state["Health"] == "unhealthy":
@@ -150,6 +158,17 @@ def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_
         if time.monotonic() > deadline:
             raise StackError(f"service {waiting[0]} is not healthy after {timeout:.0f} s", waiting[0])
         time.sleep(2)
+
+
+def restart_counts(states: dict[str, dict], services: Sequence[str]) -> dict[str, int]:
+    """How many times the engine has restarted each service's container (its restart policy at
+    work; `docker compose ps` does not say, `docker inspect` does)."""
+    present = [service for service in services if service in states]
+    ids = [states[service]["ID"] for service in present]
+    command = ["docker", "inspect", "--format", "{{.RestartCount}}", *ids]
+    inspected = subprocess.run(command, capture_output=True, text=True, check=True)
+    counts = dict(zip(present, map(int, inspected.stdout.split()), strict=True))
+    return {service: counts.get(service, 0) for service in services}
 
 
 def failed_service(stack: Stack) -> StackError:

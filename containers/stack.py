@@ -35,9 +35,11 @@ from pathlib import Path
 
 from containers.compose_project import ENV_FILE, LOG_LINES, Stack, StackError, write_env_file
 from containers.stack_steps import (
+    KNOWN_CAUSES,
     build_images,
     check_engine,
     check_ports,
+    known_causes,
     rollout,
     run_once,
     serve_champion,
@@ -137,15 +139,6 @@ def run_lifecycle(stack: Stack, entry_point: str, params: Sequence[str]) -> None
         print(f"The runtime now serves {MODEL_NAME} version {champion['version']} ({CHAMPION}).")
 
 
-# What a service's log says → what the newcomer should do about it.
-KNOWN_CAUSES = {
-    "password authentication failed": (
-        "PostgreSQL keeps the password it was created with: restore that .env, "
-        "or `make down-volumes` to start afresh (it deletes the runs and models)"
-    ),
-}
-
-
 def report(stack: Stack, error: StackError) -> None:
     """The failing service's last log lines (or what its removed container printed), then one
     line naming the failure, with what to do when its log shows a known cause."""
@@ -155,8 +148,8 @@ def report(stack: Stack, error: StackError) -> None:
     if detail:
         print(f"--- last lines of {error.service or 'its output'} ---", file=sys.stderr)
         print("\n".join(detail), file=sys.stderr)
-    causes = [advice for symptom, advice in KNOWN_CAUSES.items() if any(symptom in line for line in detail)]
-    print(f"error: {'; '.join([str(error), *causes])}", file=sys.stderr)
+    advice = [KNOWN_CAUSES[symptom] for symptom in known_causes(detail)]
+    print(f"error: {'; '.join([str(error), *advice])}", file=sys.stderr)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

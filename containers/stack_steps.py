@@ -27,6 +27,16 @@ HEALTH_TIMEOUT = 600.0
 # Docker's back-off between restarts doubles, so watching the state alone ("restarting") sees
 # the loop only once the back-off outlasts the poll, several failed starts later.
 RESTARTS_GIVEN_UP = 2
+# What a service's log says that no retry can mend → what the newcomer should do about it. A
+# step waiting for the service gives up as soon as its log says it (the tracking server itself
+# retries a refused database login for over a minute before it exits, and again after each
+# restart).
+KNOWN_CAUSES = {
+    "password authentication failed": (
+        "PostgreSQL keeps the password it was created with: restore that .env, "
+        "or `make down-volumes` to start afresh (it deletes the runs and models)"
+    ),
+}
 # The runtime's model, as the storage step downloads it into the `models` volume.
 SERVED_MLMODEL = "/mnt/models/MLmodel"
 
@@ -131,8 +141,8 @@ def build_images(stack: Stack) -> Stack:
 
 def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_TIMEOUT) -> None:
     """Until each service's container is running and healthy; a StackError names the first that
-    exited, is unhealthy or was restarted by the engine ``RESTARTS_GIVEN_UP`` times while this
-    waited, or that is still starting when the time is up."""
+    exited, is unhealthy, logs one of ``KNOWN_CAUSES`` or was restarted by the engine
+    ``RESTARTS_GIVEN_UP`` times while this waited, or that is still starting when the time is up."""
     deadline = time.monotonic() + timeout
     first_counts: dict[str, int] = {}
     while True:
@@ -152,12 +162,19 @@ def wait_healthy(stack: Stack, services: Sequence[str], timeout: float = HEALTH_
             if state["Health"] == "unhealthy":
                 raise StackError(f"service {service} is unhealthy: its health check keeps failing", service)
             if state["Health"] != "healthy":
+                if symptoms := known_causes(stack.logs(service).splitlines()):
+                    raise StackError(f"service {service} cannot start: its log says '{symptoms[0]}'", service)
                 waiting.append(service)
         if not waiting:
             return
         if time.monotonic() > deadline:
             raise StackError(f"service {waiting[0]} is not healthy after {timeout:.0f} s", waiting[0])
         time.sleep(2)
+
+
+def known_causes(log_lines: Sequence[str]) -> list[str]:
+    """The ``KNOWN_CAUSES`` symptoms that ``log_lines`` show."""
+    return [symptom for symptom in KNOWN_CAUSES if any(symptom in line for line in log_lines)]
 
 
 def restart_counts(states: dict[str, dict], services: Sequence[str]) -> dict[str, int]:

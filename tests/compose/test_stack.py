@@ -563,7 +563,7 @@ def test_seeded_mistake_a_db_network_that_is_not_internal_gives_postgresql_a_way
 
 def test_a_lost_env_file_fails_make_up_in_one_line_naming_the_tracking_server(stack, tmp_path):
     """PostgreSQL created with one .env, then `make up` with new credentials: the tracking server
-    cannot log in to the database, and keeps exiting."""
+    cannot log in to the database, which its log says at once (it would retry for minutes)."""
     lost = Stack(tmp_path / ".env", f"{stack.project}-lost", {**stack.variables})
     lost = (
         lost.with_variables(POSTGRES_IMAGE=stack.setting("POSTGRES_IMAGE"))
@@ -580,6 +580,7 @@ def test_a_lost_env_file_fails_make_up_in_one_line_naming_the_tracking_server(st
     line = last_line(completed)
     SUMMARY.append(f"make up after a lost .env: {line}")
     assert (
-        line.startswith("error: service mlflow keeps exiting") and "PostgreSQL keeps the password" in line
+        line.startswith("error: service mlflow cannot start: its log says 'password authentication failed'")
+        and "PostgreSQL keeps the password" in line
     ), line
     assert "password authentication failed" in completed.stderr

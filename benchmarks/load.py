@@ -113,40 +113,15 @@ class LoadResult:
 
 
 def sequential(target: Target, bodies: Sequence[bytes], requests: int, warmup: int = 20) -> LoadResult:
-    client = Client(target)
-    errors: list[str] = []
-    try:
-        for i in range(warmup):
-            client.post(bodies[i % len(bodies)])
-        latencies = []
-        cpu0, started = time.process_time(), time.monotonic()
-        for i in range(requests):
-            t0 = time.perf_counter()
-            error = client.post(bodies[i % len(bodies)])
-            elapsed = time.perf_counter() - t0
-            if error is None:
-                latencies.append(elapsed)
-            else:
-                errors.append(error)
-        ended = time.monotonic()
-    finally:
-        client.close()
-    return LoadResult(
-        clients=1,
-        seconds=ended - started,
-        latencies=latencies,
-        errors=len(errors),
-        error_samples=errors[:5],
-        client_cpu_seconds=time.process_time() - cpu0,
-        window=(started, ended),
-    )
+    return alternating([target], bodies, requests, warmup)[0]
 
 
 def alternating(
     targets: Sequence[Target], bodies: Sequence[bytes], requests: int, warmup: int = 20
 ) -> list[LoadResult]:
     """``requests`` sequential requests to each of ``targets``, one target after the other for
-    each body, the order reversed every other body (A B, B A, ...): a result per target."""
+    each body, the order reversed every other body (A B, B A, ...): a result per target (the
+    client's CPU time is the whole run's)."""
     clients = [Client(target) for target in targets]
     latencies: list[list[float]] = [[] for _ in targets]
     errors: list[list[str]] = [[] for _ in targets]
@@ -154,7 +129,7 @@ def alternating(
         for client in clients:
             for i in range(warmup):
                 client.post(bodies[i % len(bodies)])
-        started = time.monotonic()
+        cpu0, started = time.process_time(), time.monotonic()
         for i in range(requests):
             order = range(len(clients)) if i % 2 == 0 else reversed(range(len(clients)))
             for index in order:
@@ -165,7 +140,7 @@ def alternating(
                     latencies[index].append(elapsed)
                 else:
                     errors[index].append(error)
-        ended = time.monotonic()
+        ended, cpu = time.monotonic(), time.process_time() - cpu0
     finally:
         for client in clients:
             client.close()
@@ -176,6 +151,7 @@ def alternating(
             latencies=latencies[index],
             errors=len(errors[index]),
             error_samples=errors[index][:5],
+            client_cpu_seconds=cpu,
             window=(started, ended),
         )
         for index in range(len(targets))

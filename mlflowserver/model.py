@@ -113,7 +113,7 @@ class MLflowModel(Model):
             raise InvalidInput(f"unknown input '{short(name)}'; the model's inputs are: {expected}")
         return spec
 
-    def _assemble(self, arrays: dict[str, np.ndarray]):
+    def pyfunc_input(self, arrays: dict[str, np.ndarray]):
         """The pyfunc's input from checked arrays, and the batch size; InvalidInput if incomplete."""
         for spec in self.inputs:
             if spec.required and spec.name not in arrays:
@@ -141,11 +141,8 @@ class MLflowModel(Model):
         if isinstance(rows, int) and not isinstance(rows, bool) and rows > self.max_rows:
             raise too_many_rows(where, rows, self.max_rows)
 
-    def v2_input(self, request: InferRequest):
-        """Check a V2 request's inputs against the signature; the pyfunc's input and the batch size."""
-        return self._assemble(self._v2_arrays(request))
-
-    def _v2_arrays(self, request: InferRequest) -> dict[str, np.ndarray]:
+    def v2_arrays(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """A V2 request's inputs, checked against the signature: an array per input name."""
         arrays: dict[str, np.ndarray] = {}
         for tensor in request.inputs:
             spec = self._input(tensor.name)
@@ -157,11 +154,9 @@ class MLflowModel(Model):
             arrays[spec.name] = decode_tensor(spec, tensor)
         return arrays
 
-    def v1_input(self, payload: Mapping):
-        """Check a V1 body (records, columnar, or rows of one tensor); the pyfunc's input and batch size."""
-        return self._assemble(self._v1_arrays(payload))
-
-    def _v1_arrays(self, payload: Mapping) -> dict[str, np.ndarray]:
+    def v1_arrays(self, payload: Mapping) -> dict[str, np.ndarray]:
+        """A V1 body's inputs (records, columnar, or rows of one tensor), checked against the
+        signature: an array per input name."""
         key = "instances" if "instances" in payload else "inputs" if "inputs" in payload else None
         if key is None:
             raise InvalidInput('V1 request must have "instances" (a list of records) or "inputs"')
@@ -250,13 +245,13 @@ class MLflowModel(Model):
         if isinstance(payload, InferRequest):
             requested = self._requested_outputs(payload)
             binary = binary_outputs(payload)
-            arrays = self._v2_arrays(payload)
+            arrays = self.v2_arrays(payload)
             params = decode_params(payload.parameters, self.params)
         elif isinstance(payload, Mapping):
-            arrays, requested, params = self._v1_arrays(payload), None, {}
+            arrays, requested, params = self.v1_arrays(payload), None, {}
         else:
             raise InvalidInput(f"unsupported request type {type(payload).__name__}")
-        data, rows = self._assemble(arrays)
+        data, rows = self.pyfunc_input(arrays)
         # In a worker thread, as `mlflow models serve` does: LightGBM and NumPy release the
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop and 8 clients got well under the in-process rate.

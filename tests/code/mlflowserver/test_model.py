@@ -85,9 +85,8 @@ def test_v2_binary_numpy_input(model):
 
 
 def test_v2_frame_is_in_signature_order_with_target_dtypes(model):
-    frame, rows = model.v2_input(
-        req(inp("s", "BYTES", ["q"]), inp("b", "INT32", [1]), inp("a", "INT64", [2]))
-    )
+    arrays = model.v2_arrays(req(inp("s", "BYTES", ["q"]), inp("b", "INT32", [1]), inp("a", "INT64", [2])))
+    frame, rows = model.pyfunc_input(arrays)
     assert list(frame.columns) == ["a", "s", "b"] and rows == 1
     assert frame.dtypes.tolist() == [np.float64, object, np.float64]
 

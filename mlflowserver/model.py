@@ -37,6 +37,7 @@ from mlflowserver.codecs import (
     encode_result,
     model_input,
 )
+from mlflowserver.direct_predict import direct_predict
 from mlflowserver.limits import Limits, RowBudget, short, too_many_rows
 from mlflowserver.signature import Input, Output, plan_inputs, plan_outputs, plan_params
 
@@ -44,6 +45,10 @@ logger = logging.getLogger("mlflowserver")
 
 # Longest model-authored error message passed on to the caller.
 _MAX_MESSAGE = 300
+# A request of at most this many rows is predicted on the event loop's thread: handing a one-row
+# predict to a worker thread cost more than the predict itself, sequentially and with 8 clients
+# at once (docs/codebase/kserve-runtime.md#performance-notes).
+INLINE_MAX_ROWS = 1
 
 
 class ExplainerNotFound(ModelNotFound):
@@ -68,6 +73,7 @@ class MLflowModel(Model):
         self.params: dict = {}
         self._by_name: dict[str, Input] = {}
         self._pyfunc = None
+        self._predict = None
         self.capture: capture.Capture | None = None
 
     # -- loading / metadata ------------------------------------------------------------------
@@ -84,6 +90,7 @@ class MLflowModel(Model):
         self.params = plan_params(metadata.get_params_schema())
         self._by_name = {i.name: i for i in self.inputs}
         self._pyfunc = pyfunc
+        self._predict = direct_predict(pyfunc, self.inputs)
         # Opt-in recording of what is served (MLFLOWSERVER_CAPTURE_DIR; mlflowserver/capture.py).
         self.capture = capture.from_environment(
             metadata.run_id or "", [i.name for i in self.inputs if i.column], list(self.params)
@@ -216,6 +223,8 @@ class MLflowModel(Model):
 
     def _call_pyfunc(self, data, params: dict):
         try:
+            if self._predict is not None:
+                return self._predict(data, params)
             if self.params:
                 return self._pyfunc.predict(data, params=params)
             return self._pyfunc.predict(data)
@@ -252,11 +261,14 @@ class MLflowModel(Model):
         else:
             raise InvalidInput(f"unsupported request type {type(payload).__name__}")
         data, rows = self.pyfunc_input(arrays)
-        # In a worker thread, as `mlflow models serve` does: LightGBM and NumPy release the
+        # In a worker thread, as `mlflow models serve` does: the tree engine and NumPy release the
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop and 8 clients got well under the in-process rate.
         async with self.row_budget.hold(rows):
-            result = await asyncio.to_thread(self._call_pyfunc, data, params)
+            if rows <= INLINE_MAX_ROWS:
+                result = self._call_pyfunc(data, params)
+            else:
+                result = await asyncio.to_thread(self._call_pyfunc, data, params)
         pairs = encode_result(result, self.outputs, rows)
         if isinstance(payload, InferRequest):
             response = self._v2_response(payload, pairs, requested, binary)

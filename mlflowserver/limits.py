@@ -31,7 +31,6 @@ import contextlib
 import math
 import os
 import re
-import time
 from dataclasses import dataclass, fields
 
 import orjson
@@ -212,20 +211,31 @@ class RowBudget:
             self._changed = asyncio.Condition()
         return self._changed
 
-    def _fits(self, turn, rows: int) -> bool:
-        return self._queue[0] is turn and (
-            self.rows == 0 or self.rows + rows <= self.limits.max_inflight_rows
-        )
-
     @contextlib.asynccontextmanager
     async def hold(self, rows: int):
+        if not self._queue and self._room_for(rows):
+            # Nobody is waiting and the rows fit: no turn to take, no lock, no timer.
+            self.rows += rows
+        else:
+            await self._take_turn(rows)
+        try:
+            yield
+        finally:
+            self.rows -= rows
+            if self._queue:
+                async with self.changed:
+                    self.changed.notify_all()
+
+    def _room_for(self, rows: int) -> bool:
+        return self.rows == 0 or self.rows + rows <= self.limits.max_inflight_rows
+
+    async def _take_turn(self, rows: int) -> None:
         turn = object()
         async with self.changed:
             self._queue.append(turn)
             try:
-                await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self._fits(turn, rows)), self.limits.queue_timeout
-                )
+                async with asyncio.timeout(self.limits.queue_timeout):
+                    await self.changed.wait_for(lambda: self._queue[0] is turn and self._room_for(rows))
             except TimeoutError:
                 raise ServerBusy(
                     f"server busy: {self.rows} rows being predicted; {rows} more did not fit within "
@@ -235,12 +245,6 @@ class RowBudget:
                 self._queue.remove(turn)
                 self.changed.notify_all()
             self.rows += rows
-        try:
-            yield
-        finally:
-            async with self.changed:
-                self.rows -= rows
-                self.changed.notify_all()
 
 
 # ------------------------------------------------------------------ REST
@@ -328,30 +332,32 @@ class RequestLimits:
         """The whole body, or None once an error is sent (or the client is gone)."""
         chunks: list[bytes] = []
         size = 0
-        deadline = time.monotonic() + self.limits.body_timeout
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                await send_error(
-                    send,
-                    408,
-                    f"request body not received within {self.limits.body_timeout:g} s "
-                    f"(--body_timeout; {size} bytes arrived)",
-                )
-                return None
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await send_error(send, 413, _too_large(f"more than {limit} bytes", limit))
-                return None
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                # b"".join of one bytes object returns it: no copy for a body sent in one piece.
-                return b"".join(chunks)
+        try:
+            # One timer for the whole body (asyncio.wait_for per message made a task each).
+            async with asyncio.timeout(self.limits.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        break
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        # b"".join of one bytes object returns it: no copy for a body sent in one piece.
+                        return b"".join(chunks)
+        except TimeoutError:
+            await send_error(
+                send,
+                408,
+                f"request body not received within {self.limits.body_timeout:g} s "
+                f"(--body_timeout; {size} bytes arrived)",
+            )
+            return None
+        await send_error(send, 413, _too_large(f"more than {limit} bytes", limit))
+        return None
 
 
 def _too_large(size: str, limit: int) -> str:

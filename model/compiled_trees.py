@@ -14,7 +14,10 @@ row of the dataset):
   dump prints 17 significant digits, which round-trips a double);
 * a missing value (NaN) goes where LightGBM sends it: the default side for a
   ``missing_type`` NaN split, the side of 0.0 for a ``None`` split (LightGBM reads NaN
-  as 0 there); ``nodes_missing_value_tracks_true`` says which;
+  as 0 there). In a feature whose every split is ``None`` (all of them, when training saw
+  no missing value), :meth:`CompiledTrees.predict` turns NaN into 0.0 before the trees, and
+  the nodes carry no missing-value track: ONNX Runtime walks trees without any track on a
+  faster path. Elsewhere ``nodes_missing_value_tracks_true`` says which side NaN takes;
 * LightGBM reads an input within ``±ZERO_THRESHOLD`` of 0 as 0 (it keeps rows sparse):
   :meth:`CompiledTrees.predict` does the same before the trees see it;
 * each booster is its own ``TreeEnsemble`` node with one target, whose leaves ONNX
@@ -67,6 +70,7 @@ ML_OPSET = 5  # TreeEnsemble, with double thresholds, weights and output
 ONNX_OPSET = 21  # the default domain's opset of IR version 10
 IR_VERSION = 10
 INPUT_NAME = "X"
+NAN_AS_ZERO_KEY = "nan_as_zero_features"  # metadata: the features whose NaN becomes 0.0 first
 # Rows each thread gets at least before a batch is split between threads (a hand-off costs
 # about as much as a few rows' trees).
 MIN_ROWS_PER_THREAD = 1_000
@@ -87,10 +91,16 @@ def compile_boosters(boosters: Sequence[lightgbm.Booster]) -> bytes:
     if len(n_features) != 1:
         raise UnsupportedBoosterError(f"boosters over different numbers of features: {sorted(n_features)}")
     transforms = [_output_transform(dump) or "none" for dump in dumps]  # refused before any work
-    nodes = [_Proto.node(_tree_ensemble(dump), f"booster_{k}") for k, dump in enumerate(dumps)]
+    n_features = n_features.pop()
+    nan_as_zero = _nan_as_zero_features(dumps, n_features)
+    nodes = [_Proto.node(_tree_ensemble(dump, nan_as_zero), f"booster_{k}") for k, dump in enumerate(dumps)]
     outputs = [_Proto.value_info(f"booster_{k}", None, 1) for k in range(len(dumps))]
-    graph = _Proto.graph(nodes, _Proto.value_info(INPUT_NAME, None, n_features.pop()), outputs)
-    return _Proto.model(graph, {"output_transforms": ",".join(transforms)})
+    graph = _Proto.graph(nodes, _Proto.value_info(INPUT_NAME, None, n_features), outputs)
+    metadata = {
+        "output_transforms": ",".join(transforms),
+        NAN_AS_ZERO_KEY: ",".join(str(feature) for feature in sorted(nan_as_zero)),
+    }
+    return _Proto.model(graph, metadata)
 
 
 class CompiledTrees:
@@ -119,6 +129,9 @@ class CompiledTrees:
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.transforms = [None if t == "none" else t for t in metadata["output_transforms"].split(",")]
         self.n_features = self.session.get_inputs()[0].shape[1]
+        # Files compiled before the key existed track NaN at every node: nothing to turn to 0.
+        nan_as_zero = [int(f) for f in metadata.get(NAN_AS_ZERO_KEY, "").split(",") if f]
+        self._nan_as_zero = np.isin(np.arange(self.n_features), nan_as_zero) if nan_as_zero else None
         self.threads = _threads()
         # Its threads start on the first split batch only.
         self._pool = ThreadPoolExecutor(self.threads, "compiled-trees") if self.threads > 1 else None
@@ -128,9 +141,11 @@ class CompiledTrees:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected rows of {self.n_features} features, got an array of shape {X.shape}")
-        near_zero = (np.abs(X) <= ZERO_THRESHOLD) & (X != 0)
-        if near_zero.any():
-            X = np.where(near_zero, 0.0, X)
+        to_zero = (np.abs(X) <= ZERO_THRESHOLD) & (X != 0)
+        if self._nan_as_zero is not None:
+            to_zero |= np.isnan(X) & self._nan_as_zero
+        if to_zero.any():
+            X = np.where(to_zero, 0.0, X)
         X = np.ascontiguousarray(X)
         if self._pool is not None and len(X) >= self.threads * MIN_ROWS_PER_THREAD:
             parts = list(self._pool.map(self._raw, np.array_split(X, self.threads)))
@@ -170,8 +185,23 @@ def _output_transform(dump: dict) -> str | None:
     return OUTPUT_TRANSFORMS[objective]
 
 
-def _tree_ensemble(dump: dict) -> list[bytes]:
-    """The ``TreeEnsemble`` attributes (``ai.onnx.ml`` opset 5) of one booster's trees."""
+def _nan_as_zero_features(dumps: list[dict], n_features: int) -> set[int]:
+    """The features every split of every booster reads NaN as 0 in (``missing_type`` None)."""
+    tracked = set()
+    for dump in dumps:
+        pending = [tree["tree_structure"] for tree in dump["tree_info"]]
+        while pending:
+            node = pending.pop()
+            if "split_index" in node:
+                if node["missing_type"] != "None":
+                    tracked.add(node["split_feature"])
+                pending += [node["left_child"], node["right_child"]]
+    return set(range(n_features)) - tracked
+
+
+def _tree_ensemble(dump: dict, nan_as_zero: set[int]) -> list[bytes]:
+    """The ``TreeEnsemble`` attributes (``ai.onnx.ml`` opset 5) of one booster's trees; a split
+    on a feature of ``nan_as_zero`` never sees NaN (:meth:`CompiledTrees.predict`)."""
     features, thresholds, missing_true = [], [], []
     true_ids, true_leaf, false_ids, false_leaf = [], [], [], []
     leaf_weights, roots = [], []
@@ -206,7 +236,8 @@ def _tree_ensemble(dump: dict) -> list[bytes]:
             index, node = pending.pop()
             features[index] = node["split_feature"]
             thresholds[index] = node["threshold"]
-            missing_true[index] = _missing_goes_left(node)
+            goes_left = _missing_goes_left(node)  # refuses what is not reproduced
+            missing_true[index] = 0 if node["split_feature"] in nan_as_zero else goes_left
             true_ids[index], true_leaf[index] = child(node["left_child"], pending)
             false_ids[index], false_leaf[index] = child(node["right_child"], pending)
 

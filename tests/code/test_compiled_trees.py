@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 from model.compiled_trees import (
     INPUT_NAME,
     MIN_ROWS_PER_THREAD,
+    NAN_AS_ZERO_KEY,
     ZERO_THRESHOLD,
     CompiledTrees,
     UnsupportedBoosterError,
@@ -111,6 +112,25 @@ def test_every_batch_size_gives_the_same_bits(boosters, compiled, data, batch):
     rows = probe_rows(boosters[0], data[0])[:600]
     pieces = [compiled.predict(rows[start : start + batch])[1] for start in range(0, len(rows), batch)]
     np.testing.assert_array_equal(np.concatenate(pieces), boosters[1].predict(rows))
+
+
+def test_only_features_with_a_nan_split_keep_missing_value_tracks(boosters, data):
+    # Column 0 had missing values in training (NaN splits); in the others LightGBM reads NaN as
+    # 0 at every split, so CompiledTrees turns their NaN into 0 and their nodes carry no track
+    # (test_compiled_predictions_equal_lightgbms_bit_for_bit covers NaN in every column).
+    model = onnx.load_from_string(compile_boosters(boosters))
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    assert metadata[NAN_AS_ZERO_KEY] == "1,2,3,4"
+    for node in model.graph.node:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        tracked = {
+            feature
+            for feature, track in zip(
+                attributes["nodes_featureids"], attributes["nodes_missing_value_tracks_true"], strict=True
+            )
+            if track
+        }
+        assert tracked == {0}
 
 
 def test_a_value_within_lightgbms_zero_threshold_is_read_as_zero(boosters, compiled, data):

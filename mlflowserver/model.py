@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Mapping
 
 import mlflow.pyfunc
@@ -45,10 +47,12 @@ logger = logging.getLogger("mlflowserver")
 
 # Longest model-authored error message passed on to the caller.
 _MAX_MESSAGE = 300
-# A request of at most this many rows is predicted on the event loop's thread: handing a one-row
-# predict to a worker thread cost more than the predict itself, sequentially and with 8 clients
-# at once (docs/codebase/kserve-runtime.md#performance-notes).
-INLINE_MAX_ROWS = 1
+# A one-row request is predicted on the event loop's thread while the model's last one-row
+# predict took less than this: handing a short predict to a worker thread cost more than the
+# predict itself, sequentially and with 8 clients at once (docs/codebase/kserve-runtime.md#performance-notes),
+# and a loop held this long delays no probe or other request noticeably. A model slower than
+# this (or before its first one-row answer) keeps predicting in a worker thread.
+INLINE_SECONDS = 0.002
 
 
 class ExplainerNotFound(ModelNotFound):
@@ -74,6 +78,7 @@ class MLflowModel(Model):
         self._by_name: dict[str, Input] = {}
         self._pyfunc = None
         self._predict = None
+        self._one_row_seconds = math.inf  # the last one-row predict's duration
         self.capture: capture.Capture | None = None
 
     # -- loading / metadata ------------------------------------------------------------------
@@ -239,6 +244,13 @@ class MLflowModel(Model):
                 f"model prediction failed ({type(exc).__name__}); see the server log"
             ) from None
 
+    def _timed_call(self, data, params: dict):
+        started = time.perf_counter()
+        try:
+            return self._call_pyfunc(data, params)
+        finally:
+            self._one_row_seconds = time.perf_counter() - started
+
     async def predict(
         self,
         payload: dict | InferRequest | bytes,
@@ -265,10 +277,12 @@ class MLflowModel(Model):
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop and 8 clients got well under the in-process rate.
         async with self.row_budget.hold(rows):
-            if rows <= INLINE_MAX_ROWS:
-                result = self._call_pyfunc(data, params)
-            else:
+            if rows != 1:
                 result = await asyncio.to_thread(self._call_pyfunc, data, params)
+            elif self._one_row_seconds < INLINE_SECONDS:
+                result = self._timed_call(data, params)
+            else:
+                result = await asyncio.to_thread(self._timed_call, data, params)
         pairs = encode_result(result, self.outputs, rows)
         if isinstance(payload, InferRequest):
             response = self._v2_response(payload, pairs, requested, binary)

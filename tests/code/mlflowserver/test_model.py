@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import threading
+import time
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pytest
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from mlflow.exceptions import MlflowException
-from mlflow.types import Schema, TensorSpec
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 from mlflowserver.limits import Limits, PayloadTooLarge
 from mlflowserver.model import ExplainerNotFound, MLflowModel
@@ -224,6 +229,39 @@ def test_named_tensors_reach_the_pyfunc_as_a_dict(tmp_path):
         model, req(inp("x", "FP64", [[1.0, 2.0], [3.0, 4.0]], shape=[2, 2]), inp("k", "INT32", [10, 20]))
     )
     assert outputs_of(resp) == {"total": ("FP64", [2], [13.0, 27.0])}
+
+
+# ------------------------------------------------------------------ where predict runs
+
+
+class ThreadRecorder(mlflow.pyfunc.PythonModel):
+    """Answers, for each row, whether predict ran on the event loop's thread (the main one here)."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def predict(self, context, model_input, params=None):
+        time.sleep(self.delay)
+        on_loop = threading.current_thread() is threading.main_thread()
+        return pd.DataFrame({"on_loop": [float(on_loop)] * len(model_input)})
+
+
+def on_loop_thread(model, rows: int) -> list[bool]:
+    response = predict(model, req(inp("x", "FP64", [1.0] * rows)))
+    return [bool(v) for v in outputs_of(response)["on_loop"][2]]
+
+
+@pytest.mark.parametrize(("delay", "inline"), [(0.0, True), (0.02, False)], ids=["fast", "slow"])
+def test_a_short_one_row_predict_runs_on_the_loop_and_anything_else_in_a_worker(tmp_path, delay, inline):
+    path = tmp_path / "recorder"
+    signature = ModelSignature(Schema([ColSpec("double", "x")]), Schema([ColSpec("double", "on_loop")]))
+    mlflow.pyfunc.save_model(str(path), python_model=ThreadRecorder(delay), signature=signature)
+    model = served(path, "recorder")
+    # The first one-row call is timed in a worker; from then on the last one decides.
+    assert on_loop_thread(model, 1) == [False]
+    assert on_loop_thread(model, 1) == [inline]
+    assert on_loop_thread(model, 2) == [False, False]
+    assert on_loop_thread(model, 1) == [inline]
 
 
 # ------------------------------------------------------------------ parameters and optional outputs

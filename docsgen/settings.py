@@ -15,6 +15,7 @@ from benchmarks.limits import POD_MEMORY_LIMIT
 from benchmarks.training import TRAIN_LIMIT
 from mlflowserver.capture import CaptureSettings
 from mlflowserver.limits import SMALL_BODY_SHARE, Limits
+from mlflowserver.model import INLINE_SECONDS
 from model.gates import COVERAGE_LEVEL, COVERAGE_TOLERANCE
 from model.lease import DEFAULT_DURATION
 from model.train import DEFAULT_RMSE_CEILING, TrainingConfig
@@ -60,6 +61,7 @@ def texts() -> dict[str, str]:
         "limits.queued_bodies": _bytes(limits.max_waiting * limits.max_body_bytes),
         "limits.admitted": f"{limits.max_inflight + limits.max_waiting}",
         "limits.pod_memory": _bytes(POD_MEMORY_LIMIT),
+        "runtime.inline_seconds": f"{INLINE_SECONDS * 1e3:g} ms",
         "capture.max_file": _bytes(_default(CaptureSettings, "max_bytes")),
         "capture.max_file_mb": f"{_default(CaptureSettings, 'max_bytes') / 2**20:g}",
         "capture.max_seconds": f"{_default(CaptureSettings, 'max_seconds'):g}",

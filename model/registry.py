@@ -27,6 +27,17 @@ _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
+def model_metadata(model_uri: str) -> mlflow.models.Model:
+    """The ``MLmodel`` of any model URI: registry (alias or version), run, or a local copy.
+
+    Not ``mlflow.models.get_model_info``: in MLflow 3 it also fetches the logged model the
+    ``MLmodel`` names from the current tracking store, so an artifact copied out of its store
+    (a downloaded model directory, the benchmarks' artifacts) fails with "Logged model ... not
+    found" although every server loads it.
+    """
+    return mlflow.models.Model.load(model_uri)
+
+
 class SmokeTestError(RuntimeError):
     """A freshly logged model could not produce sane predictions."""
 

@@ -6,7 +6,7 @@
 MLflow's CLIs load the model first and only then find a missing input file or a busy port.
 Here each check that fails prints one line, ``error: …``, and exits 1 before anything slow
 starts. Cheapest first: the input file exists and is readable, the output's folder exists,
-HOST:PORT is free, and the model URI resolves (``mlflow.models.get_model_info``: the
+HOST:PORT is free, and the model URI resolves (``model.registry.model_metadata``: the
 registered model, its alias or version, and its ``MLmodel`` exist; nothing else is
 downloaded). Then this process becomes COMMAND (``os.execvpe``: the server is MLflow's or
 KServe's own process, not wrapped), with mlflowserver's bounded MLflow HTTP retries in its
@@ -80,6 +80,8 @@ def check_model(uri: str) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from model import registry
+
     scheme = uri.split(":/", 1)[0] if ":/" in uri else ""
     store = mlflow.get_registry_uri() if scheme == "models" else mlflow.get_tracking_uri()
     if scheme in STORE_SCHEMES:
@@ -87,7 +89,7 @@ def check_model(uri: str) -> None:
         if missing:
             raise Refusal(f"model {uri}: there is no MLflow store at {missing} yet (`make train` makes one)")
     try:
-        mlflow.models.get_model_info(uri)
+        registry.model_metadata(uri)
     except MlflowException as error:
         message = " ".join(str(error).split()).rstrip(".")
         if message.startswith("API request to "):

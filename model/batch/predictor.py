@@ -67,7 +67,7 @@ def spark_predictor(spark, model_uri: str, job: BatchJob):
     The driver downloads the artifact once; ``spark_udf`` ships it to the executors.
     """
     try:
-        signature = mlflow.models.get_model_info(model_uri).signature
+        signature = registry.model_metadata(model_uri).signature
     except (MlflowException, OSError) as error:
         raise BatchError(f"model_uri {model_uri}: {str(error).splitlines()[0]}") from None
     check_params(signature.params if signature is not None else None, model_uri, job)

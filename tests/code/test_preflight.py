@@ -14,9 +14,11 @@ import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from mlflowserver import MLFLOW_HTTP_DEFAULTS
 from model.data import PROJECT_ROOT
+from model.registry import model_metadata
 from projects import preflight
 from projects.preflight import Refusal
 from testbed.processes import LOOPBACK, free_port, process_env
@@ -119,6 +121,25 @@ def test_a_misspelt_model_alias_or_version_is_refused_with_what_the_registry_hol
     assert refusal(preflight.check_model, uri) == (
         f"model {uri}: {problem}; {registry} holds Housing (@champion = version 1)"
     )
+
+
+class Identity(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_model_directory_copied_out_of_its_store_passes(tmp_path):
+    with tracking_uri(f"sqlite:///{tmp_path / 'trained.db'}"):
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", python_model=Identity())
+        copy = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "copy"))
+    with tracking_uri(f"sqlite:///{tmp_path / 'other.db'}"):
+        # Why the check reads the MLmodel itself: MLflow 3's get_model_info also fetches the
+        # logged model it names from the current store, which does not hold it.
+        with pytest.raises(MlflowException, match="Logged model with ID .* not found"):
+            mlflow.models.get_model_info(copy)
+        preflight.check_model(copy)
+        assert model_metadata(copy).model_id == info.model_id
 
 
 def test_a_missing_local_model_directory_is_refused(tmp_path):

@@ -1,16 +1,11 @@
 """What recording costs the V2 runtime: capture on against capture off, measured in one run.
 
 Two runtimes on the project's model start together, one with ``MLFLOWSERVER_CAPTURE_DIR`` set
-(mlflowserver/capture.py), one without; the idle one costs memory only. Each of ``ROUNDS``
-rounds measures both with a slice of the servers section's two measurements:
-``ROUND_SHARE`` of its ``sequential_requests`` 1-row requests, sent to the two servers by
-turns (``load.alternating``), and of its ``duration`` seconds of ``clients`` concurrent
-clients sending ``body_rows``-row bodies, to one server then the other, in alternating
-order. A side's figure pools its rounds: the p50 of all its latencies, its requests over its
-seconds. Many short rounds, not a few long ones: the machine's load drifts by more than the
-bound within a minute, and only a fine interleaving makes both sides see the same drift.
-The capture's own counters (``/metrics``) say how many rows it wrote and dropped: a drop
-would mean the figure measured less recording than was asked for.
+(mlflowserver/capture.py), one without; the idle one costs memory only. They are compared in
+interleaved rounds (``servers.compared``: 1-row latencies by turns, then each one's throughput
+window), each side's figures pooled over its rounds. The capture's own counters (``/metrics``)
+say how many rows it wrote and dropped: a drop would mean the figure measured less recording
+than was asked for.
 """
 
 from __future__ import annotations
@@ -21,15 +16,13 @@ import urllib.request
 from benchmarks import load
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
-from benchmarks.servers import MLFLOWSERVER, bodies
+from benchmarks.servers import MLFLOWSERVER, bodies, compared
 from mlflowserver.capture import DIR_ENV, FILE_PREFIX
 from testbed.processes import free_port, running_servers
 
 # Recording may cost at most this much of the runtime without it (issue 24).
 LATENCY_BOUND = 1.05  # × the 1-row p50 with capture off
 THROUGHPUT_BOUND = 0.95  # × the req/s with capture off
-ROUNDS = {True: 2, False: 20}  # short form, full form
-ROUND_SHARE = 0.25
 
 
 def metric(base_url: str, name: str) -> float:
@@ -49,44 +42,22 @@ def run(bench: Bench) -> None:
     ]
     envs = {"off": bench.process_env(), "on": bench.process_env({DIR_ENV: str(directory)})}
     one_row, wide = bodies(bench, MLFLOWSERVER, 1, 64), bodies(bench, MLFLOWSERVER, options.body_rows, 16)
-    rounds = ROUNDS[options.short]
-    latencies: dict[str, list[float]] = {"off": [], "on": []}
-    requests = {"off": 0, "on": 0}
-    seconds = {"off": 0.0, "on": 0.0}
     print("- V2 runtime with capture off and on", flush=True)
     with running_servers(specs[:1], envs["off"]) as (off,), running_servers(specs[1:], envs["on"]) as (on,):
-        servers = {"off": off, "on": on}
-        targets = {
-            side: load.Target(server.port, MLFLOWSERVER.path, marker=MLFLOWSERVER.marker)
-            for side, server in servers.items()
+        sides = {
+            side: (load.Target(server.port, MLFLOWSERVER.path, marker=MLFLOWSERVER.marker), one_row, wide)
+            for side, server in (("off", off), ("on", on))
         }
-        for round_ in range(rounds):
-            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
-            sequential = load.alternating(
-                [targets[side] for side in order], one_row, int(options.sequential_requests * ROUND_SHARE)
-            )
-            for side, result in zip(order, sequential, strict=True):
-                latencies[side] += result.latencies
-                if result.errors:
-                    bench.errors.append(f"capture {side}: {result.errors} failed requests")
-            for side in order:
-                throughput = load.closed_loop(
-                    targets[side], wide, options.clients, options.duration * ROUND_SHARE
-                )
-                if throughput.errors:
-                    bench.errors.append(f"capture {side}: {throughput.errors} failed requests")
-                requests[side] += throughput.requests
-                seconds[side] += throughput.seconds
-                print(f"   round {round_ + 1}, capture {side}: {throughput.per_second:.1f} req/s", flush=True)
+        pooled = compared(bench, "capture", sides)
         captured = metric(on.base_url, "mlflowserver_capture_rows")
         dropped = metric(on.base_url, "mlflowserver_capture_dropped_rows")
     bench.add(
         Figure(
             "capture.1row.p50",
             "V2 runtime, capture on: 1-row p50, sequential",
-            load.percentile(latencies["on"], 50),
+            pooled["on"].p(50),
             "s",
-            reference=load.percentile(latencies["off"], 50),
+            reference=pooled["off"].p(50),
             ref_label="capture off",
             op="<=",
             bound=LATENCY_BOUND,
@@ -94,9 +65,9 @@ def run(bench: Bench) -> None:
         Figure(
             "capture.rps",
             f"V2 runtime, capture on: req/s, {options.clients} clients, {options.body_rows}-row bodies",
-            requests["on"] / seconds["on"],
+            pooled["on"].per_second,
             "req/s",
-            reference=requests["off"] / seconds["off"],
+            reference=pooled["off"].per_second,
             ref_label="capture off",
             op=">=",
             bound=THROUGHPUT_BOUND,

@@ -12,6 +12,9 @@ Two shapes of load:
 * ``sequential``: one connection, one request at a time (latency percentiles);
 * ``alternating``: the same against several servers, taking turns request by request, so
   that a drift in the machine's load reaches every server alike (A/B latency comparisons);
+* ``interleaved``: several servers compared in many short rounds of both measurements
+  (``alternating`` latencies, then a closed loop on each, in an order reversed every other
+  round), each server's figures pooled over its rounds (A/B comparisons in one run);
 * ``closed_loop``: ``clients`` threads, each sending its next request as soon as the
   previous one is answered, for a fixed duration after a warm-up (throughput, latency
   percentiles, errors); ends by itself.
@@ -113,28 +116,29 @@ class LoadResult:
 
 
 def sequential(target: Target, bodies: Sequence[bytes], requests: int, warmup: int = 20) -> LoadResult:
-    return alternating([target], bodies, requests, warmup)[0]
+    return alternating([target], [bodies], requests, warmup)[0]
 
 
 def alternating(
-    targets: Sequence[Target], bodies: Sequence[bytes], requests: int, warmup: int = 20
+    targets: Sequence[Target], bodies: Sequence[Sequence[bytes]], requests: int, warmup: int = 20
 ) -> list[LoadResult]:
-    """``requests`` sequential requests to each of ``targets``, one target after the other for
-    each body, the order reversed every other body (A B, B A, ...): a result per target (the
-    client's CPU time is the whole run's)."""
+    """``requests`` sequential requests to each of ``targets`` (``bodies``: a pool per target,
+    each server's form of the same rows), one target after the other for each body, the order
+    reversed every other body (A B, B A, ...): a result per target (the client's CPU time is
+    the whole run's)."""
     clients = [Client(target) for target in targets]
     latencies: list[list[float]] = [[] for _ in targets]
     errors: list[list[str]] = [[] for _ in targets]
     try:
-        for client in clients:
+        for client, pool in zip(clients, bodies, strict=True):
             for i in range(warmup):
-                client.post(bodies[i % len(bodies)])
+                client.post(pool[i % len(pool)])
         cpu0, started = time.process_time(), time.monotonic()
         for i in range(requests):
             order = range(len(clients)) if i % 2 == 0 else reversed(range(len(clients)))
             for index in order:
                 t0 = time.perf_counter()
-                error = clients[index].post(bodies[i % len(bodies)])
+                error = clients[index].post(bodies[index][i % len(bodies[index])])
                 elapsed = time.perf_counter() - t0
                 if error is None:
                     latencies[index].append(elapsed)
@@ -224,3 +228,57 @@ def closed_loop(
         result.errors += len(errors)
         result.error_samples += errors[: 5 - len(result.error_samples)]
     return result
+
+
+@dataclass
+class Pooled:
+    """One server's figures pooled over the rounds of ``interleaved``."""
+
+    latencies: list[float] = field(default_factory=list)  # every sequential request's, seconds
+    requests: int = 0  # closed-loop requests answered in the measured windows
+    seconds: float = 0.0  # the measured windows' length, summed
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def add_errors(self, result: LoadResult) -> None:
+        self.errors += result.errors
+        self.error_samples = (self.error_samples + result.error_samples)[:5]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+def interleaved(
+    sides: dict[str, tuple[Target, Sequence[bytes], Sequence[bytes]]],
+    clients: int,
+    rounds: int,
+    requests: int,
+    seconds: float,
+) -> dict[str, Pooled]:
+    """Servers (``sides``: name → target, one-row bodies, wide bodies) compared in ``rounds``
+    rounds: ``requests`` sequential one-row requests sent to them by turns (``alternating``),
+    then ``clients`` closed-loop clients for ``seconds`` on each, one server after the other in
+    an order reversed every other round. Many short rounds, not one long window each: the
+    machine's load drifts by more than a few per cent within a minute, and only a fine
+    interleaving makes every server see the same drift."""
+    pooled = {name: Pooled() for name in sides}
+    for round_ in range(rounds):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        results = alternating(
+            [sides[name][0] for name in order], [sides[name][1] for name in order], requests
+        )
+        for name, result in zip(order, results, strict=True):
+            pooled[name].latencies += result.latencies
+            pooled[name].add_errors(result)
+        for name in order:
+            target, _, wide = sides[name]
+            result = closed_loop(target, wide, clients, seconds)
+            pooled[name].requests += result.requests
+            pooled[name].seconds += result.seconds
+            pooled[name].add_errors(result)
+            print(f"   round {round_ + 1}, {name}: {result.per_second:.1f} req/s", flush=True)
+    return pooled

@@ -124,15 +124,6 @@ lint: venv
 docs: venv
 	$(PY) -m docsgen
 
-# The V2 runtime's own figures on the champion (benchmarks/coldstart.py: time to ready beside
-# `mlflow models serve`; benchmarks/limits.py: peak RSS of the largest request and the worst allowed mix;
-# the served section alone, against `mlflow models serve --workers 1`, into runtime-served.json) into docs/figures/runtime.json, then the pages showing them.
-.PHONY: bench-runtime
-bench-runtime: venv
-	$(PY) -m benchmarks --only coldstart,limits --model-uri "$(MODEL_URI)" --json docs/figures/runtime.json
-	$(PY) -m benchmarks --only servers --workers 1 --model-uri "$(MODEL_URI)" --json docs/figures/runtime-served.json
-	$(PY) -m docsgen
-
 # Re-run the V2 runtime's hostile-input cases and save what each got (status, message, time, RSS)
 # into docs/figures/hostile-input.json, then render docs/reliability.md's table from it.
 .PHONY: docs-hostile

@@ -72,7 +72,7 @@ class Options:
             batch_rows=(1_000,),
             cluster_rows=50_000,
             # The Spark cluster starts five JVMs: `--short --only cluster` (make test-cluster) runs it.
-            # limits and coldstart start servers for their figures only (make bench-runtime).
+            # limits and coldstart start servers for their figures only (the full form runs them).
             only=tuple(
                 s for s in SECTIONS if s not in ("cluster", "training", "tradeoff", "limits", "coldstart")
             ),

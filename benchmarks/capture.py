@@ -2,7 +2,7 @@
 
 Two runtimes on the project's model start together, one with ``MLFLOWSERVER_CAPTURE_DIR`` set
 (mlflowserver/capture.py), one without; the idle one costs memory only. They are compared in
-interleaved rounds (``servers.compared``: 1-row latencies by turns, then each one's throughput
+interleaved rounds (``served.compared``: 1-row latencies by turns, then each one's throughput
 window), each side's figures pooled over its rounds. The capture's own counters (``/metrics``)
 say how many rows it wrote and dropped: a drop would mean the figure measured less recording
 than was asked for.
@@ -16,7 +16,8 @@ import urllib.request
 from benchmarks import load
 from benchmarks.bench import Bench
 from benchmarks.report import Figure
-from benchmarks.servers import MLFLOWSERVER, bodies, compared
+from benchmarks.served import compared
+from benchmarks.servers import MLFLOWSERVER, bodies
 from mlflowserver.capture import DIR_ENV, FILE_PREFIX
 from testbed.processes import free_port, running_servers
 

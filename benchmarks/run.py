@@ -23,6 +23,7 @@ from benchmarks import (
     intervals,
     limits,
     profile,
+    served,
     servers,
     tradeoff,
     training,
@@ -113,6 +114,8 @@ def run(options: Options) -> dict:
             section(bench, "intervals", intervals.run)
         if {"servers", "load"} & set(options.only):
             section(bench, "servers", servers.run, "servers" in options.only, "load" in options.only)
+        if "servers" in options.only:
+            section(bench, "served", served.versus_mlflow_serve)
         if "coldstart" in options.only:
             section(bench, "coldstart", coldstart.run)
         if "limits" in options.only:

@@ -11,9 +11,8 @@ overlap) and are measured one after the other, the idle one costing memory only:
   of 1, 10 and 100 rows in rotation; errors, p50/p99, and the server's process-group RSS
   (psutil) averaged over the first and over the last 10 s of the window.
 
-The V2 runtime against ``mlflow models serve`` (issue 19's served targets) is measured apart:
-both on the project's model, started together, in interleaved rounds of both measurements
-(``compared``, ``load.interleaved``), so the machine's load drifts alike for both.
+The V2 runtime against ``mlflow models serve`` (issue 19's served targets) is measured apart,
+side by side (``benchmarks/served.py``).
 """
 
 from __future__ import annotations
@@ -33,15 +32,9 @@ from testbed.processes import RssSampler, free_port, running_server, running_ser
 
 THROUGHPUT_BOUND = 0.7  # × the trivial model's req/s on the same server
 LATENCY_BOUND = 1.5  # × the trivial model's 1-row p50 on the same server
-# Issue 19: the V2 runtime against `mlflow models serve` on the same artifact, same run.
-V2_ROWS_BOUND = 1.5  # × its rows/s at `clients` clients
-V2_LATENCY_BOUND = 0.5  # × its 1-row p50
 RSS_GROWTH_LIMIT = 10.0  # %
 V2_MODEL_NAME = "california-housing"
 SAMPLE_ROWS = 20_000  # resampled rows the request bodies are cut from
-# Servers compared side by side (`compared`): rounds in the short and the full form.
-ROUNDS = {True: 2, False: 20}
-ROUND_SHARE = 0.25
 
 
 def split_body(frame: pd.DataFrame) -> bytes:
@@ -97,25 +90,6 @@ MLFLOWSERVER = Kind(
     b'"outputs"',
     v2_body,
 )
-
-
-def compared(bench: Bench, what: str, sides: dict) -> dict[str, load.Pooled]:
-    """``load.interleaved`` with this section's measurements cut into rounds: ``ROUND_SHARE`` of
-    its sequential requests and of its throughput window per round; failed requests recorded."""
-    options = bench.options
-    pooled = load.interleaved(
-        sides,
-        options.clients,
-        ROUNDS[options.short],
-        int(options.sequential_requests * ROUND_SHARE),
-        options.duration * ROUND_SHARE,
-    )
-    for side, result in pooled.items():
-        if result.errors:
-            bench.errors.append(
-                f"{what}, {side}: {result.errors} failed requests, e.g. {result.error_samples[:2]}"
-            )
-    return pooled
 
 
 def bodies(bench: Bench, kind: Kind, rows: int, count: int) -> list[bytes]:
@@ -202,68 +176,8 @@ def run(bench: Bench, measure: bool, load_test: bool) -> None:
                         ref_label=f"--workers {first}",
                     )
                 )
-    if measure:
-        versus_mlflow_serve(bench)
     for result in load_results:
         load_figures(bench, *result)
-
-
-def versus_mlflow_serve(bench: Bench) -> None:
-    """The V2 runtime against `mlflow models serve` (the first ``--workers`` value), both serving
-    the project's artifact, started together and compared in interleaved rounds (``compared``).
-    Measured one after the other, a window each, the ratio moved by more than its bounds from
-    one run to the next with the machine's load."""
-    options = bench.options
-    kinds = {"mlflow": mlflow_serve(options.workers[0]), "v2": MLFLOWSERVER}
-    baseline = kinds["mlflow"].label
-    ports = {name: free_port() for name in kinds}
-    specs = [
-        (kind.command(bench.model_dir, ports[name]), ports[name], kind.health) for name, kind in kinds.items()
-    ]
-    print(f"- V2 runtime and {baseline} side by side, on the project model", flush=True)
-    with running_servers(specs, bench.process_env()) as started:
-        if kinds["mlflow"].workers > 1:
-            wait_settled(started[0].pid)
-        sides = {
-            name: (
-                load.Target(server.port, kind.path, marker=kind.marker),
-                bodies(bench, kind, 1, 64),
-                bodies(bench, kind, options.body_rows, 16),
-            )
-            for (name, kind), server in zip(kinds.items(), started, strict=True)
-        }
-        pooled = compared(bench, f"V2 runtime vs {baseline}", sides)
-    v2, served = pooled["v2"], pooled["mlflow"]
-    bench.add(
-        Figure(
-            "served.v2_vs_mlflow.rows_per_s",
-            f"V2 runtime vs {baseline}: rows/s, {options.clients} clients × {options.body_rows}-row bodies",
-            v2.per_second * options.body_rows,
-            "rows/s",
-            reference=served.per_second * options.body_rows,
-            ref_label=baseline,
-            op=">=",
-            bound=V2_ROWS_BOUND,
-        ),
-        Figure(
-            "served.v2_vs_mlflow.1row.p50",
-            f"V2 runtime vs {baseline}: 1-row p50",
-            v2.p(50),
-            "s",
-            reference=served.p(50),
-            ref_label=baseline,
-            op="<=",
-            bound=V2_LATENCY_BOUND,
-        ),
-        Figure(
-            "served.v2_vs_mlflow.1row.p99",
-            f"V2 runtime vs {baseline}: 1-row p99",
-            v2.p(99),
-            "s",
-            reference=served.p(99),
-            ref_label=baseline,
-        ),
-    )
 
 
 def measure_kind(

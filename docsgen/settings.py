@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from benchmarks import batch, coldstart, engine, inprocess, intervals, servers
+from benchmarks import batch, coldstart, engine, inprocess, intervals, served, servers
 from benchmarks import capture as capture_bench
 from benchmarks.limits import POD_MEMORY_LIMIT
 from benchmarks.training import TRAIN_LIMIT
@@ -81,8 +81,8 @@ def texts() -> dict[str, str]:
         "bench.instructions_limit": f"{inprocess.ONE_ROW_INSTRUCTIONS_LIMIT / 1e6:g} M",
         "bench.server_latency": _times(servers.LATENCY_BOUND),
         "bench.server_throughput": _times(servers.THROUGHPUT_BOUND),
-        "bench.v2_rows": _times(servers.V2_ROWS_BOUND),
-        "bench.v2_latency": _times(servers.V2_LATENCY_BOUND),
+        "bench.v2_rows": _times(served.V2_ROWS_BOUND),
+        "bench.v2_latency": _times(served.V2_LATENCY_BOUND),
         "bench.batch_throughput": _times(batch.THROUGHPUT_BOUND),
         "bench.batch_speedup": _times(batch.SPEEDUP_BOUND),
         "bench.batch_rss": _bytes(batch.RSS_LIMIT),

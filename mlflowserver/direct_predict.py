@@ -11,10 +11,9 @@ MLflow has no public way to skip that pass. :func:`direct_predict` calls what
 ``PyFuncModel.predict`` calls after it, the loaded model's ``_model_impl.predict`` (a private
 attribute, pinned by the lock), with MLflow's other step, the parameters' defaults, done here.
 It does so only where the pass is provably a no-op: a ``PythonModel`` with a column signature
-whose types the codecs decode (``tests/code/mlflowserver/test_direct_predict.py`` holds
-MLflow's ``_enforce_schema`` to returning the decoded frame unchanged, for every column type
-and null case, and the predictions to ``PyFuncModel.predict``'s). Any other model goes through
-``PyFuncModel.predict``.
+whose types the codecs decode (``tests/code/mlflowserver/test_direct_predict.py``: an echo
+model gets the same frame and parameters as through ``PyFuncModel.predict``, for every column
+type, nulls and absent columns, V2 and V1). Any other model goes through ``PyFuncModel.predict``.
 """
 
 from __future__ import annotations

@@ -276,6 +276,7 @@ class MLflowModel(Model):
         # In a worker thread, as `mlflow models serve` does: the tree engine and NumPy release the
         # GIL, so the event loop goes on reading and answering other requests meanwhile.
         # Called inline, predict held the loop and 8 clients got well under the in-process rate.
+        # A short one-row predict is the exception (INLINE_SECONDS): the hand-off cost more.
         async with self.row_budget.hold(rows):
             if rows != 1:
                 result = await asyncio.to_thread(self._call_pyfunc, data, params)
